@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Developer entry point for tdxedu (standard library only).
+
+    python3 dev.py lab     open the lessons in JupyterLab   (extra args go to `tdxedu lab`)
+    python3 dev.py test    run the whole suite: unit, notebooks (nbval), browser
+                           (extra args go to pytest, e.g. `python3 dev.py test -k welcome`)
+    python3 dev.py lint    ruff check .
+    python3 dev.py sync    jupytext --sync notebooks/*.ipynb (pair .ipynb <-> .py)
+
+Each command creates or reuses `.venv/` next to this file and runs `pip install -e .[lab,test]`
+only when pyproject.toml changed since the last install (hash stamp inside .venv).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".tdxedu-install-stamp"
+PYPROJECT = ROOT / "pyproject.toml"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+EXTRAS = "lab,test"
+
+# Everything `test` passes to pytest before the caller's own arguments.
+PYTEST_ARGS = [
+    "--nbval-lax",
+    "--nbval-current-env",
+    "--nbval-sanitize-with",
+    "tests/nbval_sanitize.cfg",
+    "--nbval-cell-timeout=300",
+]
+TEST_PATHS = ["tests", "notebooks"]
+
+
+def say(msg: str) -> None:
+    print(f"[dev.py] {msg}", flush=True)
+
+
+def run(cmd: list[str], **kw) -> int:
+    say("$ " + " ".join(str(c) for c in cmd))
+    try:
+        return subprocess.run([str(c) for c in cmd], cwd=ROOT, **kw).returncode
+    except KeyboardInterrupt:
+        return 130
+
+
+def _venv_works() -> bool:
+    if not PY.exists():
+        return False
+    probe = subprocess.run(
+        [str(PY), "-c", "import sys; print(sys.version_info[:2] >= (3, 11))"],
+        capture_output=True,
+        text=True,
+    )
+    return probe.returncode == 0 and probe.stdout.strip() == "True"
+
+
+def _wanted_stamp() -> str:
+    digest = hashlib.sha256(PYPROJECT.read_bytes()).hexdigest()
+    return f"{digest} extras={EXTRAS}\n"
+
+
+def ensure_venv() -> Path:
+    """Create .venv if needed and (re)install the package when pyproject.toml changed."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"[dev.py] tdxedu needs Python >= 3.11, this is {sys.version.split()[0]}")
+    if not _venv_works():
+        say(f"creating virtual environment {VENV.relative_to(ROOT)}/")
+        venv.EnvBuilder(with_pip=True, clear=VENV.exists()).create(VENV)
+    want = _wanted_stamp()
+    have = STAMP.read_text() if STAMP.exists() else ""
+    if have != want:
+        say("pyproject.toml changed since the last install (or first run): installing")
+        rc = run([PY, "-m", "pip", "install", "--disable-pip-version-check", "-e", f".[{EXTRAS}]"])
+        if rc != 0:
+            STAMP.unlink(missing_ok=True)
+            sys.exit(f"[dev.py] pip install failed (exit {rc})")
+        STAMP.write_text(want)
+    return PY
+
+
+def venv_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["VIRTUAL_ENV"] = str(VENV)
+    env["PATH"] = str(BIN) + os.pathsep + env.get("PATH", "")
+    env.pop("PYTHONHOME", None)
+    env.update(extra)
+    return env
+
+
+def cmd_lab(args: list[str]) -> int:
+    ensure_venv()
+    return run([BIN / "tdxedu", "lab", *args], env=venv_env())
+
+
+def cmd_test(args: list[str]) -> int:
+    ensure_venv()
+    # Explicit paths (e.g. `dev.py test tests/test_pins.py`) replace the default test paths.
+    explicit = [a for a in args if not a.startswith("-") and (ROOT / a.split("::")[0]).exists()]
+    paths = [] if explicit else TEST_PATHS
+    rc = run(
+        [PY, "-m", "pytest", *paths, *PYTEST_ARGS, *args],
+        env=venv_env(PYTHONHASHSEED="0"),
+    )
+    if rc == 5:
+        say("pytest collected no tests: treated as a failure (there are always tests)")
+    return rc
+
+
+def cmd_lint(args: list[str]) -> int:
+    ensure_venv()
+    return run([PY, "-m", "ruff", "check", ".", *args], env=venv_env())
+
+
+def cmd_sync(args: list[str]) -> int:
+    ensure_venv()
+    notebooks = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb"))
+    if not notebooks:
+        say("no notebooks/*.ipynb to sync")
+        return 0
+    return run([PY, "-m", "jupytext", "--sync", *notebooks, *args], env=venv_env())
+
+
+COMMANDS = {"lab": cmd_lab, "test": cmd_test, "lint": cmd_lint, "sync": cmd_sync}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help") or argv[0] not in COMMANDS:
+        print(__doc__)
+        return 0 if argv and argv[0] in ("-h", "--help", "help") else 2
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
