@@ -1,0 +1,314 @@
+"""SEAMCALLs that build a TD: create it, configure its key, add control pages, initialise,
+add vCPUs, add initial memory and S-EPT pages, measure, finalise, and AUG at runtime.
+
+Lifecycle/op-state rules: reference/teardown.md §3.1 and §1.3; S-EPT states: contention.md
+§4.1; PAMT type and owner per handler: dpamt.md §1.2 (module 1.5.01 `tdh_mng_create.c`,
+`tdh_mng_add_cx.c`, `tdh_mem_page_add.c`, `tdh_mem_page_aug.c`, `tdh_mem_sept_add.c`).
+"""
+
+from __future__ import annotations
+
+from . import status as st
+from .core import IN_SEAMCALL, Call, Result
+from .pamt import PageType
+from .sept import AUG_ALLOWED, SeptState
+from .td import KotState, Lifecycle, OpState, Tdcs, Tdr, Tdvps, VcpuState
+
+RCX, RDX, R8 = st.TDX_OPERAND_ID_RCX, st.TDX_OPERAND_ID_RDX, st.TDX_OPERAND_ID_R8
+OK = st.TDX_SUCCESS
+SEPT_ROOT_PAGE_INDEX = 3  # TDCS page 3 is the S-EPT root (teardown.md §1.2)
+
+
+class BuildMixin:
+    def _give_page(self, pa: int, pt: PageType, td: Tdr) -> None:
+        """Assign a page to a TD: PAMT type/owner, child count, and cache lines written with
+        the TD's HKID (which is why the host must WBINVD before reusing the page)."""
+        e = self.pamt.entry(pa >> 12)
+        e.pt = pt
+        e.owner = td.pa
+        td.chldcnt += 1
+        self._dirty(pa, td.hkid)
+
+    # TDH.MNG.CREATE ----------------------------------------------------------------------
+    def _h_tdh_mng_create(self, tdr: int, hkid: int, lp: int):
+        call = Call(f"TDH.MNG.CREATE@LP{lp}")
+        try:
+            err = self._new_page_error(call, tdr, RCX)
+            if err:
+                return Result("TDH.MNG.CREATE", err)
+            if hkid not in self.private_hkids:
+                return Result("TDH.MNG.CREATE", st.TDX_OPERAND_INVALID | RDX)
+            if not call.exclusive(self.kot_lock):
+                return Result("TDH.MNG.CREATE", st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_KOT)
+            if self.kot[hkid] != KotState.HKID_FREE:
+                return Result("TDH.MNG.CREATE", st.TDX_HKID_NOT_FREE)
+            yield IN_SEAMCALL
+            td = Tdr(tdr, hkid)
+            e = self.pamt.entry(tdr >> 12)
+            e.pt, e.owner = PageType.PT_TDR, tdr
+            self._dirty(tdr, self.global_keyid)
+            self.tds[tdr] = td
+            self.kot[hkid] = KotState.HKID_ASSIGNED
+            return Result("TDH.MNG.CREATE", OK)
+        finally:
+            call.release()
+
+    # TDH.MNG.KEY.CONFIG ------------------------------------------------------------------
+    def _h_tdh_mng_key_config(self, tdr: int, lp: int):
+        call = Call(f"TDH.MNG.KEY.CONFIG@LP{lp}")
+        try:
+            td, err = self._lock_tdr(call, tdr, RCX, exclusive=True)
+            if err:
+                return Result("TDH.MNG.KEY.CONFIG", err)
+            if td.lifecycle != Lifecycle.TD_HKID_ASSIGNED:
+                return Result("TDH.MNG.KEY.CONFIG", st.TDX_LIFECYCLE_STATE_INCORRECT)
+            pkg = self.package_of(lp)
+            if pkg in td.pkg_config:
+                return Result("TDH.MNG.KEY.CONFIG", st.TDX_KEY_CONFIGURED)
+            yield IN_SEAMCALL
+            td.pkg_config.add(pkg)
+            if len(td.pkg_config) == self.num_packages:
+                td.lifecycle = Lifecycle.TD_KEYS_CONFIGURED
+            return Result("TDH.MNG.KEY.CONFIG", OK)
+        finally:
+            call.release()
+
+    # TDH.MNG.ADDCX -----------------------------------------------------------------------
+    def _h_tdh_mng_addcx(self, tdr: int, page: int, lp: int):
+        call = Call(f"TDH.MNG.ADDCX@LP{lp}")
+        try:
+            td, err = self._lock_tdr(call, tdr, RDX, exclusive=True)
+            if err:
+                return Result("TDH.MNG.ADDCX", err)
+            if td.lifecycle != Lifecycle.TD_KEYS_CONFIGURED:
+                return Result("TDH.MNG.ADDCX", st.TDX_TD_KEYS_NOT_CONFIGURED)
+            if len(td.tdcx_pa) >= self.tdcs_pages:
+                return Result("TDH.MNG.ADDCX", st.TDX_TDCX_NUM_INCORRECT)
+            err = self._new_page_error(call, page, RCX)
+            if err:
+                return Result("TDH.MNG.ADDCX", err)
+            yield IN_SEAMCALL
+            self._give_page(page, PageType.PT_TDCX, td)
+            td.tdcx_pa.append(page)
+            if len(td.tdcx_pa) == self.tdcs_pages:
+                td.tdcs = Tdcs(td, td.tdcx_pa[SEPT_ROOT_PAGE_INDEX])
+            return Result("TDH.MNG.ADDCX", OK)
+        finally:
+            call.release()
+
+    # TDH.MNG.INIT ------------------------------------------------------------------------
+    def _h_tdh_mng_init(self, tdr: int, td_params: int, lp: int):
+        call = Call(f"TDH.MNG.INIT@LP{lp}")
+        try:
+            td, err = self._lock_tdr(call, tdr, RCX, exclusive=True)
+            if err:
+                return Result("TDH.MNG.INIT", err)
+            if td.lifecycle != Lifecycle.TD_KEYS_CONFIGURED:
+                return Result("TDH.MNG.INIT", st.TDX_TD_KEYS_NOT_CONFIGURED)
+            if td.tdcs is None:
+                return Result("TDH.MNG.INIT", st.TDX_TDCS_NOT_ALLOCATED)
+            if td.tdcs.op_state != OpState.UNINITIALIZED:
+                return Result("TDH.MNG.INIT", st.TDX_OP_STATE_INCORRECT)
+            yield IN_SEAMCALL
+            td.tdcs.op_state = OpState.INITIALIZED
+            return Result("TDH.MNG.INIT", OK)
+        finally:
+            call.release()
+
+    # TDH.VP.CREATE -----------------------------------------------------------------------
+    def _h_tdh_vp_create(self, tdr: int, tdvpr: int, lp: int):
+        call = Call(f"TDH.VP.CREATE@LP{lp}")
+        try:
+            td, err = self._lock_tdr(call, tdr, RDX)
+            if err:
+                return Result("TDH.VP.CREATE", err)
+            err = self._td_state_error(call, td, (OpState.INITIALIZED,))
+            if err:
+                return Result("TDH.VP.CREATE", err)
+            err = self._new_page_error(call, tdvpr, RCX)
+            if err:
+                return Result("TDH.VP.CREATE", err)
+            yield IN_SEAMCALL
+            self._give_page(tdvpr, PageType.PT_TDVPR, td)
+            vp = self.vcpus[tdvpr] = td.vcpus[tdvpr] = Tdvps(tdvpr, td)
+            del vp  # state stays VCPU_UNINITIALIZED until TDH.VP.INIT
+            return Result("TDH.VP.CREATE", OK)
+        finally:
+            call.release()
+
+    # TDH.VP.ADDCX ------------------------------------------------------------------------
+    def _h_tdh_vp_addcx(self, tdvpr: int, page: int, lp: int):
+        call = Call(f"TDH.VP.ADDCX@LP{lp}")
+        try:
+            vp, err = self._lock_vcpu(call, tdvpr, RDX, exclusive=True)
+            if err:
+                return Result("TDH.VP.ADDCX", err)
+            if vp.state != VcpuState.VCPU_UNINITIALIZED:
+                return Result("TDH.VP.ADDCX", st.TDX_VCPU_STATE_INCORRECT)
+            if len(vp.tdcx_pa) >= self.tdcx_per_vcpu:
+                return Result("TDH.VP.ADDCX", st.TDX_TDCX_NUM_INCORRECT)
+            err = self._new_page_error(call, page, RCX)
+            if err:
+                return Result("TDH.VP.ADDCX", err)
+            yield IN_SEAMCALL
+            self._give_page(page, PageType.PT_TDCX, vp.td)
+            vp.tdcx_pa.append(page)
+            return Result("TDH.VP.ADDCX", OK)
+        finally:
+            call.release()
+
+    # TDH.VP.INIT -------------------------------------------------------------------------
+    def _h_tdh_vp_init(self, tdvpr: int, initial_rcx: int, x2apicid: int, lp: int):
+        """Initialises the vCPU and associates it with this LP (`associate_vcpu_initial`,
+        teardown.md §5.1): from here on only TDH.VP.FLUSH on this LP can undo that."""
+        call = Call(f"TDH.VP.INIT@LP{lp}")
+        try:
+            vp, err = self._lock_vcpu(call, tdvpr, RCX, exclusive=True)
+            if err:
+                return Result("TDH.VP.INIT", err)
+            if vp.state != VcpuState.VCPU_UNINITIALIZED:
+                return Result("TDH.VP.INIT", st.TDX_VCPU_STATE_INCORRECT)
+            if len(vp.tdcx_pa) != self.tdcx_per_vcpu:
+                return Result("TDH.VP.INIT", st.TDX_TDCX_NUM_INCORRECT)
+            if vp.assoc_lpid not in (-1, lp):
+                return Result("TDH.VP.INIT", st.TDX_VCPU_ASSOCIATED)
+            yield IN_SEAMCALL
+            self._associate(vp, lp)
+            vp.state = VcpuState.VCPU_READY
+            return Result("TDH.VP.INIT", OK)
+        finally:
+            call.release()
+
+    def _associate(self, vp: Tdvps, lp: int) -> None:
+        if vp.assoc_lpid == -1:
+            vp.assoc_lpid = lp
+            vp.td.tdcs.num_assoc_vcpus += 1
+
+    # TDH.MEM.SEPT.ADD --------------------------------------------------------------------
+    def _h_tdh_mem_sept_add(self, tdr: int, gpa: int, level: int, page: int, lp: int):
+        call = Call(f"TDH.MEM.SEPT.ADD@LP{lp}")
+        try:
+            td, err = self._lock_tdr(call, tdr, RDX)
+            if err:
+                return Result("TDH.MEM.SEPT.ADD", err)
+            err = self._td_state_error(call, td, (OpState.INITIALIZED, OpState.RUNNABLE))
+            if err:
+                return Result("TDH.MEM.SEPT.ADD", err)
+            err = self._gpa_error(gpa, level, leaf_levels=(1, 2, 3))
+            if err:
+                return Result("TDH.MEM.SEPT.ADD", err)
+            if not call.shared(td.tdcs.sept_lock):
+                return Result("TDH.MEM.SEPT.ADD", st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_SEPT)
+            entry = td.tdcs.sept.walk(gpa, level)
+            if entry is None:
+                return Result("TDH.MEM.SEPT.ADD", st.TDX_EPT_WALK_FAILED | RCX)
+            if not call.entry(entry.lock):
+                return Result("TDH.MEM.SEPT.ADD", st.TDX_OPERAND_BUSY | RCX)
+            if entry.state != SeptState.FREE:
+                return Result("TDH.MEM.SEPT.ADD", st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
+            err = self._new_page_error(call, page, R8)
+            if err:
+                return Result("TDH.MEM.SEPT.ADD", err)
+            yield IN_SEAMCALL
+            self._give_page(page, PageType.PT_EPT, td)
+            entry.state, entry.hpa = SeptState.NL_MAPPED, page
+            return Result("TDH.MEM.SEPT.ADD", OK)
+        finally:
+            call.release()
+
+    # TDH.MEM.PAGE.ADD (build time, TDR exclusive) -----------------------------------------
+    def _h_tdh_mem_page_add(self, tdr: int, gpa: int, page: int, source: int, lp: int):
+        call = Call(f"TDH.MEM.PAGE.ADD@LP{lp}")
+        try:
+            td, err = self._lock_tdr(call, tdr, RDX, exclusive=True)
+            if err:
+                return Result("TDH.MEM.PAGE.ADD", err)
+            err = self._td_state_error(call, td, (OpState.INITIALIZED,))
+            if err:
+                return Result("TDH.MEM.PAGE.ADD", err)
+            err = self._gpa_error(gpa, 0)
+            if err:
+                return Result("TDH.MEM.PAGE.ADD", err)
+            entry = td.tdcs.sept.walk(gpa, 0)
+            if entry is None:
+                return Result("TDH.MEM.PAGE.ADD", st.TDX_EPT_WALK_FAILED | RCX)
+            if entry.state != SeptState.FREE:
+                return Result("TDH.MEM.PAGE.ADD", st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
+            err = self._new_page_error(call, page, R8)
+            if err:
+                return Result("TDH.MEM.PAGE.ADD", err)
+            yield IN_SEAMCALL
+            self._give_page(page, PageType.PT_REG, td)
+            entry.state, entry.hpa = SeptState.MAPPED, page
+            return Result("TDH.MEM.PAGE.ADD", OK)
+        finally:
+            call.release()
+
+    # TDH.MR.EXTEND / TDH.MR.FINALIZE (TDR exclusive) --------------------------------------
+    def _h_tdh_mr_extend(self, tdr: int, gpa: int, lp: int):
+        call = Call(f"TDH.MR.EXTEND@LP{lp}")
+        try:
+            td, err = self._lock_tdr(call, tdr, RDX, exclusive=True)
+            if err:
+                return Result("TDH.MR.EXTEND", err)
+            err = self._td_state_error(call, td, (OpState.INITIALIZED,))
+            if err:
+                return Result("TDH.MR.EXTEND", err)
+            if gpa < 0 or gpa % 256 or self._gpa_error(gpa & ~0xFFF, 0):
+                return Result("TDH.MR.EXTEND", st.TDX_OPERAND_INVALID | RCX)
+            entry = td.tdcs.sept.walk(gpa & ~0xFFF, 0)
+            if entry is None:
+                return Result("TDH.MR.EXTEND", st.TDX_EPT_WALK_FAILED | RCX)
+            if entry.state != SeptState.MAPPED:
+                return Result("TDH.MR.EXTEND", st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
+            yield IN_SEAMCALL
+            return Result("TDH.MR.EXTEND", OK)
+        finally:
+            call.release()
+
+    def _h_tdh_mr_finalize(self, tdr: int, lp: int):
+        call = Call(f"TDH.MR.FINALIZE@LP{lp}")
+        try:
+            td, err = self._lock_tdr(call, tdr, RCX, exclusive=True)
+            if err:
+                return Result("TDH.MR.FINALIZE", err)
+            err = self._td_state_error(call, td, (OpState.INITIALIZED,))
+            if err:
+                return Result("TDH.MR.FINALIZE", err)
+            yield IN_SEAMCALL
+            td.tdcs.op_state = OpState.RUNNABLE
+            return Result("TDH.MR.FINALIZE", OK)
+        finally:
+            call.release()
+
+    # TDH.MEM.PAGE.AUG (runtime, S-EPT tree shared) ----------------------------------------
+    def _h_tdh_mem_page_aug(self, tdr: int, gpa: int, level: int, page: int, lp: int):
+        call = Call(f"TDH.MEM.PAGE.AUG@LP{lp}")
+        try:
+            td, err = self._lock_tdr(call, tdr, RDX)
+            if err:
+                return Result("TDH.MEM.PAGE.AUG", err)
+            err = self._td_state_error(call, td, (OpState.RUNNABLE,))
+            if err:
+                return Result("TDH.MEM.PAGE.AUG", err)
+            err = self._gpa_error(gpa, level)
+            if err:
+                return Result("TDH.MEM.PAGE.AUG", err)
+            if not call.shared(td.tdcs.sept_lock):
+                return Result("TDH.MEM.PAGE.AUG", st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_SEPT)
+            entry = td.tdcs.sept.walk(gpa, level)
+            if entry is None:
+                return Result("TDH.MEM.PAGE.AUG", st.TDX_EPT_WALK_FAILED | RCX)
+            if not call.entry(entry.lock):
+                return Result("TDH.MEM.PAGE.AUG", st.TDX_OPERAND_BUSY | RCX)
+            if entry.state not in AUG_ALLOWED:
+                return Result("TDH.MEM.PAGE.AUG", st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
+            err = self._new_page_error(call, page, R8)
+            if err:
+                return Result("TDH.MEM.PAGE.AUG", err)
+            yield IN_SEAMCALL
+            self._give_page(page, PageType.PT_REG, td)
+            entry.state, entry.hpa = SeptState.PENDING, page
+            return Result("TDH.MEM.PAGE.AUG", OK)
+        finally:
+            call.release()

@@ -1,0 +1,204 @@
+"""SEAMCALL machinery shared by every leaf handler: operands, locks, results, tracing.
+
+Every handler is a generator. It takes its try-locks, may `yield` a preemption point while it
+holds them (so a scheduler can run another LP's SEAMCALL in the middle, as real LPs overlap),
+and returns a `Result`. `TdxModule.tdh_*` methods run a handler to completion;
+`TdxModule.stepwise(name, ...)` hands the generator to a scheduler.
+"""
+
+from __future__ import annotations
+
+from ..trace import Preempt, Trace
+from . import status as st
+from .pamt import KEYID_SHIFT, PAGE_SIZE, PA_MASK, PageType
+from .status import Status
+
+IN_SEAMCALL = Preempt("in SEAMCALL, locks held")
+
+
+class Result:
+    """A SEAMCALL's outputs: `.status` plus the registers the leaf returns."""
+
+    __slots__ = ("leaf", "status", "rcx", "rdx", "r8", "exit_reason")
+
+    def __init__(self, leaf: str, status: Status, rcx=0, rdx=0, r8=0, exit_reason=None):
+        self.leaf = leaf
+        self.status = status
+        self.rcx = rcx
+        self.rdx = rdx
+        self.r8 = r8
+        self.exit_reason = exit_reason
+
+    @property
+    def ok(self) -> bool:
+        return not self.status.is_error
+
+    def __repr__(self) -> str:
+        extra = f", exit={self.exit_reason}" if self.exit_reason else ""
+        return f"<{self.leaf}: {self.status}{extra}>"
+
+
+class Call:
+    """The locks one in-flight SEAMCALL holds; all released when it returns."""
+
+    __slots__ = ("who", "held")
+
+    def __init__(self, who: str):
+        self.who = who
+        self.held: list = []
+
+    def shared(self, lock, host: bool = True) -> bool:
+        if lock.try_shared(self.who, host):
+            self.held.append((lock, False))
+            return True
+        return False
+
+    def exclusive(self, lock, host: bool = True) -> bool:
+        if lock.try_exclusive(self.who, host):
+            self.held.append((lock, True))
+            return True
+        return False
+
+    def entry(self, elock) -> bool:
+        """Host-side S-EPT entry lock."""
+        if elock.try_host(self.who):
+            self.held.append((elock, None))
+            return True
+        return False
+
+    def keep(self) -> list:
+        """Hand the held locks to someone else (VP.ENTER keeps TDR/TDVPR over guest run)."""
+        kept, self.held = self.held, []
+        return kept
+
+    def release(self) -> None:
+        release(self.held, self.who)
+        self.held = []
+
+
+def release(held: list, who: str) -> None:
+    for lock, excl in reversed(held):
+        if excl is None:
+            lock.release(who)
+        elif excl:
+            lock.release_exclusive(who)
+        else:
+            lock.release_shared(who)
+
+
+def need_int(leaf: str, name: str, value, what: str) -> int:
+    """Python-level misuse (not an operand error) is a TypeError that says what was expected."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{leaf}: {name} must be an int ({what}), got {type(value).__name__}")
+    return value
+
+
+class CoreMixin:
+    """Operand checks and lookups used by all leaves; `TdxModule` supplies the state."""
+
+    trace: Trace | None
+
+    # --- operands -------------------------------------------------------------------------
+    def _hpa_error(self, pa: int, operand: int) -> Status | None:
+        """Checks every host-physical operand makes: 4K aligned, no KeyID bits, in a TDMR."""
+        if pa < 0 or pa % PAGE_SIZE or pa >> KEYID_SHIFT:
+            return st.TDX_OPERAND_INVALID | operand
+        if not self.pamt.covers(pa):
+            return st.TDX_OPERAND_ADDR_RANGE_ERROR | operand
+        return None
+
+    def _new_page_error(self, call: Call, pa: int, operand: int) -> Status | None:
+        """A page about to be handed to a TD: valid, PT_NDA, and locked exclusively."""
+        err = self._hpa_error(pa, operand)
+        if err:
+            return err
+        e = self.pamt.entry(pa >> 12)
+        if not call.exclusive(e.lock):
+            return st.TDX_OPERAND_BUSY | operand
+        if e.pt != PageType.PT_NDA:
+            return st.TDX_PAGE_METADATA_INCORRECT | operand
+        return self._pamt_4k_backing_error(pa, operand)
+
+    def _pamt_4k_backing_error(self, pa: int, operand: int) -> Status | None:
+        """Dynamic PAMT hook: static PAMT always has a 4K entry for every page."""
+        return None
+
+    def _lock_tdr(self, call: Call, tdr_pa: int, operand: int, exclusive: bool = False):
+        """Find and lock the TDR named by an operand. Returns (Tdr, None) or (None, Status)."""
+        err = self._hpa_error(tdr_pa, operand)
+        if err:
+            return None, err
+        e = self.pamt.entry(tdr_pa >> 12)
+        if e.pt != PageType.PT_TDR:
+            return None, st.TDX_PAGE_METADATA_INCORRECT | operand
+        got = call.exclusive(e.lock) if exclusive else call.shared(e.lock)
+        if not got:
+            return None, st.TDX_OPERAND_BUSY | operand
+        return self.tds[tdr_pa], None
+
+    def _lock_vcpu(self, call: Call, tdvpr_pa: int, operand: int, exclusive: bool = False):
+        err = self._hpa_error(tdvpr_pa, operand)
+        if err:
+            return None, err
+        e = self.pamt.entry(tdvpr_pa >> 12)
+        if e.pt != PageType.PT_TDVPR:
+            return None, st.TDX_PAGE_METADATA_INCORRECT | operand
+        got = call.exclusive(e.lock) if exclusive else call.shared(e.lock)
+        if not got:
+            return None, st.TDX_OPERAND_BUSY | operand
+        vp = self.vcpus[tdvpr_pa]
+        # The vCPU's TD is locked implicitly, shared (contention.md §3).
+        td_lock = self.pamt.entry(vp.td.pa >> 12).lock
+        if not call.shared(td_lock):
+            return None, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_TDR
+        return vp, None
+
+    def _td_state_error(self, call: Call, td, op_states) -> Status | None:
+        """`check_state_map_tdcs_and_lock` (teardown.md §1.3): keys configured, not fatal,
+        TDCS allocated, OP_STATE lock shared, op-state allowed for this leaf."""
+        from .td import Lifecycle
+
+        if td.lifecycle != Lifecycle.TD_KEYS_CONFIGURED:
+            return st.TDX_TD_KEYS_NOT_CONFIGURED
+        if td.fatal:
+            return st.TDX_TD_FATAL
+        if td.tdcs is None:
+            return st.TDX_TDCS_NOT_ALLOCATED
+        if not call.shared(td.tdcs.op_state_lock):
+            return st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_OP_STATE
+        if td.tdcs.op_state not in op_states:
+            return st.TDX_OP_STATE_INCORRECT
+        return None
+
+    def _gpa_error(self, gpa: int, level: int, leaf_levels=(0,)) -> Status | None:
+        """RCX = GPA | level: the level must be allowed for the leaf, the GPA aligned to it,
+        inside the GPA width and private (shared bit clear)."""
+        from .sept import GPAW, SHARED_BIT, level_size
+
+        if level not in leaf_levels or gpa < 0 or gpa >> GPAW or gpa & SHARED_BIT:
+            return st.TDX_OPERAND_INVALID | st.TDX_OPERAND_ID_RCX
+        if gpa % level_size(level):
+            return st.TDX_OPERAND_INVALID | st.TDX_OPERAND_ID_RCX
+        return None
+
+    # --- running handlers -----------------------------------------------------------------
+    def _run(self, leaf: str, lp: int, args: tuple, gen) -> Result:
+        try:
+            while True:
+                next(gen)
+        except StopIteration as stop:
+            res = stop.value
+        self._emit(leaf, lp, args, res)
+        return res
+
+    def _steps(self, leaf: str, lp: int, args: tuple, gen):
+        res = yield from gen
+        self._emit(leaf, lp, args, res)
+        return res
+
+    def _emit(self, leaf: str, lp: int, args: tuple, res: Result) -> None:
+        self.counts[leaf] = self.counts.get(leaf, 0) + 1
+        if self.trace is not None:
+            shown = tuple(f"{a:#x}" if isinstance(a, int) and a > 4096 else a for a in args)
+            status = str(res.status) + (f" ({res.exit_reason})" if res.exit_reason else "")
+            self.trace.emit(leaf, *shown, status=status, cpu=lp, source="tdx-module")

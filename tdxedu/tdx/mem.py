@@ -1,0 +1,194 @@
+"""SEAMCALLs that take private memory away from a running TD: BLOCK, TRACK, REMOVE.
+
+The protocol (reference/contention.md §5): RANGE.BLOCK records the TD epoch as the page's
+BEPOCH; MEM.TRACK advances the epoch; once every vCPU that entered in the block epoch has
+exited, PAGE.REMOVE may free the entry. Locks per call: contention.md §3 (BLOCK takes the
+S-EPT tree exclusively; REMOVE shared; both take the entry's host lock).
+Module 1.5.01 `tdh_mem_range_block.c`, `tdh_mem_track.c`, `tdh_mem_page_remove.c`,
+`tdh_mem_range_unblock.c`, `tdh_mem_sept_remove.c`.
+"""
+
+from __future__ import annotations
+
+from . import status as st
+from .core import IN_SEAMCALL, Call, Result
+from .pamt import PageType
+from .sept import ANY_BLOCKED, BLOCK_RESULT, NON_LEAF, REMOVE_ALLOWED, UNBLOCK_RESULT, SeptState
+from .td import OpState
+
+RCX = st.TDX_OPERAND_ID_RCX
+RDX = st.TDX_OPERAND_ID_RDX
+OK = st.TDX_SUCCESS
+LIVE = (OpState.INITIALIZED, OpState.RUNNABLE)
+
+
+class MemMixin:
+    # TDH.MEM.RANGE.BLOCK ------------------------------------------------------------------
+    def _h_tdh_mem_range_block(self, tdr: int, gpa: int, level: int, lp: int):
+        leaf = "TDH.MEM.RANGE.BLOCK"
+        call = Call(f"{leaf}@LP{lp}")
+        try:
+            td, err = self._lock_tdr(call, tdr, RDX)
+            if err:
+                return Result(leaf, err)
+            err = self._td_state_error(call, td, LIVE)
+            if err:
+                return Result(leaf, err)
+            err = self._gpa_error(gpa, level, leaf_levels=(0, 1, 2))
+            if err:
+                return Result(leaf, err)
+            tdcs = td.tdcs
+            if not call.exclusive(tdcs.sept_lock):
+                return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_SEPT)
+            entry = tdcs.sept.walk(gpa, level)
+            if entry is None:
+                return Result(leaf, st.TDX_EPT_WALK_FAILED | RCX)
+            if not call.entry(entry.lock):
+                return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
+            if entry.state in ANY_BLOCKED:
+                return Result(leaf, st.TDX_GPA_RANGE_ALREADY_BLOCKED | RCX)
+            if entry.state not in BLOCK_RESULT:
+                return Result(leaf, st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
+            yield IN_SEAMCALL
+            entry.state = BLOCK_RESULT[entry.state]
+            self.pamt.entry(entry.hpa >> 12).bepoch = tdcs.td_epoch
+            return Result(leaf, OK)
+        finally:
+            call.release()
+
+    # TDH.MEM.RANGE.UNBLOCK ----------------------------------------------------------------
+    def _h_tdh_mem_range_unblock(self, tdr: int, gpa: int, level: int, lp: int):
+        leaf = "TDH.MEM.RANGE.UNBLOCK"
+        call = Call(f"{leaf}@LP{lp}")
+        try:
+            td, err = self._lock_tdr(call, tdr, RDX)
+            if err:
+                return Result(leaf, err)
+            err = self._td_state_error(call, td, LIVE)
+            if err:
+                return Result(leaf, err)
+            err = self._gpa_error(gpa, level, leaf_levels=(0, 1, 2))
+            if err:
+                return Result(leaf, err)
+            tdcs = td.tdcs
+            if not call.exclusive(tdcs.sept_lock):
+                return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_SEPT)
+            entry = tdcs.sept.walk(gpa, level)
+            if entry is None:
+                return Result(leaf, st.TDX_EPT_WALK_FAILED | RCX)
+            if not call.entry(entry.lock):
+                return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
+            if entry.state not in UNBLOCK_RESULT:
+                return Result(leaf, st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
+            bepoch = self.pamt.entry(entry.hpa >> 12).bepoch
+            if tdcs.op_state == OpState.RUNNABLE and not tdcs.is_tlb_tracked(bepoch):
+                return Result(leaf, st.TDX_TLB_TRACKING_NOT_DONE | st.TDX_OPERAND_ID_SEPT)
+            yield IN_SEAMCALL
+            entry.state = UNBLOCK_RESULT[entry.state]
+            return Result(leaf, OK)
+        finally:
+            call.release()
+
+    # TDH.MEM.TRACK ------------------------------------------------------------------------
+    def _h_tdh_mem_track(self, tdr: int, lp: int):
+        leaf = "TDH.MEM.TRACK"
+        call = Call(f"{leaf}@LP{lp}")
+        try:
+            td, err = self._lock_tdr(call, tdr, RCX)
+            if err:
+                return Result(leaf, err)
+            err = self._td_state_error(call, td, LIVE)
+            if err:
+                return Result(leaf, err)
+            tdcs = td.tdcs
+            if not call.exclusive(tdcs.epoch_lock):
+                return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_TD_EPOCH)
+            if tdcs.refcount[(tdcs.td_epoch - 1) & 1]:
+                return Result(leaf, st.TDX_PREVIOUS_TLB_EPOCH_BUSY)
+            yield IN_SEAMCALL
+            tdcs.td_epoch += 1
+            return Result(leaf, OK)
+        finally:
+            call.release()
+
+    # TDH.MEM.PAGE.REMOVE ------------------------------------------------------------------
+    def _h_tdh_mem_page_remove(self, tdr: int, gpa: int, level: int, lp: int):
+        leaf = "TDH.MEM.PAGE.REMOVE"
+        call = Call(f"{leaf}@LP{lp}")
+        try:
+            td, err = self._lock_tdr(call, tdr, RDX)
+            if err:
+                return Result(leaf, err)
+            err = self._td_state_error(call, td, LIVE)
+            if err:
+                return Result(leaf, err)
+            err = self._gpa_error(gpa, level)
+            if err:
+                return Result(leaf, err)
+            tdcs = td.tdcs
+            if not call.shared(tdcs.sept_lock):
+                return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_SEPT)
+            entry = tdcs.sept.walk(gpa, level)
+            if entry is None:
+                return Result(leaf, st.TDX_EPT_WALK_FAILED | RCX)
+            if not call.entry(entry.lock):
+                return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
+            if entry.state not in REMOVE_ALLOWED:
+                return Result(leaf, st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
+            page = self.pamt.entry(entry.hpa >> 12)
+            if not call.exclusive(page.lock):
+                return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
+            if tdcs.op_state == OpState.RUNNABLE:
+                if entry.state not in ANY_BLOCKED:
+                    return Result(leaf, st.TDX_GPA_RANGE_NOT_BLOCKED | RCX)
+                if not tdcs.is_tlb_tracked(page.bepoch):
+                    return Result(leaf, st.TDX_TLB_TRACKING_NOT_DONE | RCX)
+            yield IN_SEAMCALL
+            hpa = entry.hpa
+            entry.state, entry.hpa = SeptState.FREE, 0
+            page.pt, page.owner, page.bepoch = PageType.PT_NDA, 0, 0
+            td.chldcnt -= 1
+            return Result(leaf, OK, rcx=hpa)
+        finally:
+            call.release()
+
+    # TDH.MEM.SEPT.REMOVE (KVM never calls it; here for completeness) ----------------------
+    def _h_tdh_mem_sept_remove(self, tdr: int, gpa: int, level: int, lp: int):
+        leaf = "TDH.MEM.SEPT.REMOVE"
+        call = Call(f"{leaf}@LP{lp}")
+        try:
+            td, err = self._lock_tdr(call, tdr, RDX)
+            if err:
+                return Result(leaf, err)
+            err = self._td_state_error(call, td, LIVE)
+            if err:
+                return Result(leaf, err)
+            err = self._gpa_error(gpa, level, leaf_levels=(1, 2, 3))
+            if err:
+                return Result(leaf, err)
+            tdcs = td.tdcs
+            if not call.exclusive(tdcs.sept_lock):
+                return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_SEPT)
+            entry = tdcs.sept.walk(gpa, level)
+            if entry is None:
+                return Result(leaf, st.TDX_EPT_WALK_FAILED | RCX)
+            if not call.entry(entry.lock):
+                return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
+            if entry.state not in NON_LEAF:
+                return Result(leaf, st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
+            page = self.pamt.entry(entry.hpa >> 12)
+            if tdcs.op_state == OpState.RUNNABLE:
+                if entry.state not in ANY_BLOCKED:
+                    return Result(leaf, st.TDX_GPA_RANGE_NOT_BLOCKED | RCX)
+                if not tdcs.is_tlb_tracked(page.bepoch):
+                    return Result(leaf, st.TDX_TLB_TRACKING_NOT_DONE | RCX)
+            if tdcs.sept.children(entry):
+                return Result(leaf, st.TDX_EPT_PAGE_NOT_FREE | RCX)
+            yield IN_SEAMCALL
+            hpa = entry.hpa
+            entry.state, entry.hpa = SeptState.FREE, 0
+            page.pt, page.owner, page.bepoch = PageType.PT_NDA, 0, 0
+            td.chldcnt -= 1
+            return Result(leaf, OK, rcx=hpa)
+        finally:
+            call.release()

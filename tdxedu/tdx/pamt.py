@@ -1,0 +1,86 @@
+"""Physical memory as the TDX module sees it: the PAMT.
+
+The Physical Address Metadata Table has one entry per page the module may use: its page type,
+its owner (the TDR of the TD that holds it) and BEPOCH, the TD epoch at which a blocked page was
+blocked. Every entry is also a host-priority try-lock, which is how the module locks the TDR,
+a TDVPR or a single physical page (reference/dpamt.md §1.2; module 1.5.01
+`src/common/memory_handlers/pamt_manager.h`; contention.md §2.2).
+
+Entries are created on first use; a page with no entry is PT_NDA.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from .locks import SharexHpLock
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_2M = 1 << 21
+# The KeyID sits above the physical address bits (MKTME). We model 46 physical address bits, so
+# a PA with KeyID k is pa | k << 46 (kernel: `tdh_phymem_page_wbinvd_hkid`, `set_hkid_to_hpa`).
+KEYID_SHIFT = 46
+PA_MASK = (1 << KEYID_SHIFT) - 1
+
+
+class PageType(IntEnum):
+    """PAMT page types (dpamt.md §1.2; 2 unused, 7 reserved; PT_PAMT only with Dynamic PAMT)."""
+
+    PT_NDA = 0
+    PT_RSVD = 1
+    PT_REG = 3
+    PT_TDR = 4
+    PT_TDCX = 5
+    PT_TDVPR = 6
+    PT_EPT = 8
+    PT_PAMT = 15
+
+
+class PamtEntry:
+    __slots__ = ("pfn", "pt", "owner", "bepoch", "lock")
+
+    def __init__(self, pfn: int):
+        self.pfn = pfn
+        self.pt = PageType.PT_NDA
+        self.owner = 0  # PA of the owning TD's TDR; 0 for none
+        self.bepoch = 0
+        self.lock = SharexHpLock(f"PAMT[{pfn << PAGE_SHIFT:#x}]")
+
+    def __repr__(self) -> str:
+        return f"PamtEntry({self.pfn << PAGE_SHIFT:#x}, {self.pt.name}, owner={self.owner:#x})"
+
+
+class Pamt:
+    """PAMT over one TDMR of `size` bytes starting at `base`; `reserved` pages are PT_RSVD."""
+
+    def __init__(self, base: int, size: int, reserved: tuple[int, ...] = ()):
+        if base % PAGE_2M or size % PAGE_2M or size <= 0:
+            raise ValueError("a TDMR must be 2 MiB aligned and a positive multiple of 2 MiB")
+        self.base = base
+        self.size = size
+        self.first_pfn = base >> PAGE_SHIFT
+        self.end_pfn = (base + size) >> PAGE_SHIFT
+        self.entries: dict[int, PamtEntry] = {}
+        for pa in reserved:
+            self.entry(pa >> PAGE_SHIFT).pt = PageType.PT_RSVD
+
+    def covers(self, pa: int) -> bool:
+        return self.base <= pa < self.base + self.size
+
+    def entry(self, pfn: int) -> PamtEntry:
+        e = self.entries.get(pfn)
+        if e is None:
+            e = self.entries[pfn] = PamtEntry(pfn)
+        return e
+
+    def page_type(self, pa: int) -> PageType:
+        e = self.entries.get(pa >> PAGE_SHIFT)
+        return PageType.PT_NDA if e is None else e.pt
+
+    def owned_by(self, tdr_pa: int) -> list[PamtEntry]:
+        return [e for e in self.entries.values() if e.owner == tdr_pa and e.pt != PageType.PT_NDA]
+
+    def in_use(self) -> list[PamtEntry]:
+        """Every page the module considers assigned (not NDA, not RSVD)."""
+        return [e for e in self.entries.values() if e.pt not in (PageType.PT_NDA, PageType.PT_RSVD)]

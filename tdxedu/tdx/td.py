@@ -1,0 +1,115 @@
+"""TD and vCPU control structures kept by the TDX module, and the Key Ownership Table.
+
+TDR: lifecycle, HKID, fatal flag, child count, TDCX (TDCS page) list, per-package key-config
+bitmap. TDCS: OP_STATE, the TD epoch and its two refcounts, the number of associated vCPUs, the
+S-EPT. TDVPS: the vCPU, its association with a logical processor and its epoch.
+Source: reference/teardown.md §3.1, §3.3 and §5.1 (module 1.5.01
+`src/common/data_structures/td_control_structures.h`, `tdx_global_data.h`);
+contention.md §5 (epochs) and §3.1 (0-step mitigation).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from .locks import SharexHpLock, SharexLock
+from .sept import SecureEpt
+
+
+class Lifecycle(IntEnum):
+    """`td_lifecycle_state_t` (teardown.md §3.1)."""
+
+    TD_HKID_ASSIGNED = 0
+    TD_KEYS_CONFIGURED = 1
+    TD_BLOCKED = 2
+    TD_TEARDOWN = 3
+
+
+class OpState(IntEnum):
+    """TDCS OP_STATE, orthogonal to the lifecycle (teardown.md §3.1; import/export omitted)."""
+
+    UNINITIALIZED = 0
+    INITIALIZED = 1
+    RUNNABLE = 2
+
+
+class KotState(IntEnum):
+    """Key Ownership Table entry states (module `tdx_global_data.h`)."""
+
+    HKID_FREE = 0
+    HKID_ASSIGNED = 1
+    HKID_FLUSHED = 2
+    HKID_RESERVED = 3
+
+
+class VcpuState(IntEnum):
+    """Model names for TDVPS init/run state: created, initialised (TDH.VP.INIT), in guest."""
+
+    VCPU_UNINITIALIZED = 0
+    VCPU_READY = 1
+    VCPU_ACTIVE = 2
+
+
+NO_LP = -1
+STEPPING_EPF_THRESHOLD = 6  # faults at one RIP before 0-step mitigation (contention.md §3.1)
+EPF_GPA_LIST_SIZE = 32
+
+
+class Tdcs:
+    """TD control structure: exists once every TDCS page has been added (TDH.MNG.ADDCX)."""
+
+    def __init__(self, td: Tdr, root_hpa: int):
+        self.op_state = OpState.UNINITIALIZED
+        self.td_epoch = 1
+        self.refcount = [0, 0]  # vCPUs in guest per epoch parity
+        self.num_assoc_vcpus = 0
+        self.epoch_lock = SharexLock(f"TD_EPOCH[{td.pa:#x}]")
+        self.sept_lock = SharexLock(f"SEPT_TREE[{td.pa:#x}]")
+        self.op_state_lock = SharexHpLock(f"OP_STATE[{td.pa:#x}]")
+        self.sept = SecureEpt(root_hpa)
+
+    def is_tlb_tracked(self, bepoch: int) -> bool:
+        """`is_tlb_tracked` (contention.md §5): every vCPU that ran in the block epoch exited."""
+        if bepoch < self.td_epoch - 1:
+            return True
+        return bepoch == self.td_epoch - 1 and self.refcount[bepoch & 1] == 0
+
+
+class Tdr:
+    """TD root page: the module's handle for a TD (owner of all its pages)."""
+
+    def __init__(self, pa: int, hkid: int):
+        self.pa = pa
+        self.hkid = hkid
+        self.lifecycle = Lifecycle.TD_HKID_ASSIGNED
+        self.fatal = False
+        self.chldcnt = 0
+        self.tdcx_pa: list[int] = []
+        self.pkg_config: set[int] = set()
+        self.tdcs: Tdcs | None = None
+        self.vcpus: dict[int, Tdvps] = {}
+
+    def __repr__(self) -> str:
+        return f"Tdr({self.pa:#x}, hkid={self.hkid}, {self.lifecycle.name}, chldcnt={self.chldcnt})"
+
+
+class Tdvps:
+    """A TD vCPU (TDVPR page plus TDCX pages)."""
+
+    def __init__(self, pa: int, td: Tdr):
+        self.pa = pa
+        self.td = td
+        self.tdcx_pa: list[int] = []
+        self.state = VcpuState.VCPU_UNINITIALIZED
+        self.assoc_lpid = NO_LP
+        self.vcpu_epoch = 0
+        self.enter_locks: list = []  # (lock, who) held from VP.ENTER until TD exit
+        self.epf_count = 0  # EPT faults at the same RIP (0-step detection)
+        self.epf_gpas: list[int] = []  # GPAs that must be mapped before the next entry
+
+    @property
+    def in_guest(self) -> bool:
+        return self.state == VcpuState.VCPU_ACTIVE
+
+    def __repr__(self) -> str:
+        return f"Tdvps({self.pa:#x}, {self.state.name}, lp={self.assoc_lpid})"
