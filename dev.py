@@ -6,6 +6,8 @@
                            (extra args go to pytest, e.g. `python3 dev.py test -k welcome`)
     python3 dev.py lint    ruff check .
     python3 dev.py sync    jupytext --sync notebooks/*.ipynb (pair .ipynb <-> .py)
+    python3 dev.py execute [NB...]  re-run notebooks (default: all) and save them with outputs
+                           and widget state, PYTHONHASHSEED=0, timing metadata dropped
 
 Each command creates or reuses `.venv/` next to this file and runs `pip install -e .[lab,test]`
 only when pyproject.toml changed since the last install (hash stamp inside .venv).
@@ -69,7 +71,7 @@ def _wanted_stamp() -> str:
 
 def ensure_venv() -> Path:
     """Create .venv if needed and (re)install the package when pyproject.toml changed."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may run on an older python3
         sys.exit(f"[dev.py] tdxedu needs Python >= 3.11, this is {sys.version.split()[0]}")
     if not _venv_works():
         say(f"creating virtual environment {VENV.relative_to(ROOT)}/")
@@ -78,7 +80,9 @@ def ensure_venv() -> Path:
     have = STAMP.read_text() if STAMP.exists() else ""
     if have != want:
         say("pyproject.toml changed since the last install (or first run): installing")
-        rc = run([PY, "-m", "pip", "install", "--disable-pip-version-check", "-e", f".[{EXTRAS}]"])
+        rc = run(
+            [PY, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", f".[{EXTRAS}]"]
+        )
         if rc != 0:
             STAMP.unlink(missing_ok=True)
             sys.exit(f"[dev.py] pip install failed (exit {rc})")
@@ -128,7 +132,41 @@ def cmd_sync(args: list[str]) -> int:
     return run([PY, "-m", "jupytext", "--sync", *notebooks, *args], env=venv_env())
 
 
-COMMANDS = {"lab": cmd_lab, "test": cmd_test, "lint": cmd_lint, "sync": cmd_sync}
+# Runs inside the venv: execute each notebook in its own folder, keep widget state (so the
+# saved widgets render before a learner runs anything), drop per-run timing metadata.
+EXECUTE_SNIPPET = """
+import sys, pathlib, nbformat
+from nbclient import NotebookClient
+for arg in sys.argv[1:]:
+    path = pathlib.Path(arg)
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", store_widget_state=True,
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+    nbformat.write(nb, path)
+    print("executed", path)
+"""
+
+
+def cmd_execute(args: list[str]) -> int:
+    ensure_venv()
+    notebooks = args or sorted(
+        str(p.relative_to(ROOT)) for p in (ROOT / "notebooks").glob("*.ipynb")
+    )
+    rc = run([PY, "-c", EXECUTE_SNIPPET, *notebooks], env=venv_env(PYTHONHASHSEED="0"))
+    if rc == 0:
+        rc = run([PY, "-m", "jupytext", "--sync", *notebooks], env=venv_env())
+    return rc
+
+
+COMMANDS = {
+    "lab": cmd_lab,
+    "test": cmd_test,
+    "lint": cmd_lint,
+    "sync": cmd_sync,
+    "execute": cmd_execute,
+}
 
 
 def main(argv: list[str]) -> int:
