@@ -1,0 +1,109 @@
+"""`struct kvm` and `struct kvm_vcpu`: the host-side state every KVM flow touches.
+
+What is modelled (virt/kvm/kvm_main.c, arch/x86/kvm/x86.c): the VM reference count
+(`users_count`; each guest_memfd file holds one, reference/teardown.md §1.2 Stage C), the
+dead/bugged flags and KVM_BUG_ON, `kvm->lock`, `kvm->slots_lock`, `mmu_lock` as a waiting
+rwlock, vCPUs with their mutex, the pCPU they are loaded on, guest mode and requests.
+`kvm_make_all_cpus_request(KVM_REQ_OUTSIDE_GUEST_MODE)` kicks every vCPU in guest mode with an
+IPI and waits for each to acknowledge (contention.md §5 "KVM side").
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from ..trace import Trace, WaitUntil
+from .locks import Mutex, RwLock
+
+OUTSIDE_GUEST_MODE = "OUTSIDE_GUEST_MODE"
+IN_GUEST_MODE = "IN_GUEST_MODE"
+EXITING_GUEST_MODE = "EXITING_GUEST_MODE"
+
+KVM_REQ_OUTSIDE_GUEST_MODE = "KVM_REQ_OUTSIDE_GUEST_MODE"
+KVM_REQ_VM_DEAD = "KVM_REQ_VM_DEAD"
+KVM_REQ_MMU_FREE_OBSOLETE_ROOTS = "KVM_REQ_MMU_FREE_OBSOLETE_ROOTS"
+
+
+class KvmVcpu:
+    def __init__(self, kvm: Kvm, vcpu_id: int):
+        self.kvm = kvm
+        self.vcpu_id = vcpu_id
+        self.name = f"vcpu{vcpu_id}"
+        self.cpu = -1  # pCPU it was last loaded on (vcpu->cpu)
+        self.mutex = Mutex(f"vcpu{vcpu_id}->mutex")
+        self.mode = OUTSIDE_GUEST_MODE
+        self.requests: set[str] = set()
+        self.kicked = False  # an IPI is pending for this vCPU while in guest mode
+        self.arch = SimpleNamespace()  # arch state (MMU roots live here)
+
+    def __repr__(self) -> str:
+        return f"<{self.name} cpu={self.cpu} {self.mode}>"
+
+
+class Kvm:
+    def __init__(self, *, nr_cpus: int = 4, trace: Trace | None = None, name: str = "vm"):
+        if nr_cpus < 1:
+            raise ValueError("nr_cpus must be >= 1")
+        self.name = name
+        self.trace = trace if trace is not None else Trace()
+        self.nr_cpus = nr_cpus
+        self.users_count = 1
+        self.vm_dead = False
+        self.vm_bugged = False
+        self.bugs: list[str] = []
+        self.lock = Mutex("kvm->lock")
+        self.slots_lock = Mutex("kvm->slots_lock")
+        self.mmu_lock = RwLock("kvm->mmu_lock")
+        self.vcpus: list[KvmVcpu] = []
+        self.arch = SimpleNamespace()
+        self.destroyed = False
+
+    # --- references -----------------------------------------------------------------------
+    def kvm_get_kvm(self) -> None:
+        self.users_count += 1
+
+    def kvm_put_kvm(self) -> bool:
+        """Drop a reference; True when it was the last one (kvm_destroy_vm must run)."""
+        if self.users_count <= 0:
+            self.kvm_bug_on(True, "kvm_put_kvm on a VM with no users")
+            return False
+        self.users_count -= 1
+        return self.users_count == 0
+
+    # --- dead / bugged --------------------------------------------------------------------
+    def kvm_vm_dead(self) -> None:
+        self.vm_dead = True
+        for v in self.vcpus:
+            v.requests.add(KVM_REQ_VM_DEAD)
+
+    def kvm_bug_on(self, cond, msg: str) -> bool:
+        """KVM_BUG_ON: a WARN, and the VM is marked bugged and dead."""
+        if cond:
+            self.vm_bugged = True
+            self.kvm_vm_dead()
+            self.bugs.append(msg)
+            self.trace.emit("KVM_BUG_ON", msg, source="include/linux/kvm_host.h")
+        return bool(cond)
+
+    # --- vCPUs ----------------------------------------------------------------------------
+    def create_vcpu(self) -> KvmVcpu:
+        v = KvmVcpu(self, len(self.vcpus))
+        self.vcpus.append(v)
+        return v
+
+    def kvm_make_all_cpus_request(self, req: str, who: str = "", exclude=None):
+        """Set `req` on every vCPU, IPI those in guest mode and wait for them to leave it
+        (KVM_REQUEST_WAIT | KVM_REQUEST_NO_ACTION for KVM_REQ_OUTSIDE_GUEST_MODE)."""
+        targets = []
+        for v in self.vcpus:
+            if v is exclude:
+                continue
+            v.requests.add(req)
+            if v.mode == IN_GUEST_MODE:
+                v.kicked = True
+                targets.append(v)
+        self.trace.emit("kvm_make_all_cpus_request", req, f"ipi={len(targets)}",
+                        source="virt/kvm/kvm_main.c")
+        if targets:
+            yield WaitUntil(lambda: all(t.mode != IN_GUEST_MODE for t in targets),
+                            f"IPI acknowledgement from {', '.join(t.name for t in targets)}")
