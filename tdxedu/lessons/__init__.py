@@ -1,0 +1,1 @@
+"""Scenario builders shared by notebooks, the CLI and tests."""
