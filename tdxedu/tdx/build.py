@@ -31,13 +31,16 @@ class BuildMixin:
 
     # TDH.MNG.CREATE ----------------------------------------------------------------------
     def _h_tdh_mng_create(self, tdr: int, hkid: int, lp: int):
+        """Module 1.5 `tdh_mng_create.c`: the HKID (RDX) is checked *before* the TDR page
+        (RCX, must be PT_NDA, locked exclusively), then the KOT lock, then the KOT entry. The
+        new TDR's PAMT entry gets PT_TDR with owner 0 (a TDR owns itself)."""
         call = Call(f"TDH.MNG.CREATE@LP{lp}")
         try:
+            if hkid not in self.private_hkids:
+                return Result("TDH.MNG.CREATE", st.TDX_OPERAND_INVALID | RDX)
             err = self._new_page_error(call, tdr, RCX)
             if err:
                 return Result("TDH.MNG.CREATE", err)
-            if hkid not in self.private_hkids:
-                return Result("TDH.MNG.CREATE", st.TDX_OPERAND_INVALID | RDX)
             if not call.exclusive(self.kot_lock):
                 return Result("TDH.MNG.CREATE", st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_KOT)
             if self.kot[hkid] != KotState.HKID_FREE:
@@ -45,7 +48,7 @@ class BuildMixin:
             yield IN_SEAMCALL
             td = Tdr(tdr, hkid)
             e = self.pamt.entry(tdr >> 12)
-            e.pt, e.owner = PageType.PT_TDR, tdr
+            e.pt, e.owner = PageType.PT_TDR, 0
             self._dirty(tdr, self.global_keyid)
             self.tds[tdr] = td
             self.kot[hkid] = KotState.HKID_ASSIGNED

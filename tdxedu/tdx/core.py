@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..trace import Preempt, Trace
 from . import status as st
-from .pamt import KEYID_SHIFT, PAGE_SIZE, PA_MASK, PageType
+from .pamt import KEYID_SHIFT, PAGE_SIZE, PageType
 from .status import Status
 
 IN_SEAMCALL = Preempt("in SEAMCALL, locks held")
@@ -123,29 +123,37 @@ class CoreMixin:
         """Dynamic PAMT hook: static PAMT always has a 4K entry for every page."""
         return None
 
-    def _lock_tdr(self, call: Call, tdr_pa: int, operand: int, exclusive: bool = False):
-        """Find and lock the TDR named by an operand. Returns (Tdr, None) or (None, Status)."""
-        err = self._hpa_error(tdr_pa, operand)
+    def _lock_explicit(self, call: Call, pa: int, operand: int, expected, exclusive: bool):
+        """`check_and_lock_explicit_*_hpa` / `non_shared_hpa_metadata_check_and_lock` (module
+        1.5 `src/common/helpers/helpers.c`): alignment and KeyID bits (OPERAND_INVALID), inside
+        a TDMR (OPERAND_ADDR_RANGE_ERROR), PAMT walk taking the entry lock (OPERAND_BUSY), and
+        only then the page type (PAGE_METADATA_INCORRECT) -- the lock comes before the type."""
+        err = self._hpa_error(pa, operand)
         if err:
             return None, err
-        e = self.pamt.entry(tdr_pa >> 12)
-        if e.pt != PageType.PT_TDR:
-            return None, st.TDX_PAGE_METADATA_INCORRECT | operand
+        e = self.pamt.entry(pa >> 12)
         got = call.exclusive(e.lock) if exclusive else call.shared(e.lock)
         if not got:
             return None, st.TDX_OPERAND_BUSY | operand
+        if e.pt != expected:
+            return None, st.TDX_PAGE_METADATA_INCORRECT | operand
+        return e, None
+
+    def _lock_tdr(self, call: Call, tdr_pa: int, operand: int, exclusive: bool = False):
+        """Find and lock the TDR named by an operand. Returns (Tdr, None) or (None, Status).
+        `check_lock_and_map_explicit_tdr` (module helpers.c)."""
+        e, err = self._lock_explicit(call, tdr_pa, operand, PageType.PT_TDR, exclusive)
+        if err:
+            return None, err
         return self.tds[tdr_pa], None
 
     def _lock_vcpu(self, call: Call, tdvpr_pa: int, operand: int, exclusive: bool = False):
-        err = self._hpa_error(tdvpr_pa, operand)
+        """The TDVPR operand (`check_and_lock_explicit_4k_private_hpa`), then its TD's TDR
+        shared as an implicit operand (`lock_and_map_implicit_tdr`, BUSY | TDR), as in module
+        1.5 `tdh_vp_flush.c`, `tdh_vp_enter.c`, `tdh_vp_addcx.c`, `tdh_vp_init.c`."""
+        e, err = self._lock_explicit(call, tdvpr_pa, operand, PageType.PT_TDVPR, exclusive)
         if err:
             return None, err
-        e = self.pamt.entry(tdvpr_pa >> 12)
-        if e.pt != PageType.PT_TDVPR:
-            return None, st.TDX_PAGE_METADATA_INCORRECT | operand
-        got = call.exclusive(e.lock) if exclusive else call.shared(e.lock)
-        if not got:
-            return None, st.TDX_OPERAND_BUSY | operand
         vp = self.vcpus[tdvpr_pa]
         # The vCPU's TD is locked implicitly, shared (contention.md §3).
         td_lock = self.pamt.entry(vp.td.pa >> 12).lock
@@ -154,14 +162,16 @@ class CoreMixin:
         return vp, None
 
     def _td_state_error(self, call: Call, td, op_states) -> Status | None:
-        """`check_state_map_tdcs_and_lock` (teardown.md §1.3): keys configured, not fatal,
-        TDCS allocated, OP_STATE lock shared, op-state allowed for this leaf."""
+        """`check_state_map_tdcs_and_lock` (teardown.md §1.3): not fatal, keys configured,
+        TDCS allocated, OP_STATE lock shared, op-state allowed for this leaf. The order is the
+        module's `check_td_in_correct_build_state` (module 1.5 `src/common/helpers/helpers.c`):
+        FATAL is tested before the lifecycle."""
         from .td import Lifecycle
 
-        if td.lifecycle != Lifecycle.TD_KEYS_CONFIGURED:
-            return st.TDX_TD_KEYS_NOT_CONFIGURED
         if td.fatal:
             return st.TDX_TD_FATAL
+        if td.lifecycle != Lifecycle.TD_KEYS_CONFIGURED:
+            return st.TDX_TD_KEYS_NOT_CONFIGURED
         if td.tdcs is None:
             return st.TDX_TDCS_NOT_ALLOCATED
         if not call.shared(td.tdcs.op_state_lock):

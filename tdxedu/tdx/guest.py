@@ -8,11 +8,11 @@ module 1.5.01 `src/td_dispatcher/vm_exits/tdg_mem_page_accept.c`).
 
 from __future__ import annotations
 
+from ..trace import Preempt
 from . import status as st
 from .core import Result
 from .sept import GUEST_ACCESSIBLE, NON_LEAF, SeptState, level_size
 from .td import VcpuState
-from ..trace import Preempt
 
 RCX = st.TDX_OPERAND_ID_RCX
 OK = st.TDX_SUCCESS

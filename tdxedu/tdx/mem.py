@@ -122,7 +122,9 @@ class MemMixin:
             err = self._td_state_error(call, td, LIVE)
             if err:
                 return Result(leaf, err)
-            err = self._gpa_error(gpa, level)
+            # verify_page_info_input(LVL_PT, LVL_PDPT): levels 4K..1G (module 1.5
+            # `tdh_mem_page_remove.c`); a non-leaf there is EPT_ENTRY_STATE_INCORRECT below.
+            err = self._gpa_error(gpa, level, leaf_levels=(0, 1, 2))
             if err:
                 return Result(leaf, err)
             tdcs = td.tdcs

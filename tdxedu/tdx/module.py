@@ -10,12 +10,14 @@ A wrong operand, state or LP returns the status the real module returns; only Py
 from __future__ import annotations
 
 from ..trace import Trace
+from . import status as st
 from .build import BuildMixin
 from .core import CoreMixin, Result, need_int
 from .guest import GuestMixin
+from .leaves import TDX_VERSION_SHIFT, Leaf
 from .locks import SharexLock
 from .mem import MemMixin
-from .pamt import KEYID_SHIFT, PAGE_SIZE, Pamt, PageType
+from .pamt import KEYID_SHIFT, PAGE_SIZE, PageType, Pamt
 from .td import KotState, Lifecycle, VcpuState
 from .teardown import TeardownMixin
 from .vcpu import VcpuMixin
@@ -225,6 +227,58 @@ class TdxModule(CoreMixin, BuildMixin, MemMixin, VcpuMixin, TeardownMixin, Guest
         need_int("tdh_phymem_page_wbinvd_tdr", "td", td, "TDR PA")
         return self.tdh_phymem_page_wbinvd(td | self.global_keyid << KEYID_SHIFT, lp=lp)
 
+    # --- register-level entry -------------------------------------------------------------
+    def seamcall(self, leaf: int, rcx: int = 0, rdx: int = 0, r8: int = 0, r9: int = 0, *,
+                 lp: int = 0) -> Result:
+        """SEAMCALL as the CPU sees it: RAX = leaf | version << 16, operands in RCX/RDX/R8/R9.
+
+        Dispatch follows module 1.5 `src/vmm_dispatcher/tdx_vmm_dispatcher.c`:
+        * RAX bits above 23 set -> TDX_OPERAND_INVALID | OPERAND_ID_RAX (0);
+        * version > 0 on a leaf that has no versions (only SEPT.ADD, SEPT.REMOVE, MNG.RD,
+          VP.RD, VP.INIT, PAGE.PROMOTE, SYS.INIT do; VP.INIT is issued by the kernel as
+          version 1) -> TDX_OPERAND_INVALID | OPERAND_ID_RAX; a versioned leaf rejects
+          version > 1 in its handler with the same status;
+        * a leaf number the switch does not know -> TDX_OPERAND_INVALID | OPERAND_ID_RAX.
+        A memory leaf's RCX is `page_info_api_input_t`: level in bits 2:0, GPA in 51:12, bits
+        11:3 and 63:52 reserved (must be zero, checked by `verify_page_info_input` inside the
+        handler, so at the handler's point in the order: OPERAND_INVALID | RCX).
+        TDH.MNG.KEY.RECLAIMID is a no-op that returns TDX_SUCCESS (teardown.md §3.3).
+        Leaves this model does not implement (TDH.MNG.RD/WR, TDH.SYS.*, migration, ...) and
+        TDH.PHYMEM.PAMT.ADD/REMOVE on this static-PAMT module (module 2.0
+        `tdh_phymem_pamt_add.c`: Dynamic PAMT disabled) return TDX_OPERAND_INVALID |
+        OPERAND_ID_RAX too; see `SEAMCALL_MODELLED` for the leaves that run a handler.
+        """
+        for name, value in (("leaf", leaf), ("rcx", rcx), ("rdx", rdx), ("r8", r8), ("r9", r9)):
+            need_int("seamcall", name, value, "64-bit register value")
+            if not 0 <= value < 1 << 64:
+                raise ValueError(f"seamcall: {name}={value:#x} does not fit in a 64-bit register")
+        lp = self._lp(lp)
+        number, version = leaf & 0xFFFF, (leaf >> TDX_VERSION_SHIFT) & 0xFF
+        bad_rax = st.TDX_OPERAND_INVALID | st.TDX_OPERAND_ID_RAX
+        if leaf >> 24:
+            return self._unsupported(leaf, lp, bad_rax)
+        if version and number not in _VERSIONED:
+            return self._unsupported(leaf, lp, bad_rax)
+        if version > 1:
+            return self._unsupported(leaf, lp, bad_rax)
+        if number == Leaf.TDH_MNG_KEY_RECLAIMID:
+            res = Result("TDH.MNG.KEY.RECLAIMID", st.TDX_SUCCESS)
+            self._emit("tdh_mng_key_reclaimid", lp, (rcx,), res)
+            return res
+        route = _ROUTES.get(number)
+        if route is None:
+            return self._unsupported(leaf, lp, bad_rax)
+        return route(self, rcx, rdx, r8, r9, lp)
+
+    def _unsupported(self, leaf: int, lp: int, status) -> Result:
+        try:
+            name = Leaf(leaf & 0xFFFF).spelled
+        except ValueError:
+            name = f"SEAMCALL[{leaf:#x}]"
+        res = Result(name, status)
+        self._emit("seamcall", lp, (leaf,), res)
+        return res
+
     # --- consistency ----------------------------------------------------------------------
     def check_invariants(self) -> list[str]:
         """Module-internal consistency, for tests and the invariant checker."""
@@ -236,7 +290,7 @@ class TdxModule(CoreMixin, BuildMixin, MemMixin, VcpuMixin, TeardownMixin, Guest
                 if td is None:
                     bad.append(f"page {e.pfn << 12:#x} ({e.pt.name}) owned by a TD that is gone")
                 owned[e.owner] = owned.get(e.owner, 0) + 1
-            elif e.pt == PageType.PT_TDR and e.owner not in self.tds:
+            elif e.pt == PageType.PT_TDR and (e.pfn << 12) not in self.tds:
                 bad.append(f"TDR page {e.pfn << 12:#x} without a TD")
         for pa, td in self.tds.items():
             if owned.get(pa, 0) != td.chldcnt:
@@ -261,10 +315,75 @@ class TdxModule(CoreMixin, BuildMixin, MemMixin, VcpuMixin, TeardownMixin, Guest
         return bad
 
 
+_PAGE_INFO_RESERVED = (0xFF8) | (~((1 << 52) - 1) & ((1 << 64) - 1))
+
+
+def _page_info(rcx: int) -> tuple[int, int]:
+    """Decode `page_info_api_input_t` (GPA | level). Reserved bits set -> an invalid level, so
+    the handler rejects it with OPERAND_INVALID | RCX at the point `verify_page_info_input`
+    runs in the module (after the TDR and TD-state checks)."""
+    if rcx & _PAGE_INFO_RESERVED:
+        return rcx & 0x000F_FFFF_FFFF_F000, 8
+    return rcx & 0x000F_FFFF_FFFF_F000, rcx & 7
+
+
+# Leaf number -> how its registers map onto the kernel-shaped method (module 1.5
+# `tdx_vmm_dispatcher.c` for the register assignment of each leaf).
+_ROUTES = {
+    Leaf.TDH_VP_ENTER: lambda m, rcx, rdx, r8, r9, lp: m.tdh_vp_enter(rcx, lp=lp),
+    Leaf.TDH_MNG_ADDCX: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mng_addcx(rdx, rcx, lp=lp),
+    Leaf.TDH_MEM_PAGE_ADD: lambda m, rcx, rdx, r8, r9, lp: _page_add(m, rcx, rdx, r8, r9, lp),
+    Leaf.TDH_MEM_SEPT_ADD: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mem_sept_add(
+        rdx, *_page_info(rcx), r8, lp=lp),
+    Leaf.TDH_VP_ADDCX: lambda m, rcx, rdx, r8, r9, lp: m.tdh_vp_addcx(rdx, rcx, lp=lp),
+    Leaf.TDH_MEM_PAGE_AUG: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mem_page_aug(
+        rdx, *_page_info(rcx), r8, lp=lp),
+    Leaf.TDH_MEM_RANGE_BLOCK: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mem_range_block(
+        rdx, *_page_info(rcx), lp=lp),
+    Leaf.TDH_MNG_KEY_CONFIG: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mng_key_config(rcx, lp=lp),
+    Leaf.TDH_MNG_CREATE: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mng_create(rcx, rdx, lp=lp),
+    Leaf.TDH_VP_CREATE: lambda m, rcx, rdx, r8, r9, lp: m.tdh_vp_create(rdx, rcx, lp=lp),
+    Leaf.TDH_MR_EXTEND: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mr_extend(rdx, rcx, lp=lp),
+    Leaf.TDH_MR_FINALIZE: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mr_finalize(rcx, lp=lp),
+    Leaf.TDH_VP_FLUSH: lambda m, rcx, rdx, r8, r9, lp: m.tdh_vp_flush(rcx, lp=lp),
+    Leaf.TDH_MNG_VPFLUSHDONE: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mng_vpflushdone(rcx, lp=lp),
+    Leaf.TDH_MNG_KEY_FREEID: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mng_key_freeid(rcx, lp=lp),
+    Leaf.TDH_MNG_INIT: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mng_init(rcx, rdx, lp=lp),
+    Leaf.TDH_VP_INIT: lambda m, rcx, rdx, r8, r9, lp: m.tdh_vp_init(rcx, rdx, r8, lp=lp),
+    Leaf.TDH_PHYMEM_PAGE_RECLAIM: lambda m, rcx, rdx, r8, r9, lp: m.tdh_phymem_page_reclaim(
+        rcx, lp=lp),
+    Leaf.TDH_MEM_PAGE_REMOVE: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mem_page_remove(
+        rdx, *_page_info(rcx), lp=lp),
+    Leaf.TDH_MEM_SEPT_REMOVE: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mem_sept_remove(
+        rdx, *_page_info(rcx), lp=lp),
+    Leaf.TDH_MEM_TRACK: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mem_track(rcx, lp=lp),
+    Leaf.TDH_MEM_RANGE_UNBLOCK: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mem_range_unblock(
+        rdx, *_page_info(rcx), lp=lp),
+    Leaf.TDH_PHYMEM_CACHE_WB: lambda m, rcx, rdx, r8, r9, lp: m.tdh_phymem_cache_wb(rcx, lp=lp),
+    Leaf.TDH_PHYMEM_PAGE_WBINVD: lambda m, rcx, rdx, r8, r9, lp: m.tdh_phymem_page_wbinvd(
+        rcx, lp=lp),
+}
+
+
+def _page_add(m, rcx, rdx, r8, r9, lp):
+    gpa, level = _page_info(rcx)
+    if level != 0:
+        gpa = gpa | 1  # PAGE.ADD is 4K only: any other level is OPERAND_INVALID | RCX
+    return m.tdh_mem_page_add(rdx, gpa, r8, r9, lp=lp)
+
+
+# Leaves the dispatcher accepts with version > 0 (module 1.5 `tdx_vmm_dispatcher.c`).
+_VERSIONED = frozenset({
+    Leaf.TDH_MEM_PAGE_PROMOTE, Leaf.TDH_MEM_SEPT_ADD, Leaf.TDH_MEM_SEPT_REMOVE, Leaf.TDH_MNG_RD,
+    Leaf.TDH_VP_RD, Leaf.TDH_VP_INIT, Leaf.TDH_SYS_INIT,
+})
+# Leaves that run a model handler through `seamcall` (plus the no-op KEY.RECLAIMID).
+SEAMCALL_MODELLED = frozenset(_ROUTES) | {Leaf.TDH_MNG_KEY_RECLAIMID}
+
 _TDR = ("td", "TDR page PA")
 _TDVPR = ("vp", "TDVPR page PA")
 _PAGE = ("page", "4K-aligned host physical address")
 _GPA = ("gpa", "guest physical address")
 _LEVEL = ("level", "S-EPT level: 0=4K, 1=2M, 2=1G, 3=512G")
 
-__all__ = ["TdxModule", "Result", "PAGE_SIZE"]
+__all__ = ["TdxModule", "Result", "PAGE_SIZE", "SEAMCALL_MODELLED"]

@@ -85,6 +85,7 @@ SOFTWARE_CODES: dict[str, int] = {
 # Operand ids (bits 31:0). Kernel names where the kernel defines one (TDX_OPERAND_ID_RCX, _TDR,
 # _SEPT, _TD_EPOCH), the module's OPERAND_ID_* otherwise (contention.md §1, teardown.md §4.2).
 OPERAND_IDS: dict[str, int] = {
+    "TDX_OPERAND_ID_RAX": 0x00,  # module OPERAND_ID_RAX: the leaf/version in RAX itself
     "TDX_OPERAND_ID_RCX": 0x01,
     "TDX_OPERAND_ID_RDX": 0x02,
     "TDX_OPERAND_ID_R8": 0x08,

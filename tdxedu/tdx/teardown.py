@@ -14,7 +14,7 @@ from . import status as st
 from .core import IN_SEAMCALL, Call, Result
 from .leaves import TDH_PHYMEM_CACHEWB_RESUME_CMD, TDH_PHYMEM_CACHEWB_START_CMD
 from .pamt import KEYID_SHIFT, PA_MASK, PageType
-from .td import KotState, Lifecycle
+from .td import KotState, Lifecycle, OpState
 
 RCX = st.TDX_OPERAND_ID_RCX
 OK = st.TDX_SUCCESS
@@ -33,7 +33,10 @@ class TeardownMixin:
                 return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_KOT)
             if td.lifecycle not in (Lifecycle.TD_KEYS_CONFIGURED, Lifecycle.TD_HKID_ASSIGNED):
                 return Result(leaf, st.TDX_LIFECYCLE_STATE_INCORRECT)
-            if td.tdcs is not None and td.tdcs.num_assoc_vcpus:
+            # Module 1.5 `tdh_mng_vpflushdone.c`: only if the TDCS exists and its OP_STATE is
+            # any initialised state is num_assoc_vcpus looked at.
+            if (td.tdcs is not None and td.tdcs.op_state != OpState.UNINITIALIZED
+                    and td.tdcs.num_assoc_vcpus):
                 return Result(leaf, st.TDX_FLUSHVP_NOT_DONE)
             yield IN_SEAMCALL
             td.lifecycle = Lifecycle.TD_BLOCKED
@@ -47,7 +50,14 @@ class TeardownMixin:
     def _h_tdh_phymem_cache_wb(self, resume: int, lp: int):
         """Writes back this package's caches for every HKID in HKID_FLUSHED. The work comes in
         `cache_wb_rounds` slices; an unfinished one returns TDX_INTERRUPTED_RESUMABLE and KVM
-        calls again with resume=1 (kernel retries up to TDX_SEAMCALL_RETRIES)."""
+        calls again with resume=1 (kernel retries up to TDX_SEAMCALL_RETRIES).
+
+        Module 1.5 `tdh_phymem_cache_wb.c`: RCX > 1 -> OPERAND_INVALID | RCX; package mutex
+        (BUSY | WBCACHE); KOT shared (BUSY | KOT). START drops any saved interruption point and
+        collects *every* HKID in HKID_FLUSHED, whether or not this package already wrote it
+        back (none -> TDX_NO_HKID_READY_TO_WBCACHE); RESUME with no saved point ->
+        TDX_WBCACHE_RESUME_ERROR. On completion this package's bit is cleared in each
+        collected HKID's wbinvd_bitmap."""
         leaf = "TDH.PHYMEM.CACHE.WB"
         call = Call(f"{leaf}@LP{lp}")
         try:
@@ -64,10 +74,9 @@ class TeardownMixin:
                     return Result(leaf, st.TDX_WBCACHE_RESUME_ERROR)
                 hkids, left = saved
             else:
-                hkids = [h for h, s in self.kot.items() if s == KotState.HKID_FLUSHED
-                         and pkg in self.wbinvd_bitmap.get(h, ())]
+                self.wbcache_saved[pkg] = None
+                hkids = [h for h, s in self.kot.items() if s == KotState.HKID_FLUSHED]
                 if not hkids:
-                    self.wbcache_saved[pkg] = None
                     return Result(leaf, st.TDX_NO_HKID_READY_TO_WBCACHE)
                 left = self.cache_wb_rounds
             yield IN_SEAMCALL
@@ -77,8 +86,9 @@ class TeardownMixin:
                 return Result(leaf, st.TDX_INTERRUPTED_RESUMABLE)
             self.wbcache_saved[pkg] = None
             for h in hkids:
-                self.wbinvd_bitmap[h].discard(pkg)
-                if not self.wbinvd_bitmap[h]:
+                bitmap = self.wbinvd_bitmap.setdefault(h, set())
+                bitmap.discard(pkg)
+                if not bitmap:
                     self._clean_keyid(h)
             return Result(leaf, OK)
         finally:
@@ -92,10 +102,12 @@ class TeardownMixin:
             td, err = self._lock_tdr(call, tdr, RCX, exclusive=True)
             if err:
                 return Result(leaf, err)
-            if not call.exclusive(self.kot_lock):
-                return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_KOT)
+            # Module 1.5 `tdh_mng_key_freeid.c`: the lifecycle is checked *before* the KOT
+            # lock is taken (VPFLUSHDONE takes the KOT lock first).
             if td.lifecycle != Lifecycle.TD_BLOCKED:
                 return Result(leaf, st.TDX_LIFECYCLE_STATE_INCORRECT)
+            if not call.exclusive(self.kot_lock):
+                return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_KOT)
             if self.wbinvd_bitmap.get(td.hkid):
                 return Result(leaf, st.TDX_WBCACHE_NOT_COMPLETE)
             yield IN_SEAMCALL
@@ -107,6 +119,12 @@ class TeardownMixin:
 
     # TDH.PHYMEM.PAGE.RECLAIM --------------------------------------------------------------
     def _h_tdh_phymem_page_reclaim(self, page: int, lp: int):
+        """Module 1.5 `tdh_phymem_page_reclaim.c`, in its order: PA aligned with no KeyID bits
+        (OPERAND_INVALID | RCX); inside a TDMR (ADDR_RANGE_ERROR | RCX); PAMT entry locked
+        exclusively (BUSY | RCX); type not NDA/RSVD (PAGE_METADATA_INCORRECT | RCX). Then for a
+        child page: its TDR shared (BUSY | TDR), lifecycle TD_TEARDOWN, chldcnt -= 1; for the
+        TDR itself: lifecycle TD_TEARDOWN, then chldcnt == 0 (TD_ASSOCIATED_PAGES_EXIST).
+        Outputs RCX = page type, RDX = owner (0 for a TDR), R8 = size (0 = 4K)."""
         leaf = "TDH.PHYMEM.PAGE.RECLAIM"
         call = Call(f"{leaf}@LP{lp}")
         try:
@@ -114,12 +132,12 @@ class TeardownMixin:
             if err:
                 return Result(leaf, err)
             e = self.pamt.entry(page >> 12)
-            if e.pt in (PageType.PT_NDA, PageType.PT_RSVD, PageType.PT_PAMT):
-                return Result(leaf, st.TDX_PAGE_METADATA_INCORRECT | RCX)
             if not call.exclusive(e.lock):
                 return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
+            if e.pt in (PageType.PT_NDA, PageType.PT_RSVD, PageType.PT_PAMT):
+                return Result(leaf, st.TDX_PAGE_METADATA_INCORRECT | RCX)
             is_tdr = e.pt == PageType.PT_TDR
-            td = self.tds[e.owner]
+            td = self.tds[page] if is_tdr else self.tds[e.owner]
             if not is_tdr and not call.shared(self.pamt.entry(td.pa >> 12).lock):
                 return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_TDR)
             if td.lifecycle != Lifecycle.TD_TEARDOWN:

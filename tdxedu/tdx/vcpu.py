@@ -10,11 +10,11 @@ VP.FLUSH must run on the LP the vCPU is associated with (teardown.md §5.1, `tdh
 
 from __future__ import annotations
 
+from ..trace import Preempt
 from . import status as st
 from .core import Call, Result
 from .sept import GUEST_ACCESSIBLE
 from .td import EPF_GPA_LIST_SIZE, NO_LP, STEPPING_EPF_THRESHOLD, Lifecycle, OpState, VcpuState
-from ..trace import Preempt
 
 RCX = st.TDX_OPERAND_ID_RCX
 OK = st.TDX_SUCCESS
@@ -111,6 +111,10 @@ class VcpuMixin:
                 return Result(leaf, err)
             if vp.td.lifecycle != Lifecycle.TD_KEYS_CONFIGURED:
                 return Result(leaf, st.TDX_TD_KEYS_NOT_CONFIGURED)
+            # Module 1.5 `tdh_vp_flush.c`: mapping the TDVPS fails while not every TDCX page
+            # has been added (`map_tdvps` -> TDX_TDCX_NUM_INCORRECT), before the LP check.
+            if len(vp.tdcx_pa) != self.tdcx_per_vcpu:
+                return Result(leaf, st.TDX_TDCX_NUM_INCORRECT)
             if vp.assoc_lpid != lp:
                 return Result(leaf, st.TDX_VCPU_NOT_ASSOCIATED)
             yield from ()
