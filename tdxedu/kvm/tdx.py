@@ -1,0 +1,370 @@
+"""KVM's TDX glue (`arch/x86/kvm/vmx/tdx.c`), with kernel function names.
+
+Every function that can sleep, wait for an IPI or issue a SEAMCALL is a generator (drive it
+with `yield from`, or `run_to_completion` when nothing else runs). Behaviour that changed
+across versions or patch series is a named policy on this one code path (DESIGN.md
+principle 4):
+
+* BUSY handling on the zap path (reference/contention.md §6): ``"retry-loop"`` (pre-merge
+  out-of-tree code: loop while BUSY), ``"kick-retry-once"`` (6.16: set `wait_for_sept_zap`,
+  kick every vCPU out, retry exactly once, then KVM_BUG_ON; 6.19's `tdh_do_no_vcpus`),
+  ``"no-retry"`` (any BUSY is a KVM_BUG_ON).
+* Teardown (reference/teardown.md §1, §2, §5.3) lives in `tdxedu.kvm.teardown`.
+"""
+
+from __future__ import annotations
+
+from ..tdx import status as st
+from ..tdx.pamt import PAGE_SIZE
+from ..tdx.sept import level_size
+from ..trace import PREEMPT
+from .kvm import IN_GUEST_MODE, KVM_REQ_OUTSIDE_GUEST_MODE, OUTSIDE_GUEST_MODE, Kvm, KvmVcpu
+
+BUSY_POLICIES = ("kick-retry-once", "retry-loop", "no-retry")
+TEARDOWN_POLICIES = ("v6.16", "terminate-vm", "v19-notifier", "flush-at-vcpu-free")
+
+TD_STATE_UNINITIALIZED = "TD_STATE_UNINITIALIZED"
+TD_STATE_INITIALIZED = "TD_STATE_INITIALIZED"
+TD_STATE_RUNNABLE = "TD_STATE_RUNNABLE"
+VCPU_TD_STATE_UNINITIALIZED = "VCPU_TD_STATE_UNINITIALIZED"
+VCPU_TD_STATE_INITIALIZED = "VCPU_TD_STATE_INITIALIZED"
+
+TDX_EXTENDMR_CHUNKSIZE = 256  # TDH.MR.EXTEND measures 256 bytes per call
+TDX_SEAMCALL_RETRIES = 10000  # CACHE.WB resume cap (contention.md §6)
+SRC = "arch/x86/kvm/vmx/tdx.c"
+
+
+def check_policy(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
+    return value
+
+
+class KvmTdx:
+    """`struct kvm_tdx` plus the private half of KVM's mirror EPT and the guest_memfd pages."""
+
+    def __init__(self, kvm: Kvm, host, *, busy_policy: str = "kick-retry-once",
+                 teardown_policy: str = "v6.16", clear_pages: bool = True):
+        self.kvm = kvm
+        self.host = host
+        self.module = host.module
+        self.busy_policy = check_policy("busy policy", busy_policy, BUSY_POLICIES)
+        self.teardown_policy = check_policy("teardown policy", teardown_policy,
+                                            TEARDOWN_POLICIES)
+        self.clear_pages = clear_pages  # MOVDIR64B clear (always before 6.18; erratum CPUs)
+        self.hkid = -1
+        self.state = TD_STATE_UNINITIALIZED
+        self.tdr_pa = 0
+        self.tdcs_pa: list[int] = []
+        self.wait_for_sept_zap = False
+        self.mirror: dict[int, int] = {}  # private GPA -> PA of mapped 4K leaves
+        self.sept_pages: dict[tuple[int, int], int] = {}  # (level, GPA) -> S-EPT page PA
+        self.gmem: dict[int, int] = {}  # guest_memfd: private GPA -> page it allocated
+        self.leaked: list[tuple[int, str]] = []
+        self.hkid_leaked = False
+        self.cleared_pages = 0
+        kvm.arch.tdx = self
+
+    @property
+    def hkid_assigned(self) -> bool:
+        return self.hkid > 0
+
+    def sc(self, name: str, *args, cpu: int):
+        return self.host.seamcall(name, *args, cpu=cpu)
+
+    def emit(self, op: str, *args, cpu=None, status=None) -> None:
+        self.kvm.trace.emit(op, *args, cpu=cpu, status=status, source=SRC)
+
+    def leak(self, pa: int, why: str) -> None:
+        self.leaked.append((pa, why))
+
+    def tdx_clear_page(self, pa: int, cpu: int) -> None:
+        """MOVDIR64B over the page (6.16 `tdx_clear_page`; 6.18 `tdx_quirk_reset_paddr`
+        skips it unless X86_BUG_TDX_PW_MCE: teardown.md §1.2 step 5)."""
+        if self.clear_pages:
+            self.cleared_pages += 1
+            self.emit("tdx_clear_page", pa, cpu=cpu)
+
+
+class VcpuTdx:
+    """`struct vcpu_tdx`: the vCPU's TDVPR/TDCX pages and KVM-side state."""
+
+    def __init__(self, vcpu: KvmVcpu):
+        self.vcpu = vcpu
+        self.tdvpr_pa = 0
+        self.tdcx_pa: list[int] = []
+        self.state = VCPU_TD_STATE_UNINITIALIZED
+        vcpu.arch.tdx = self
+
+
+def to_kvm_tdx(kvm: Kvm) -> KvmTdx:
+    return kvm.arch.tdx
+
+
+# --- TD build (KVM_TDX_INIT_VM, KVM_TDX_INIT_VCPU, KVM_TDX_INIT_MEM_REGION, FINALIZE) --------
+
+def tdx_td_init(kvm: Kvm, cpu: int = 0):
+    """KVM_TDX_INIT_VM (`__tdx_td_init`): HKID, TDR, MNG.CREATE, KEY.CONFIG on one CPU per
+    package, MNG.ADDCX per TDCS page, MNG.INIT (teardown.md §3.2)."""
+    kt = to_kvm_tdx(kvm)
+    if kt.state != TD_STATE_UNINITIALIZED:
+        raise ValueError(f"KVM_TDX_INIT_VM needs {TD_STATE_UNINITIALIZED}, TD is {kt.state}")
+    hkid = kt.host.tdx_guest_keyid_alloc()
+    if hkid < 0:
+        raise RuntimeError("no free TDX private KeyID (HKID) on this host")
+    alloc = kt.host.allocator
+    kt.tdr_pa = alloc.alloc_page("TDR")
+    kt.tdcs_pa = [alloc.alloc_page("TDCS") for _ in range(kt.module.tdcs_pages)]
+    yield from _must(kt, "tdh_mng_create", kt.tdr_pa, hkid, cpu=cpu)
+    kt.hkid = hkid
+    for pkg_cpu in kt.host.one_cpu_per_package():
+        yield from _must(kt, "tdh_mng_key_config", kt.tdr_pa, cpu=pkg_cpu)
+    for pa in kt.tdcs_pa:
+        yield from _must(kt, "tdh_mng_addcx", kt.tdr_pa, pa, cpu=cpu)
+    yield from _must(kt, "tdh_mng_init", kt.tdr_pa, 0, cpu=cpu)
+    kt.state = TD_STATE_INITIALIZED
+
+
+def _must(kt: KvmTdx, name: str, *args, cpu: int):
+    """Build-time SEAMCALLs: any error is a bug in the scenario, not a teaching outcome."""
+    r = yield from kt.sc(name, *args, cpu=cpu)
+    if r.status.is_error:
+        kt.kvm.kvm_bug_on(True, f"{name} failed: {r.status}")
+        raise RuntimeError(f"{name} failed during TD build: {r.status}")
+    return r
+
+
+def tdx_vcpu_create(vcpu: KvmVcpu) -> VcpuTdx:
+    kt = to_kvm_tdx(vcpu.kvm)
+    if kt.state != TD_STATE_INITIALIZED:
+        raise ValueError("vCPUs can be created only in TD_STATE_INITIALIZED (teardown.md §3.2)")
+    vcpu.kvm.kvm_get_kvm()  # the vCPU file holds a VM reference
+    return VcpuTdx(vcpu)
+
+
+def tdx_vcpu_init(vcpu: KvmVcpu, cpu: int):
+    """KVM_TDX_INIT_VCPU on the CPU the vCPU is loaded on: VP.CREATE, VP.ADDCX, VP.INIT.
+    VP.INIT associates the vCPU with that CPU, so it joins its `associated_tdvcpus` list."""
+    kt, vt = to_kvm_tdx(vcpu.kvm), vcpu.arch.tdx
+    alloc = kt.host.allocator
+    yield from tdx_vcpu_load(vcpu, cpu)
+    vt.tdvpr_pa = alloc.alloc_page("TDVPR")
+    vt.tdcx_pa = [alloc.alloc_page("TDCX") for _ in range(kt.module.tdcx_per_vcpu)]
+    yield from _must(kt, "tdh_vp_create", kt.tdr_pa, vt.tdvpr_pa, cpu=cpu)
+    for pa in vt.tdcx_pa:
+        yield from _must(kt, "tdh_vp_addcx", vt.tdvpr_pa, pa, cpu=cpu)
+    yield from _must(kt, "tdh_vp_init", vt.tdvpr_pa, 0, vcpu.vcpu_id, cpu=cpu)
+    vt.state = VCPU_TD_STATE_INITIALIZED
+
+
+def tdx_vcpu_load(vcpu: KvmVcpu, cpu: int):
+    """`tdx_vcpu_load`: moving to a new pCPU first flushes the vCPU on the *old* one with an
+    IPI running TDH.VP.FLUSH, then joins the new CPU's list (teardown.md §5.2 item 1)."""
+    kt = to_kvm_tdx(vcpu.kvm)
+    if vcpu.cpu == cpu:
+        return
+    if vcpu.cpu != -1 and kt.hkid_assigned:
+        yield from tdx_flush_vp_on_cpu(vcpu)
+    vcpu.cpu = cpu
+    kt.host.associated_tdvcpus[cpu].append(vcpu)
+    kt.emit("tdx_vcpu_load", vcpu.name, cpu=cpu)
+
+
+def tdx_flush_vp_on_cpu(vcpu: KvmVcpu):
+    """IPI to `vcpu->cpu` running TDH.VP.FLUSH there (`tdx_flush_vp`): skipped for a vCPU that
+    never finished KVM_TDX_INIT_VCPU, TDX_VCPU_NOT_ASSOCIATED tolerated, no retry; the vCPU
+    leaves that CPU's list and `vcpu->cpu` becomes -1. Returns the error, if any."""
+    kt, vt = to_kvm_tdx(vcpu.kvm), vcpu.arch.tdx
+    cpu = vcpu.cpu
+    if cpu == -1:
+        return None
+    kt.emit("smp_call_function_single", "tdx_flush_vp", vcpu.name, cpu=cpu)
+    err = None
+    if vt.state == VCPU_TD_STATE_INITIALIZED:
+        r = yield from kt.sc("tdh_vp_flush", vt.tdvpr_pa, cpu=cpu)
+        if r.status.is_error and not r.status.matches(st.TDX_VCPU_NOT_ASSOCIATED):
+            err = r.status
+    kt.host.associated_tdvcpus[cpu].remove(vcpu)
+    vcpu.cpu = -1
+    return err
+
+
+def tdx_init_mem_region(kvm: Kvm, gpa: int, cpu: int = 0, measure: bool = True):
+    """KVM_TDX_INIT_MEM_REGION for one page: map the S-EPT tables, TDH.MEM.PAGE.ADD, then
+    TDH.MR.EXTEND per 256-byte chunk (tdx.c `tdx_gmem_post_populate`)."""
+    kt = to_kvm_tdx(kvm)
+    yield from _link_tables(kt, gpa, cpu)
+    pa = kt.gmem.get(gpa) or _gmem_alloc(kt, gpa)
+    yield from _must(kt, "tdh_mem_page_add", kt.tdr_pa, gpa, pa, 0, cpu=cpu)
+    kt.mirror[gpa] = pa
+    if measure:
+        for off in range(0, PAGE_SIZE, TDX_EXTENDMR_CHUNKSIZE):
+            yield from _must(kt, "tdh_mr_extend", kt.tdr_pa, gpa + off, cpu=cpu)
+
+
+def tdx_td_finalize(kvm: Kvm, cpu: int = 0):
+    """KVM_TDX_FINALIZE_VM: TDH.MR.FINALIZE, the TD becomes runnable."""
+    kt = to_kvm_tdx(kvm)
+    yield from _must(kt, "tdh_mr_finalize", kt.tdr_pa, cpu=cpu)
+    kt.state = TD_STATE_RUNNABLE
+
+
+def _gmem_alloc(kt: KvmTdx, gpa: int) -> int:
+    pa = kt.host.allocator.alloc_page("guest_memfd")
+    kt.gmem[gpa] = pa
+    return pa
+
+
+def _link_tables(kt: KvmTdx, gpa: int, cpu: int):
+    """`tdx_sept_link_private_spt` for every missing table above a 4K leaf (levels 3..1)."""
+    for level in (3, 2, 1):
+        key = (level, gpa & ~(level_size(level) - 1))
+        if key in kt.sept_pages:
+            continue
+        pa = kt.host.allocator.alloc_page("S-EPT")
+        r = yield from kt.sc("tdh_mem_sept_add", kt.tdr_pa, key[1], level, pa, cpu=cpu)
+        if r.status.is_error:
+            kt.host.allocator.free_page(pa)
+            return r.status
+        kt.sept_pages[key] = pa
+    return None
+
+
+# --- runtime private fault (mmu_lock held for read) -------------------------------------
+
+def tdx_map_private_gfn(kvm: Kvm, gpa: int, cpu: int):
+    """The private half of `kvm_tdp_mmu_map`: link missing tables, then
+    `tdx_sept_set_private_spte` -> TDH.MEM.PAGE.AUG. A BUSY returns -EBUSY, which becomes
+    RET_PF_RETRY and the EPT-violation handler retries locally (contention.md §6 item 2)."""
+    kt = to_kvm_tdx(kvm)
+    err = yield from _link_tables(kt, gpa, cpu)
+    if err is not None:
+        return err
+    if gpa in kt.mirror:
+        return None
+    pa = kt.gmem.get(gpa) or _gmem_alloc(kt, gpa)
+    r = yield from kt.sc("tdh_mem_page_aug", kt.tdr_pa, gpa, 0, pa, cpu=cpu)
+    if r.status.is_error:
+        return r.status
+    kt.mirror[gpa] = pa
+    return None
+
+
+# --- BUSY handling on the zap path ------------------------------------------------------
+
+def tdh_do_no_vcpus(kt: KvmTdx, name: str, *args, cpu: int):
+    """Issue a zap-path SEAMCALL under the BUSY policy; evaluates to the final status."""
+    r = yield from kt.sc(name, *args, cpu=cpu)
+    if not r.status.matches(st.TDX_OPERAND_BUSY):
+        return r.status
+    if kt.busy_policy == "no-retry":
+        return r.status
+    if kt.busy_policy == "retry-loop":
+        while r.status.matches(st.TDX_OPERAND_BUSY):
+            r = yield from kt.sc(name, *args, cpu=cpu)
+        return r.status
+    # kick-retry-once: keep vCPUs out of the guest, kick them, retry exactly once
+    kt.wait_for_sept_zap = True
+    yield from kt.kvm.kvm_make_all_cpus_request(KVM_REQ_OUTSIDE_GUEST_MODE)
+    r = yield from kt.sc(name, *args, cpu=cpu)
+    kt.wait_for_sept_zap = False
+    return r.status
+
+
+def tdx_track(kt: KvmTdx, cpu: int):
+    """TDH.MEM.TRACK then an IPI to every vCPU, waiting for all to acknowledge, so no vCPU
+    still runs in the block epoch (contention.md §5 "KVM side"). No-op before RUNNABLE."""
+    if kt.state != TD_STATE_RUNNABLE:
+        return st.TDX_SUCCESS
+    err = yield from tdh_do_no_vcpus(kt, "tdh_mem_track", kt.tdr_pa, cpu=cpu)
+    if err.is_error:
+        return err
+    yield from kt.kvm.kvm_make_all_cpus_request(KVM_REQ_OUTSIDE_GUEST_MODE)
+    return err
+
+
+def tdx_sept_remove_private_spte(kvm: Kvm, gpa: int, cpu: int):
+    """Remove one private 4K page (mmu_lock held for write; teardown.md §1.2 Stage C).
+
+    HKID assigned: BLOCK -> tdx_track -> REMOVE -> WBINVD(HKID) -> clear. HKID already
+    released (only legal once the VM is dead, the KVM_TDX_TERMINATE_VM path): RECLAIM ->
+    clear. Any failure after the policy's retries is a KVM_BUG_ON and the page is leaked.
+    Returns True when the page came back."""
+    kt = to_kvm_tdx(kvm)
+    pa = kt.mirror.get(gpa)
+    if pa is None:
+        return False
+    if not kt.hkid_assigned:
+        # 6.16 KVM_BUG_ONs here; the terminate series allows it once the VM is dead, and v19
+        # reclaimed directly after releasing the HKID from the MMU notifier.
+        allowed = kvm.vm_dead or kt.teardown_policy == "v19-notifier"
+        if kvm.kvm_bug_on(not allowed, "remove a private SPTE without an HKID"):
+            kt.leak(pa, "removal without HKID on a live VM")
+            del kt.mirror[gpa]
+            return False
+        ok = yield from tdx_reclaim_page(kt, pa, cpu)
+        del kt.mirror[gpa]
+        return ok
+    err = yield from tdh_do_no_vcpus(kt, "tdh_mem_range_block", kt.tdr_pa, gpa, 0, cpu=cpu)
+    if kvm.kvm_bug_on(err.is_error, f"TDH.MEM.RANGE.BLOCK failed: {err}"):
+        kt.leak(pa, f"BLOCK failed: {err}")
+        return False
+    err = yield from tdx_track(kt, cpu)
+    if kvm.kvm_bug_on(err.is_error, f"TDH.MEM.TRACK failed: {err}"):
+        kt.leak(pa, f"TRACK failed: {err}")
+        return False
+    err = yield from tdh_do_no_vcpus(kt, "tdh_mem_page_remove", kt.tdr_pa, gpa, 0, cpu=cpu)
+    if kvm.kvm_bug_on(err.is_error, f"TDH.MEM.PAGE.REMOVE failed: {err}"):
+        kt.leak(pa, f"REMOVE failed: {err}")
+        return False
+    r = yield from kt.sc("tdh_phymem_page_wbinvd_hkid", kt.hkid, pa, cpu=cpu)
+    del kt.mirror[gpa]
+    if kvm.kvm_bug_on(r.status.is_error, f"TDH.PHYMEM.PAGE.WBINVD failed: {r.status}"):
+        kt.leak(pa, "WBINVD failed")
+        return False
+    kt.tdx_clear_page(pa, cpu)
+    return True
+
+
+def tdx_reclaim_page(kt: KvmTdx, pa: int, cpu: int):
+    """`tdx_reclaim_page`: TDH.PHYMEM.PAGE.RECLAIM, then clear; a failure leaks the page."""
+    r = yield from kt.sc("tdh_phymem_page_reclaim", pa, cpu=cpu)
+    if r.status.is_error:
+        kt.emit("pr_tdx_error", "TDH.PHYMEM.PAGE.RECLAIM", status=r.status, cpu=cpu)
+        kt.leak(pa, f"RECLAIM failed: {r.status}")
+        return False
+    kt.tdx_clear_page(pa, cpu)
+    return True
+
+
+# --- vCPU run loop pieces ---------------------------------------------------------------
+
+def tdx_vcpu_enter(vcpu: KvmVcpu, cpu: int):
+    """`vcpu_enter_guest` -> `tdx_vcpu_run`: mode = IN_GUEST_MODE, then TDH.VP.ENTER unless
+    `wait_for_sept_zap` keeps vCPUs out (then "exit handled", contention.md §6 item 3).
+    Returns the VP.ENTER result, or None when the entry was skipped."""
+    kt, vt = to_kvm_tdx(vcpu.kvm), vcpu.arch.tdx
+    yield from tdx_vcpu_load(vcpu, cpu)
+    vcpu.mode = IN_GUEST_MODE
+    vcpu.kicked = False
+    if kt.wait_for_sept_zap or vcpu.kvm.vm_dead:
+        vcpu.mode = OUTSIDE_GUEST_MODE
+        yield PREEMPT
+        return None
+    # VP.ENTER always runs stepwise: its 0-step check holds the S-EPT tree mid-call.
+    yield PREEMPT
+    r = yield from kt.module.stepwise("tdh_vp_enter", vt.tdvpr_pa, lp=cpu)
+    if r.status.is_error or r.exit_reason:
+        vcpu.mode = OUTSIDE_GUEST_MODE  # BUSY from VP.ENTER is "exit handled" (fastpath)
+    return r
+
+
+def tdx_vcpu_exit(vcpu: KvmVcpu, reason: str = "EXTERNAL_INTERRUPT", gpa: int = 0,
+                  progressed: bool = True):
+    """The TD exit: the vCPU leaves guest mode (acknowledging any IPI)."""
+    kt, vt = to_kvm_tdx(vcpu.kvm), vcpu.arch.tdx
+    yield PREEMPT
+    r = kt.module.td_exit(vt.tdvpr_pa, reason, gpa, progressed, lp=vcpu.cpu)
+    vcpu.mode = OUTSIDE_GUEST_MODE
+    vcpu.kicked = False
+    return r

@@ -1,0 +1,239 @@
+"""Tearing a TD down: HKID release, vCPU free, S-EPT and control-page reclaim, and the
+orderings that were proposed for it, as named policies on one code path.
+
+* ``"v6.16"`` (upstream, teardown.md §1.2): private memory is removed the runtime way when
+  each guest_memfd closes; the HKID is released at `vm_pre_destroy`; then vCPUs, S-EPT pages
+  and control pages are reclaimed in TD_TEARDOWN.
+* ``"terminate-vm"`` (KVM_TDX_TERMINATE_VM series, §2.2–2.3, never merged): lock all vCPUs,
+  mark the VM dead, release the HKID early (mmu_lock held for write across CACHE.WB and
+  FREEID); every private page is then reclaimed with PAGE.RECLAIM.
+* ``"v19-notifier"`` (2024 v19 series, §1.2 Stage B, §5.3): the HKID is released from the
+  MMU-notifier release path, while a vCPU may still be loaded and entered again.
+* ``"flush-at-vcpu-free"`` (Kai Huang's "normal way", §1.4): VP.FLUSH as each vCPU is
+  destroyed, VPFLUSHDONE after all of them, the HKID released last, then reclaim.
+"""
+
+from __future__ import annotations
+
+from ..tdx import status as st
+from ..tdx.leaves import TDH_PHYMEM_CACHEWB_RESUME_CMD, TDH_PHYMEM_CACHEWB_START_CMD
+from .kvm import Kvm, KvmVcpu
+from .tdx import (
+    TD_STATE_UNINITIALIZED,
+    TDX_SEAMCALL_RETRIES,
+    VCPU_TD_STATE_INITIALIZED,
+    VCPU_TD_STATE_UNINITIALIZED,
+    KvmTdx,
+    tdx_flush_vp_on_cpu,
+    tdx_reclaim_page,
+    tdx_sept_remove_private_spte,
+    to_kvm_tdx,
+)
+
+
+def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
+                         hold_mmu_lock: bool = False, who: str = "teardown"):
+    """Release the TD's HKID (teardown.md §1.2 D1): VP.FLUSH every vCPU on its CPU,
+    VPFLUSHDONE, CACHE.WB on one CPU per package (resume while INTERRUPTED_RESUMABLE),
+    KEY.FREEID. TDX_FLUSHVP_NOT_DONE silently leaves the HKID assigned (leaked); any other
+    error is a KVM_BUG_ON "HKID %d is leaked"."""
+    kt = to_kvm_tdx(kvm)
+    if not kt.hkid_assigned:
+        return
+    if flush_vcpus:
+        for vcpu in kvm.vcpus:
+            err = yield from tdx_flush_vp_on_cpu(vcpu)
+            if kvm.kvm_bug_on(err is not None, f"TDH.VP.FLUSH failed: {err}"):
+                kt.hkid_leaked = True
+                return
+    yield from kt.host.tdx_lock.lock(who)
+    try:
+        r = yield from kt.sc("tdh_mng_vpflushdone", kt.tdr_pa, cpu=cpu)
+        if r.status.matches(st.TDX_FLUSHVP_NOT_DONE):
+            kt.hkid_leaked = True
+            kt.emit("hkid_leaked", kt.hkid, status=r.status, cpu=cpu)
+            return
+        if kvm.kvm_bug_on(r.status.is_error, f"HKID {kt.hkid} is leaked: {r.status}"):
+            kt.hkid_leaked = True
+            return
+        if hold_mmu_lock:
+            yield from kvm.mmu_lock.write_lock(who)
+        try:
+            for pkg_cpu in kt.host.one_cpu_per_package():
+                err = yield from tdh_phymem_cache_wb_loop(kt, pkg_cpu)
+                if kvm.kvm_bug_on(err.is_error, f"HKID {kt.hkid} is leaked: {err}"):
+                    kt.hkid_leaked = True
+                    return
+            r = yield from kt.sc("tdh_mng_key_freeid", kt.tdr_pa, cpu=cpu)
+            if kvm.kvm_bug_on(r.status.is_error, f"HKID {kt.hkid} is leaked: {r.status}"):
+                kt.hkid_leaked = True
+                return
+            kt.host.tdx_guest_keyid_free(kt.hkid)
+            kt.hkid = -1
+        finally:
+            if hold_mmu_lock:
+                kvm.mmu_lock.write_unlock(who)
+    finally:
+        kt.host.tdx_lock.unlock(who)
+
+
+def tdh_phymem_cache_wb_loop(kt: KvmTdx, cpu: int):
+    """CACHE.WB on one CPU, resumed while INTERRUPTED_RESUMABLE (up to 10000 times);
+    TDX_NO_HKID_READY_TO_WBCACHE counts as done by another thread."""
+    r = yield from kt.sc("tdh_phymem_cache_wb", TDH_PHYMEM_CACHEWB_START_CMD, cpu=cpu)
+    tries = 0
+    while r.status.matches(st.TDX_INTERRUPTED_RESUMABLE) and tries < TDX_SEAMCALL_RETRIES:
+        r = yield from kt.sc("tdh_phymem_cache_wb", TDH_PHYMEM_CACHEWB_RESUME_CMD, cpu=cpu)
+        tries += 1
+    if r.status.matches(st.TDX_NO_HKID_READY_TO_WBCACHE):
+        return st.TDX_SUCCESS
+    return r.status
+
+
+def tdx_vcpu_free(vcpu: KvmVcpu, cpu: int = 0, *, policy: str = "v6.16"):
+    """`tdx_vcpu_free`: with the HKID still assigned the pages are leaked on purpose;
+    otherwise RECLAIM each TDCX page, then the TDVPR (teardown.md §1.2 D3).
+    "flush-at-vcpu-free" instead flushes the vCPU here and defers the reclaim."""
+    kt, vt = to_kvm_tdx(vcpu.kvm), vcpu.arch.tdx
+    if policy == "flush-at-vcpu-free" and kt.hkid_assigned:
+        err = yield from tdx_flush_vp_on_cpu(vcpu)
+        vcpu.kvm.kvm_bug_on(err is not None, f"TDH.VP.FLUSH failed: {err}")
+        return
+    if kt.hkid_assigned:
+        for pa in [*vt.tdcx_pa, vt.tdvpr_pa]:
+            kt.leak(pa, "vCPU page: HKID still assigned")
+        vt.tdcx_pa, vt.tdvpr_pa = [], 0
+        return
+    yield from _reclaim_vcpu_pages(kt, vt, cpu)
+
+
+def _reclaim_vcpu_pages(kt: KvmTdx, vt, cpu: int):
+    for pa in vt.tdcx_pa:
+        if (yield from tdx_reclaim_page(kt, pa, cpu)):
+            kt.host.allocator.free_page(pa)
+    vt.tdcx_pa = []
+    if vt.tdvpr_pa:
+        if (yield from tdx_reclaim_page(kt, vt.tdvpr_pa, cpu)):
+            kt.host.allocator.free_page(vt.tdvpr_pa)
+        vt.tdvpr_pa = 0
+    vt.state = VCPU_TD_STATE_UNINITIALIZED
+
+
+def tdx_sept_free_private_spt(kt: KvmTdx, key, cpu: int):
+    """Free one S-EPT page-table page at `kvm_mmu_uninit_vm`: KVM_BUG_ON while the HKID is
+    assigned (page leaked), else RECLAIM + clear + free (teardown.md §1.2 D3)."""
+    pa = kt.sept_pages.pop(key)
+    if kt.kvm.kvm_bug_on(kt.hkid_assigned, "free a private S-EPT page with the HKID assigned"):
+        kt.leak(pa, "S-EPT page: HKID still assigned")
+        return
+    if (yield from tdx_reclaim_page(kt, pa, cpu)):
+        kt.host.allocator.free_page(pa)
+
+
+def tdx_vm_destroy(kvm: Kvm, cpu: int = 0):
+    """`tdx_vm_destroy` -> `tdx_reclaim_td_control_pages`: give up (leak) if the HKID is still
+    assigned; else RECLAIM each TDCS page, then the TDR, then WBINVD the TDR with the global
+    KeyID (the module may touch the TDR while reclaiming TDCS pages)."""
+    kt = to_kvm_tdx(kvm)
+    if kt.hkid_assigned:
+        for pa in [*kt.tdcs_pa, kt.tdr_pa]:
+            kt.leak(pa, "control page: HKID still assigned")
+        kt.tdcs_pa, kt.tdr_pa = [], 0
+        return
+    for pa in kt.tdcs_pa:
+        if (yield from tdx_reclaim_page(kt, pa, cpu)):
+            kt.host.allocator.free_page(pa)
+    kt.tdcs_pa = []
+    if kt.tdr_pa:
+        ok = yield from tdx_reclaim_page(kt, kt.tdr_pa, cpu)
+        if ok:
+            r = yield from kt.sc("tdh_phymem_page_wbinvd_tdr", kt.tdr_pa, cpu=cpu)
+            if r.status.is_error:
+                kt.leak(kt.tdr_pa, f"WBINVD(TDR) failed: {r.status}")
+            else:
+                kt.host.allocator.free_page(kt.tdr_pa)
+        kt.tdr_pa = 0
+    kt.state = TD_STATE_UNINITIALIZED
+
+
+# --- the VM-level flow ---------------------------------------------------------------------
+
+def kvm_gmem_release(kvm: Kvm, cpu: int = 0, who: str = "gmem"):
+    """Closing the guest_memfd: zap every private leaf under mmu_lock held for write
+    (`kvm_gmem_invalidate_begin` -> `remove_external_spte`), free the pages back to the
+    host, then drop the file's VM reference (teardown.md §1.2 Stage C)."""
+    kt = to_kvm_tdx(kvm)
+    yield from kvm.mmu_lock.write_lock(who)
+    try:
+        for gpa in sorted(kt.mirror):
+            yield from tdx_sept_remove_private_spte(kvm, gpa, cpu)
+    finally:
+        kvm.mmu_lock.write_unlock(who)
+    leaked = {pa for pa, _ in kt.leaked}
+    for gpa, pa in sorted(kt.gmem.items()):
+        if pa not in leaked and gpa not in kt.mirror:
+            kt.host.allocator.free_page(pa)
+            del kt.gmem[gpa]
+    yield from kvm_put_kvm(kvm, cpu, who)
+
+
+def kvm_mmu_notifier_release(kvm: Kvm, cpu: int = 0, who: str = "mm"):
+    """The process's mm goes away. Upstream zaps only shared roots here: no SEAMCALL
+    (mirror roots are skipped, [RE-mirror]). v19 released the HKID from here."""
+    kt = to_kvm_tdx(kvm)
+    kt.emit("kvm_mmu_notifier_release", cpu=cpu)
+    if kt.teardown_policy == "v19-notifier":
+        yield from tdx_mmu_release_hkid(kvm, cpu, who=who)
+
+
+def kvm_tdx_terminate_vm(kvm: Kvm, cpu: int = 0, who: str = "terminate"):
+    """KVM_TDX_TERMINATE_VM (v5): kvm->lock, trylock every vCPU (-EBUSY if one is busy),
+    kvm_vm_dead, unlock, release the HKID with mmu_lock held for write around CACHE.WB and
+    KEY.FREEID. Returns 0 or -EBUSY."""
+    yield from kvm.lock.lock(who)
+    try:
+        locked = []
+        for v in kvm.vcpus:
+            if not v.mutex.trylock(who):
+                for u in locked:
+                    u.mutex.unlock(who)
+                return -16  # -EBUSY
+            locked.append(v)
+        kvm.kvm_vm_dead()
+        for u in locked:
+            u.mutex.unlock(who)
+        yield from tdx_mmu_release_hkid(kvm, cpu, hold_mmu_lock=True, who=who)
+        return 0
+    finally:
+        kvm.lock.unlock(who)
+
+
+def kvm_put_kvm(kvm: Kvm, cpu: int = 0, who: str = "close"):
+    """Drop a VM reference; the last one runs `kvm_destroy_vm` in the caller."""
+    if kvm.kvm_put_kvm():
+        yield from kvm_destroy_vm(kvm, cpu, who)
+
+
+def kvm_destroy_vm(kvm: Kvm, cpu: int = 0, who: str = "destroy"):
+    """`kvm_destroy_vm` for a TD: pre_destroy (HKID release) -> destroy vCPUs ->
+    `kvm_mmu_uninit_vm` (S-EPT pages) -> `vm_destroy` last (teardown.md §1.1)."""
+    kt = to_kvm_tdx(kvm)
+    policy = kt.teardown_policy
+    kt.emit("kvm_destroy_vm", policy, cpu=cpu)
+    if policy in ("v6.16", "terminate-vm"):
+        yield from tdx_mmu_release_hkid(kvm, cpu, who=who)  # vm_pre_destroy
+    for vcpu in kvm.vcpus:  # kvm_destroy_vcpus -> vcpu_free
+        yield from tdx_vcpu_free(vcpu, cpu, policy=policy)
+    if policy == "flush-at-vcpu-free":
+        yield from tdx_mmu_release_hkid(kvm, cpu, flush_vcpus=False, who=who)
+        if not kt.hkid_assigned:
+            for vcpu in kvm.vcpus:
+                if vcpu.arch.tdx.state == VCPU_TD_STATE_INITIALIZED:
+                    yield from _reclaim_vcpu_pages(kt, vcpu.arch.tdx, cpu)
+        else:
+            for vcpu in kvm.vcpus:
+                yield from tdx_vcpu_free(vcpu, cpu)
+    for key in sorted(kt.sept_pages, key=lambda k: (k[0], k[1])):  # kvm_mmu_uninit_vm
+        yield from tdx_sept_free_private_spt(kt, key, cpu)
+    yield from tdx_vm_destroy(kvm, cpu)
+    kvm.destroyed = True

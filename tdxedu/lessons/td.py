@@ -1,0 +1,182 @@
+"""A running TD of any size and vCPU count, and its teardown under a named strategy.
+
+    td = RunningTd(memory="16M", vcpus=4)
+    report = td.teardown(strategy="v6.16")
+    report.counts["tdh_mem_page_remove"], report.leaked_pages, report.hkid_state
+
+The build follows KVM's ioctls (teardown.md §3.2): KVM_TDX_INIT_VM, KVM_TDX_INIT_VCPU on a
+CPU each, KVM_TDX_INIT_MEM_REGION for the initial image, KVM_TDX_FINALIZE_VM; the rest of
+guest memory is faulted in at runtime (PAGE.AUG) and accepted by the guest.
+The teardown follows the chosen policy's order of file closes and hooks (teardown.md §1.2).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ..kvm.host import Host
+from ..kvm.kvm import Kvm
+from ..kvm.tdx import (
+    BUSY_POLICIES,
+    TEARDOWN_POLICIES,
+    KvmTdx,
+    tdx_init_mem_region,
+    tdx_map_private_gfn,
+    tdx_td_finalize,
+    tdx_td_init,
+    tdx_vcpu_create,
+    tdx_vcpu_enter,
+    tdx_vcpu_exit,
+    tdx_vcpu_init,
+)
+from ..kvm.teardown import (
+    kvm_gmem_release,
+    kvm_mmu_notifier_release,
+    kvm_put_kvm,
+    kvm_tdx_terminate_vm,
+)
+from ..tdx.pamt import PAGE_SIZE
+from ..trace import Trace, run_to_completion
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(memory) -> int:
+    """Bytes from an int or a string like "64M", "1G", "4096"; ValueError otherwise."""
+    if isinstance(memory, bool):
+        raise TypeError("memory must be an int (bytes) or a size string like '64M'")
+    if isinstance(memory, int):
+        size = memory
+    elif isinstance(memory, str):
+        m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*", memory.upper())
+        if not m:
+            raise ValueError(f"memory {memory!r}: use bytes or a size like '64M', '1G'")
+        size = int(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise TypeError(f"memory must be an int or str, got {type(memory).__name__}")
+    if size <= 0 or size % PAGE_SIZE:
+        raise ValueError(f"memory must be a positive multiple of 4096 bytes, got {size}")
+    return size
+
+
+@dataclass
+class TeardownReport:
+    strategy: str
+    counts: dict[str, int]
+    leaked_pages: list[tuple[int, str]]
+    hkid_state: str
+    host_pages_in_use: int
+    bugs: list[str]
+    errors: list[str]
+    trace: Trace = field(repr=False)
+    cleared_pages: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.leaked_pages or self.bugs or self.errors or self.host_pages_in_use)
+
+    def summary(self) -> str:
+        lines = [f"teardown strategy {self.strategy}: "
+                 f"{'clean' if self.ok else 'PROBLEMS'}; HKID {self.hkid_state}; "
+                 f"{len(self.leaked_pages)} pages leaked; {self.host_pages_in_use} host pages "
+                 f"still allocated"]
+        for leaf, n in sorted(self.counts.items()):
+            lines.append(f"  {leaf:<28} {n}")
+        lines += [f"  KVM_BUG_ON: {b}" for b in self.bugs]
+        lines += [f"  allocator: {e}" for e in self.errors]
+        return "\n".join(lines)
+
+
+class RunningTd:
+    """Build a TD and bring it to the running state, all memory mapped and accepted."""
+
+    def __init__(self, memory=16 << 20, vcpus: int = 2, *, packages: int = 1,
+                 cpus_per_package: int | None = None, busy_policy: str = "kick-retry-once",
+                 initial_pages: int = 1, clear_pages: bool = True, accept: bool = True,
+                 trace: bool = True):
+        size = parse_size(memory)
+        if isinstance(vcpus, bool) or not isinstance(vcpus, int):
+            raise TypeError("vcpus must be an int")
+        if vcpus < 1:
+            raise ValueError(f"a TD needs at least one vCPU, got vcpus={vcpus}")
+        if busy_policy not in BUSY_POLICIES:
+            raise ValueError(f"unknown busy policy {busy_policy!r}; allowed: "
+                             f"{', '.join(BUSY_POLICIES)}")
+        if packages < 1:
+            raise ValueError("packages must be >= 1")
+        self.pages = size // PAGE_SIZE
+        if not 0 <= initial_pages <= self.pages:
+            raise ValueError(f"initial_pages must be between 0 and {self.pages}")
+        cpp = cpus_per_package or max(1, -(-vcpus // packages))
+        # Host memory: guest pages + S-EPT pages + control pages, rounded up to 2M, plus slack.
+        tables = self.pages // 512 + self.pages // (512 * 512) + 8
+        ctl = 16 + vcpus * 8
+        host_mem = (self.pages + tables + ctl + 1024) * PAGE_SIZE
+        host_mem = -(-host_mem // (2 << 20)) * (2 << 20)
+        self.trace = Trace(enabled=trace)
+        self.host = Host(memory=host_mem, num_packages=packages, cpus_per_package=cpp,
+                         trace=self.trace)
+        self.kvm = Kvm(nr_cpus=self.host.nr_cpus, trace=self.trace)
+        self.kt = KvmTdx(self.kvm, self.host, busy_policy=busy_policy, clear_pages=clear_pages)
+        self.kvm.kvm_get_kvm()  # the guest_memfd file's reference
+        run_to_completion(self._build(vcpus, initial_pages, accept))
+
+    def _build(self, nvcpus: int, initial_pages: int, accept: bool):
+        kvm = self.kvm
+        yield from tdx_td_init(kvm, cpu=0)
+        for i in range(nvcpus):
+            v = kvm.create_vcpu()
+            tdx_vcpu_create(v)
+            yield from tdx_vcpu_init(v, cpu=i % self.host.nr_cpus)
+        for i in range(initial_pages):
+            yield from tdx_init_mem_region(kvm, i * PAGE_SIZE)
+        yield from tdx_td_finalize(kvm)
+        # Runtime: vCPU 0 faults in and accepts the rest of memory, then every vCPU runs once.
+        v0 = kvm.vcpus[0]
+        for i in range(initial_pages, self.pages):
+            err = yield from tdx_map_private_gfn(kvm, i * PAGE_SIZE, v0.cpu)
+            if err is not None:
+                raise RuntimeError(f"private fault at {i * PAGE_SIZE:#x} failed: {err}")
+        for v in kvm.vcpus:
+            r = yield from tdx_vcpu_enter(v, v.cpu)
+            if r is None or r.status.is_error:
+                raise RuntimeError(f"{v.name} could not enter: {r}")
+            if v is v0 and accept:
+                vp = v.arch.tdx.tdvpr_pa
+                for i in range(initial_pages, self.pages):
+                    self.host.module.tdg_mem_page_accept(vp, i * PAGE_SIZE, 0, lp=v.cpu)
+            yield from tdx_vcpu_exit(v, "HLT")
+
+    def teardown(self, strategy: str = "v6.16") -> TeardownReport:
+        if strategy not in TEARDOWN_POLICIES:
+            raise ValueError(f"unknown teardown strategy {strategy!r}; allowed: "
+                             f"{', '.join(TEARDOWN_POLICIES)}")
+        if self.kvm.destroyed:
+            raise ValueError("this TD has already been torn down; build a new RunningTd")
+        self.kt.teardown_policy = strategy
+        module = self.host.module
+        before = dict(module.counts)
+        start = len(self.trace)
+        run_to_completion(self._teardown(strategy))
+        counts = {k: v - before.get(k, 0) for k, v in module.counts.items()
+                  if v - before.get(k, 0)}
+        kt = self.kt
+        hkid = "leaked (still assigned)" if kt.hkid_assigned else "free"
+        tr = Trace(events=self.trace.events[start:], enabled=False)
+        return TeardownReport(strategy, counts, list(kt.leaked), hkid,
+                              self.host.allocator.in_use, list(self.kvm.bugs),
+                              list(self.host.allocator.errors), tr, kt.cleared_pages)
+
+    def _teardown(self, strategy: str):
+        kvm = self.kvm
+        if strategy == "terminate-vm":
+            yield from kvm_tdx_terminate_vm(kvm)
+        for _ in kvm.vcpus:  # vCPU fds close: nothing TDX-specific (Stage A)
+            yield from kvm_put_kvm(kvm)
+        yield from kvm_mmu_notifier_release(kvm)  # Stage B
+        yield from kvm_put_kvm(kvm)  # the VM fd
+        yield from kvm_gmem_release(kvm)  # Stage C; its put is the last: kvm_destroy_vm
+
+
+__all__ = ["RunningTd", "TeardownReport", "parse_size", "KvmTdx"]
