@@ -209,6 +209,6 @@ class CoreMixin:
     def _emit(self, leaf: str, lp: int, args: tuple, res: Result) -> None:
         self.counts[leaf] = self.counts.get(leaf, 0) + 1
         if self.trace is not None:
-            shown = tuple(f"{a:#x}" if isinstance(a, int) and a > 4096 else a for a in args)
+            shown = args
             status = str(res.status) + (f" ({res.exit_reason})" if res.exit_reason else "")
             self.trace.emit(leaf, *shown, status=status, cpu=lp, source="tdx-module")

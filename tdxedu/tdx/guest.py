@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..trace import Preempt
 from . import status as st
 from .core import Result
-from .sept import GUEST_ACCESSIBLE, NON_LEAF, SeptState, level_size
+from .sept import GUEST_ACCESSIBLE, NON_LEAF, SEPT_LEVELS, SeptState, level_size
 from .td import VcpuState
 
 RCX = st.TDX_OPERAND_ID_RCX
@@ -29,25 +29,45 @@ class GuestMixin:
         if level not in (0, 1) or gpa < 0 or gpa % level_size(level) or self._gpa_error(gpa, 0):
             return Result(leaf, st.TDX_OPERAND_INVALID | RCX)
         sept = vp.td.tdcs.sept
+        # Module 1.5 `tdg_mem_page_accept.c`, in its order. (1) The walk stops above the
+        # requested level: at a guest-accessible leaf -> PAGE_ALREADY_ACCEPTED; at anything
+        # else (missing table, blocked/pending leaf) -> EPT-violation TD exit, no error.
+        for lvl in range(SEPT_LEVELS - 1, level, -1):
+            above = sept.entries.get((lvl, gpa & ~(level_size(lvl) - 1)))
+            if above is not None and above.state in NON_LEAF:
+                continue
+            if above is not None and above.state in GUEST_ACCESSIBLE:
+                return Result(leaf, st.TDX_PAGE_ALREADY_ACCEPTED | level)
+            return self._accept_violation(vp, gpa)
         entry = sept.walk(gpa, level)
-        if entry is not None and entry.state in GUEST_ACCESSIBLE:
-            return Result(leaf, st.TDX_PAGE_ALREADY_ACCEPTED | level)
-        if entry is not None and entry.state in NON_LEAF:
-            return Result(leaf, st.TDX_PAGE_SIZE_MISMATCH | level)
-        if entry is None or entry.state != SeptState.PENDING:
-            # Not mapped yet (or blocked): an EPT-violation TD exit to the host, no error to
-            # the guest; this is how an ACCEPT makes KVM run TDH.MEM.PAGE.AUG.
-            self._leave_guest(vp)
-            return Result(leaf, OK, rcx=gpa, exit_reason="EPT_VIOLATION")
+        # (2) The entry's guest-side lock, *before* its state is looked at: BUSY if held,
+        # BUSY_HOST_PRIORITY if a host SEAMCALL lost the entry since (contention.md §2.3).
         who = f"{leaf}@LP{lp}"
         got = entry.lock.try_guest(who)
         if got == "busy":
             return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
         if got == "host_priority":
             return Result(leaf, st.TDX_OPERAND_BUSY_HOST_PRIORITY | RCX)
+        # (3) A non-free non-leaf at the requested level (2M asked, 4K mapped) -> SIZE_MISMATCH;
+        # (4) already guest-accessible -> PAGE_ALREADY_ACCEPTED; not PENDING -> EPT violation.
+        if entry.state in NON_LEAF:
+            entry.lock.release(who)
+            return Result(leaf, st.TDX_PAGE_SIZE_MISMATCH | level)
+        if entry.state in GUEST_ACCESSIBLE:
+            entry.lock.release(who)
+            return Result(leaf, st.TDX_PAGE_ALREADY_ACCEPTED | level)
+        if entry.state != SeptState.PENDING:
+            entry.lock.release(who)
+            return self._accept_violation(vp, gpa)
         try:
             yield ZEROING
             entry.state = SeptState.MAPPED
             return Result(leaf, OK)
         finally:
             entry.lock.release(who)
+
+    def _accept_violation(self, vp, gpa: int) -> Result:
+        """Not mapped yet (or blocked): an EPT-violation TD exit to the host, no error to the
+        guest; this is how an ACCEPT makes KVM run TDH.MEM.PAGE.AUG (contention.md §4.1)."""
+        self._leave_guest(vp)
+        return Result("TDG.MEM.PAGE.ACCEPT", OK, rcx=gpa, exit_reason="EPT_VIOLATION")
