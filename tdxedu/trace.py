@@ -18,6 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
+def _show(a) -> str:
+    """Addresses in hex, small numbers in decimal."""
+    if isinstance(a, int) and not isinstance(a, bool) and a >= 0x1000:
+        return f"{a:#x}"
+    return str(a)
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One observable step: a SEAMCALL, a TDCALL, an IPI, a lock operation, a KVM step."""
@@ -32,7 +39,7 @@ class Event:
 
     def to_text(self) -> str:
         cpu = "-" if self.cpu is None else str(self.cpu)
-        args = ", ".join(str(a) for a in self.args)
+        args = ", ".join(_show(a) for a in self.args)
         st = f" -> {self.status}" if self.status is not None else ""
         return f"{self.seq:4d} cpu{cpu:>2} {self.actor:<12} {self.op}({args}){st}"
 

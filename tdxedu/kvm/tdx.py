@@ -17,7 +17,7 @@ from __future__ import annotations
 from ..tdx import status as st
 from ..tdx.pamt import PAGE_SIZE
 from ..tdx.sept import level_size
-from ..trace import PREEMPT
+from ..trace import PREEMPT, WaitUntil
 from .kvm import IN_GUEST_MODE, KVM_REQ_OUTSIDE_GUEST_MODE, OUTSIDE_GUEST_MODE, Kvm, KvmVcpu
 
 BUSY_POLICIES = ("kick-retry-once", "retry-loop", "no-retry")
@@ -173,20 +173,42 @@ def tdx_vcpu_load(vcpu: KvmVcpu, cpu: int):
 def tdx_flush_vp_on_cpu(vcpu: KvmVcpu):
     """IPI to `vcpu->cpu` running TDH.VP.FLUSH there (`tdx_flush_vp`): skipped for a vCPU that
     never finished KVM_TDX_INIT_VCPU, TDX_VCPU_NOT_ASSOCIATED tolerated, no retry; the vCPU
-    leaves that CPU's list and `vcpu->cpu` becomes -1. Returns the error, if any."""
+    leaves that CPU's list and `vcpu->cpu` becomes -1. Returns the error, if any.
+
+    The IPI handler runs with interrupts off on the target CPU, so it is one atomic step here;
+    if another flush got there first (`vcpu->cpu` changed), it does nothing, as
+    `tdx_flush_vp` skips a vCPU that is no longer on the current CPU (teardown.md §5.2)."""
     kt, vt = to_kvm_tdx(vcpu.kvm), vcpu.arch.tdx
     cpu = vcpu.cpu
     if cpu == -1:
         return None
+    yield from smp_call_function_single(kt, cpu)
+    if vcpu.cpu != cpu:
+        return None
     kt.emit("smp_call_function_single", "tdx_flush_vp", vcpu.name, cpu=cpu)
     err = None
     if vt.state == VCPU_TD_STATE_INITIALIZED:
-        r = yield from kt.sc("tdh_vp_flush", vt.tdvpr_pa, cpu=cpu)
+        r = kt.module.tdh_vp_flush(vt.tdvpr_pa, lp=cpu)
         if r.status.is_error and not r.status.matches(st.TDX_VCPU_NOT_ASSOCIATED):
             err = r.status
     kt.host.associated_tdvcpus[cpu].remove(vcpu)
     vcpu.cpu = -1
+    kt.host.pending_ipis[cpu] -= 1
     return err
+
+
+def smp_call_function_single(kt: KvmTdx, cpu: int):
+    """Send an IPI to `cpu` and wait until its handler may run: a vCPU in guest mode there
+    takes a TD exit first, and no vCPU re-enters on that CPU until the handler is done
+    (the caller decrements `pending_ipis[cpu]` when it is)."""
+    kt.host.pending_ipis[cpu] += 1
+    yield PREEMPT
+    running = [v for v in kt.kvm.vcpus if v.cpu == cpu and v.mode == IN_GUEST_MODE]
+    for v in running:
+        v.kicked = True
+    if running:
+        yield WaitUntil(lambda: all(v.mode != IN_GUEST_MODE for v in running),
+                        f"TD exit on cpu{cpu} for the IPI")
 
 
 def tdx_init_mem_region(kvm: Kvm, gpa: int, cpu: int = 0, measure: bool = True):
@@ -345,6 +367,8 @@ def tdx_vcpu_enter(vcpu: KvmVcpu, cpu: int):
     Returns the VP.ENTER result, or None when the entry was skipped."""
     kt, vt = to_kvm_tdx(vcpu.kvm), vcpu.arch.tdx
     yield from tdx_vcpu_load(vcpu, cpu)
+    if kt.host.pending_ipis[cpu]:
+        yield WaitUntil(lambda: not kt.host.pending_ipis[cpu], f"IPI handler on cpu{cpu}")
     vcpu.mode = IN_GUEST_MODE
     vcpu.kicked = False
     if kt.wait_for_sept_zap or vcpu.kvm.vm_dead:

@@ -1,0 +1,122 @@
+"""The explorer's TDX scenarios (issue: KVM side). Each is small enough to explore fully.
+
+* busy-accept-<policy>: a runtime zap of a page while the guest accepts it
+  (entry-lock contention; contention.md §2.3, §3, §6).
+* busy-zero-step-<policy>: a zap while a vCPU's VP.ENTER holds the S-EPT tree for its 0-step
+  check (contention.md §3.1).
+* hkid-release-<policy>: the HKID released while a vCPU may still be loaded and entered
+  (the 2024 v19 thread; teardown.md §5.3).
+* vcpu-migration: a vCPU moving between pCPUs is flushed on the old one first (§5.2).
+"""
+
+from __future__ import annotations
+
+from ..kvm.tdx import BUSY_POLICIES, TEARDOWN_POLICIES, tdx_vcpu_enter, tdx_vcpu_exit
+from ..kvm.teardown import kvm_gmem_release, kvm_mmu_notifier_release, kvm_put_kvm
+from ..sim.registry import scenario
+from ..tdx.td import STEPPING_EPF_THRESHOLD
+from ..trace import WaitUntil
+from .world import TdWorld
+
+PAGE = 4096
+
+
+def busy_accept(policy: str) -> TdWorld:
+    """Page 1 is AUGed but not accepted; the guest accepts it while KVM zaps it."""
+    w = TdWorld(vcpus=1, pages=2, accept=False, busy_policy=policy)
+    v = w.kvm.vcpus[0]
+    w.actors = lambda: {
+        "vcpu0": w.vcpu_thread(v, [("accept", PAGE), "run"], v.cpu, "vcpu0"),
+        "zap": w.zap_private(PAGE, 1, "zap"),
+    }
+    return w
+
+
+def busy_zero_step(policy: str) -> TdWorld:
+    """0-step mitigation is active on vCPU 0 (six EPT faults at one RIP on page 1), so its
+    next VP.ENTER takes the S-EPT tree exclusively while KVM zaps page 0."""
+    w = TdWorld(vcpus=1, pages=2, accept=True, busy_policy=policy)
+    v = w.kvm.vcpus[0]
+    vp = v.arch.tdx.tdvpr_pa
+    for _ in range(STEPPING_EPF_THRESHOLD):
+        w.module.tdh_vp_enter(vp, lp=v.cpu)
+        w.module.td_exit(vp, "EPT_VIOLATION", PAGE, progressed=False, lp=v.cpu)
+    w.trace.events.clear()
+    w.actors = lambda: {
+        "vcpu0": w.vcpu_thread(v, ["run"], v.cpu, "vcpu0"),
+        "zap": w.zap_private(0, 1, "zap"),
+    }
+    return w
+
+
+def hkid_release(policy: str) -> TdWorld:
+    """The process exits: the mm is released (by another mm user, e.g. a vhost thread) while
+    vCPU 0 is loaded on a new pCPU and runs once more, then every file closes."""
+    w = TdWorld(vcpus=1, pages=1, teardown_policy=policy)
+    v = w.kvm.vcpus[0]
+    kvm = w.kvm
+
+    def vcpu():
+        r = yield from tdx_vcpu_enter(v, 1)
+        if r is not None and r.status.is_error:
+            w.flags["vp_enter_failed"] = True
+        elif r is not None and not r.exit_reason:
+            yield from tdx_vcpu_exit(v, "HLT")
+        w.done.add("vcpu0")
+
+    def mm():
+        yield from kvm_mmu_notifier_release(kvm, 0, "mm")
+        w.done.add("mm")
+
+    def closer():
+        yield WaitUntil(lambda: {"vcpu0", "mm"} <= w.done, "vCPU thread and mm release")
+        yield from kvm_put_kvm(kvm, 0, "close")  # vCPU fd
+        yield from kvm_put_kvm(kvm, 0, "close")  # VM fd
+        yield from kvm_gmem_release(kvm, 0, "close")  # last reference: kvm_destroy_vm
+
+    w.actors = lambda: {"vcpu0": vcpu(), "mm": mm(), "close": closer()}
+    return w
+
+
+def vcpu_migration() -> TdWorld:
+    """vCPU 0 runs on pCPU 0, then on pCPU 1, while vCPU 1 runs on pCPU 1 and KVM zaps a
+    page (TRACK + kick). At every entry on the new pCPU the module must see vCPU 0 flushed."""
+    w = TdWorld(vcpus=2, pages=2)
+    v0, v1 = w.kvm.vcpus
+    vp0 = v0.arch.tdx.tdvpr_pa
+
+    def migrating():
+        yield from w.vcpu_thread(v0, ["run"], 0, "vcpu0-a")
+        w.flags["flushed_before_migrating"] = False
+        yield from _flush_then_enter(w, v0, vp0, 1)
+        w.done.add("vcpu0")
+
+    w.actors = lambda: {
+        "vcpu0": migrating(),
+        "vcpu1": w.vcpu_thread(v1, ["run"], 1, "vcpu1"),
+        "zap": w.zap_private(PAGE, 0, "zap"),
+    }
+    return w
+
+
+def _flush_then_enter(w: TdWorld, v, vp: int, cpu: int):
+    from ..kvm.tdx import tdx_vcpu_load
+
+    yield from tdx_vcpu_load(v, cpu)
+    w.flags["flushed_before_migrating"] = w.module.vcpus[vp].assoc_lpid in (-1, cpu)
+    yield from w.vcpu_thread(v, ["run"], cpu, "vcpu0-b")
+
+
+for _p in BUSY_POLICIES:
+    scenario(f"busy-accept-{_p}",
+             f"zap a page while the guest ACCEPTs it, BUSY policy {_p}",
+             max_steps=120)(lambda p=_p: busy_accept(p))
+    scenario(f"busy-zero-step-{_p}",
+             f"zap a page while a 0-step VP.ENTER holds the S-EPT tree, BUSY policy {_p}",
+             max_steps=120)(lambda p=_p: busy_zero_step(p))
+for _p in TEARDOWN_POLICIES:
+    scenario(f"hkid-release-{_p}",
+             f"mm release racing with a vCPU loaded again, teardown policy {_p}",
+             max_steps=200)(lambda p=_p: hkid_release(p))
+scenario("vcpu-migration", "a vCPU moves between pCPUs while another runs and KVM zaps",
+         max_steps=200)(vcpu_migration)
