@@ -8,29 +8,24 @@ A case is (stage the TD is built to, builder kwargs, action on the World, expect
 from __future__ import annotations
 
 import pytest
+from tdx_cases import (
+    FREE_GPA,
+    KEYID,
+    NO_TABLE_GPA,
+    OK,
+    OUTSIDE,
+    R8,
+    RCX,
+    RDX,
+    C,
+    finish,
+    run_case,
+)
 
 from tdxedu.tdx import status as st
-from tdxedu.tdx.pamt import KEYID_SHIFT, PageType
+from tdxedu.tdx.pamt import PageType
 from tdxedu.tdx.sept import SHARED_BIT, SeptState
 from tdxedu.tdx.td import KotState, Lifecycle, OpState
-
-RCX, RDX, R8 = st.TDX_OPERAND_ID_RCX, st.TDX_OPERAND_ID_RDX, st.TDX_OPERAND_ID_R8
-OK = st.TDX_SUCCESS
-OUTSIDE = 0x4000_0000  # 1 GiB: beyond the 64 MiB TDMR of the test platform
-KEYID = 33 << KEYID_SHIFT
-FREE_GPA = 0x1000  # a FREE 4K entry in the table that maps GPA 0
-NO_TABLE_GPA = 0x20_0000  # 2 MiB: its level-1 entry is FREE, so a 4K walk fails
-
-
-def C(source, stage, action, expect, **kw):
-    return pytest.param(stage, kw, action, expect, id=source)
-
-
-def run_case(td_at, stage, kw, action, expect):
-    w = td_at(stage, **kw)
-    res = action(w)
-    assert res.status == expect, f"{res} != {expect}"
-    assert not w.m.check_invariants()
 
 
 # --- build leaves -------------------------------------------------------------------------
@@ -227,13 +222,6 @@ def test_mng_create_kot_busy(td_at):
     next(g)  # preempted inside CREATE, KOT held exclusively
     res = w.m.tdh_mng_create(w.b.page(), 41, lp=2)
     assert res.status == st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_KOT
-    assert _finish(g).status == OK
+    assert finish(g).status == OK
     assert w.m.tdh_mng_create(w.b.page(), 41, lp=2).status == OK
 
-
-def _finish(g):
-    try:
-        while True:
-            next(g)
-    except StopIteration as stop:
-        return stop.value
