@@ -120,8 +120,26 @@ COMMANDS: list[Command] = [
         add_arguments=_lab_args,
         passthrough=True,
     ),
-    # Command("explore", cmd_explore, "...", examples=(...,)),
 ]
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    from . import explore_cmd
+
+    return explore_cmd.run(args)
+
+
+def _explore_args(p: argparse.ArgumentParser) -> None:
+    from . import explore_cmd
+
+    explore_cmd.add_arguments(p)
+
+
+COMMANDS.append(Command(
+    "explore", cmd_explore, "every interleaving of a scenario: verdicts and shortest traces",
+    examples=("tdxedu explore --list", "tdxedu explore busy-accept-no-retry",
+              "tdxedu explore hkid-release-v19-notifier --json"),
+    add_arguments=_explore_args))
 
 
 def build_parser() -> argparse.ArgumentParser:
