@@ -100,7 +100,7 @@ class BuildMixin:
             call.release()
 
     # TDH.MNG.INIT ------------------------------------------------------------------------
-    def _h_tdh_mng_init(self, tdr: int, td_params: int, lp: int):
+    def _h_tdh_mng_init(self, tdr: int, td_params: int = 0, *, lp: int):
         call = Call(f"TDH.MNG.INIT@LP{lp}")
         try:
             td, err = self._lock_tdr(call, tdr, RCX, exclusive=True)
@@ -161,7 +161,8 @@ class BuildMixin:
             call.release()
 
     # TDH.VP.INIT -------------------------------------------------------------------------
-    def _h_tdh_vp_init(self, tdvpr: int, initial_rcx: int, x2apicid: int, lp: int):
+    def _h_tdh_vp_init(self, tdvpr: int, initial_rcx: int = 0, x2apicid: int = 0, *,
+                       lp: int):
         """Initialises the vCPU and associates it with this LP (`associate_vcpu_initial`,
         teardown.md §5.1): from here on only TDH.VP.FLUSH on this LP can undo that."""
         call = Call(f"TDH.VP.INIT@LP{lp}")
@@ -220,7 +221,8 @@ class BuildMixin:
             call.release()
 
     # TDH.MEM.PAGE.ADD (build time, TDR exclusive) -----------------------------------------
-    def _h_tdh_mem_page_add(self, tdr: int, gpa: int, page: int, source: int, lp: int):
+    def _h_tdh_mem_page_add(self, tdr: int, gpa: int, page: int, source: int = 0, *,
+                           lp: int):
         call = Call(f"TDH.MEM.PAGE.ADD@LP{lp}")
         try:
             td, err = self._lock_tdr(call, tdr, RDX, exclusive=True)

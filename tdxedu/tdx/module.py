@@ -172,7 +172,7 @@ class TdxModule(CoreMixin, BuildMixin, MemMixin, VcpuMixin, TeardownMixin, Guest
         need_int("td_exit", "vp", vp, "TDVPR PA")
         need_int("td_exit", "gpa", gpa, "GPA")
         return self._run("td_exit", lp, (vp, reason), self._h_td_exit(vp, reason, gpa,
-                                                                      bool(progressed), lp))
+                                                                      bool(progressed), lp=lp))
 
     def tdg_mem_page_accept(self, vp: int, gpa: int, level: int = 0, *, lp: int = 0):
         """Guest TDCALL from the vCPU running on `lp`."""

@@ -75,7 +75,8 @@ class VcpuMixin:
         finally:
             call.release()
 
-    def _h_td_exit(self, tdvpr: int, reason: str, gpa: int, progressed: bool, lp: int):
+    def _h_td_exit(self, tdvpr: int, reason: str = "HLT", gpa: int = 0, progressed: bool = True,
+                   *, lp: int):
         """The TD exit that ends a VP.ENTER: the value VP.ENTER finally returns to KVM."""
         leaf = "TD_EXIT"
         vp = self.vcpus.get(tdvpr)
