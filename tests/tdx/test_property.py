@@ -133,3 +133,15 @@ def test_every_modelled_leaf_number_dispatches():
         res = m.seamcall(int(leaf), 0x1234, 0x5678, 0x9ABC, 0)
         assert isinstance(res.status, Status)
     assert not m.check_invariants()
+
+
+def test_invariant_checker_is_not_vacuous():
+    """The checker the property test relies on does report corruption."""
+    m = new_module()
+    w = build_world(m, "finalized")
+    assert not m.check_invariants()
+    m.td(w.tdr).chldcnt += 1
+    assert any("chldcnt" in b for b in m.check_invariants())
+    m.td(w.tdr).chldcnt -= 1
+    m.pamt.entries[w.td.private[0] >> 12].owner = w.td.tdcs[0]
+    assert m.check_invariants()
