@@ -168,8 +168,20 @@ def browser():
         b.close()
 
 
+def _shutdown_sessions(base_url: str) -> None:
+    """Stop every kernel the last test started (token off, xsrf check off)."""
+    try:
+        with urllib.request.urlopen(base_url + "/api/sessions", timeout=5) as r:
+            sessions = json.load(r)
+        for sess in sessions:
+            req = urllib.request.Request(f"{base_url}/api/sessions/{sess['id']}", method="DELETE")
+            urllib.request.urlopen(req, timeout=10).close()
+    except OSError as exc:
+        print(f"could not shut down kernels: {exc}")
+
+
 @pytest.fixture()
-def page(browser, request):
+def page(browser, lab_server, request):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     pg = context.new_page()
     console_errors: list[str] = []
@@ -186,6 +198,7 @@ def page(browser, request):
         except Exception as exc:  # noqa: BLE001 - a failed screenshot must not hide the failure
             print(f"could not save screenshot: {exc}")
     context.close()
+    _shutdown_sessions(lab_server[0])
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 pytestmark = pytest.mark.browser
 
@@ -28,15 +29,22 @@ NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 LESSONS = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
 TIMEOUT_MS = 120_000  # generous upper bound for a whole notebook on a loaded 2-core machine
 
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook on screen
 ERROR_SELECTORS = (
     '.jp-OutputArea-output[data-mime-type*="error"]',
     '.jp-RenderedText[data-mime-type*="error"]',
 )
 STDERR_SELECTOR = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
 
+# True once every code cell shows an execution count, or as soon as an error is visible
+# (after an error the kernel aborts the queued cells, which would then never get a count).
 ALL_CELLS_RAN_JS = """() => {
   const nb = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook');
   if (!nb) return false;
+  if (nb.querySelector('.jp-OutputArea-output[data-mime-type*="error"]')) return true;
+  const stderr = [...nb.querySelectorAll(
+    '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')];
+  if (stderr.some(e => /Traceback|UsageError/.test(e.textContent))) return true;
   const prompts = [...nb.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')];
   return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
 }"""
@@ -61,10 +69,16 @@ def _wait_idle(page) -> None:
 
 
 def _error_outputs(page) -> list[str]:
+    panel = page.locator(PANEL)
     found = []
     for sel in ERROR_SELECTORS:
-        found += page.locator(sel).all_inner_texts()
-    found += [t for t in page.locator(STDERR_SELECTOR).all_inner_texts() if "Traceback" in t]
+        found += panel.locator(sel).all_inner_texts()
+    # A bad %magic prints "UsageError: ..." on stderr without an error output (nbval#147).
+    found += [
+        t
+        for t in panel.locator(STDERR_SELECTOR).all_inner_texts()
+        if "Traceback" in t or "UsageError" in t
+    ]
     return found
 
 
@@ -82,10 +96,12 @@ def test_notebook_runs_and_step_button_responds(lab_server, page, browser_timing
     t0 = time.monotonic()
     outcome = "failed"
     try:
-        page.goto(f"{base_url}/lab/tree/notebooks/{name}", timeout=TIMEOUT_MS)
-        page.locator(".jp-NotebookPanel .jp-Notebook").first.wait_for(timeout=TIMEOUT_MS)
+        # ?reset: start from an empty workspace, not with the previous test's tabs open.
+        page.goto(f"{base_url}/lab/tree/notebooks/{name}?reset", timeout=TIMEOUT_MS)
+        notebook = page.locator(f"{PANEL} .jp-Notebook").first
+        notebook.wait_for(timeout=TIMEOUT_MS)
         _wait_idle(page)
-        page.locator(".jp-NotebookPanel .jp-Notebook").first.click()
+        notebook.click()
 
         # Start from a clean slate so that every output below comes from this run.
         _menu(page, "Edit", "Clear Outputs of All Cells")
@@ -98,9 +114,21 @@ def test_notebook_runs_and_step_button_responds(lab_server, page, browser_timing
 
         label = opts.get("step_button")
         if label:
-            step = page.get_by_role("button", name=label, exact=True).first
-            step.wait_for(timeout=30_000)
-            area = page.locator(".jp-OutputArea-output").filter(has=step).first
+            # The widget is the first output area that holds such a button.
+            area = page.locator(f"{PANEL} .jp-OutputArea-output").filter(
+                has=page.get_by_role("button", name=label, exact=True)
+            )
+            area = area.first
+            step = area.get_by_role("button", name=label, exact=True).first
+            try:
+                step.wait_for(timeout=15_000)
+            except PlaywrightTimeoutError:
+                pytest.fail(
+                    f"{name}: no button labelled exactly {label!r} after Run All. Lessons are "
+                    "driven by a Step button; if this one has none, say so in its metadata: "
+                    '"tdxedu": {"browser": {"step_button": null}}',
+                    pytrace=False,
+                )
             if opts.get("expect_picture", True):
                 area.locator("img").first.wait_for(timeout=30_000)
             text0, srcs0 = _widget_state(area)
