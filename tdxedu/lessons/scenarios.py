@@ -7,12 +7,20 @@
 * hkid-release-<policy>: the HKID released while a vCPU may still be loaded and entered
   (the 2024 v19 thread; teardown.md §5.3).
 * vcpu-migration: a vCPU moving between pCPUs is flushed on the old one first (§5.2).
+
+Actor specs are plain functions of the world, so a built world can be cloned for replays.
 """
 
 from __future__ import annotations
 
-from ..kvm.tdx import BUSY_POLICIES, TEARDOWN_POLICIES, tdx_vcpu_enter, tdx_vcpu_exit
 from ..kvm.teardown import kvm_gmem_release, kvm_mmu_notifier_release, kvm_put_kvm
+from ..kvm.tdx import (
+    BUSY_POLICIES,
+    TEARDOWN_POLICIES,
+    tdx_vcpu_enter,
+    tdx_vcpu_exit,
+    tdx_vcpu_load,
+)
 from ..sim.registry import scenario
 from ..tdx.td import STEPPING_EPF_THRESHOLD
 from ..trace import WaitUntil
@@ -21,40 +29,39 @@ from .world import TdWorld
 PAGE = 4096
 
 
+def _busy_accept_actors(w: TdWorld) -> dict:
+    v = w.kvm.vcpus[0]
+    return {"vcpu0": w.vcpu_thread(v, [("accept", PAGE), "run"], v.cpu, "vcpu0"),
+            "zap": w.zap_private(PAGE, 1, "zap")}
+
+
 def busy_accept(policy: str) -> TdWorld:
     """Page 1 is AUGed but not accepted; the guest accepts it while KVM zaps it."""
-    w = TdWorld(vcpus=1, pages=2, accept=False, busy_policy=policy)
+    return TdWorld(_busy_accept_actors, vcpus=1, pages=2, accept=False, busy_policy=policy)
+
+
+def _busy_zero_step_actors(w: TdWorld) -> dict:
     v = w.kvm.vcpus[0]
-    w.actors = lambda: {
-        "vcpu0": w.vcpu_thread(v, [("accept", PAGE), "run"], v.cpu, "vcpu0"),
-        "zap": w.zap_private(PAGE, 1, "zap"),
-    }
-    return w
+    return {"vcpu0": w.vcpu_thread(v, ["run"], v.cpu, "vcpu0"),
+            "zap": w.zap_private(0, 1, "zap")}
 
 
 def busy_zero_step(policy: str) -> TdWorld:
     """0-step mitigation is active on vCPU 0 (six EPT faults at one RIP on page 1), so its
     next VP.ENTER takes the S-EPT tree exclusively while KVM zaps page 0."""
-    w = TdWorld(vcpus=1, pages=2, accept=True, busy_policy=policy)
+    w = TdWorld(_busy_zero_step_actors, vcpus=1, pages=2, accept=True, busy_policy=policy)
     v = w.kvm.vcpus[0]
     vp = v.arch.tdx.tdvpr_pa
     for _ in range(STEPPING_EPF_THRESHOLD):
         w.module.tdh_vp_enter(vp, lp=v.cpu)
         w.module.td_exit(vp, "EPT_VIOLATION", PAGE, progressed=False, lp=v.cpu)
     w.trace.events.clear()
-    w.actors = lambda: {
-        "vcpu0": w.vcpu_thread(v, ["run"], v.cpu, "vcpu0"),
-        "zap": w.zap_private(0, 1, "zap"),
-    }
     return w
 
 
-def hkid_release(policy: str) -> TdWorld:
-    """The process exits: the mm is released (by another mm user, e.g. a vhost thread) while
-    vCPU 0 is loaded on a new pCPU and runs once more, then every file closes."""
-    w = TdWorld(vcpus=1, pages=1, teardown_policy=policy)
-    v = w.kvm.vcpus[0]
+def _hkid_release_actors(w: TdWorld) -> dict:
     kvm = w.kvm
+    v = kvm.vcpus[0]
 
     def vcpu():
         r = yield from tdx_vcpu_enter(v, 1)
@@ -74,37 +81,33 @@ def hkid_release(policy: str) -> TdWorld:
         yield from kvm_put_kvm(kvm, 0, "close")  # VM fd
         yield from kvm_gmem_release(kvm, 0, "close")  # last reference: kvm_destroy_vm
 
-    w.actors = lambda: {"vcpu0": vcpu(), "mm": mm(), "close": closer()}
-    return w
+    return {"vcpu0": vcpu(), "mm": mm(), "close": closer()}
 
 
-def vcpu_migration() -> TdWorld:
-    """vCPU 0 runs on pCPU 0, then on pCPU 1, while vCPU 1 runs on pCPU 1 and KVM zaps a
-    page (TRACK + kick). At every entry on the new pCPU the module must see vCPU 0 flushed."""
-    w = TdWorld(vcpus=2, pages=2)
+def hkid_release(policy: str) -> TdWorld:
+    """The process exits: the mm is released (by another mm user, e.g. a vhost thread) while
+    vCPU 0 is loaded on a new pCPU and runs once more, then every file closes."""
+    return TdWorld(_hkid_release_actors, vcpus=1, pages=1, teardown_policy=policy)
+
+
+def _migration_actors(w: TdWorld) -> dict:
     v0, v1 = w.kvm.vcpus
     vp0 = v0.arch.tdx.tdvpr_pa
 
     def migrating():
         yield from w.vcpu_thread(v0, ["run"], 0, "vcpu0-a")
-        w.flags["flushed_before_migrating"] = False
-        yield from _flush_then_enter(w, v0, vp0, 1)
-        w.done.add("vcpu0")
+        yield from tdx_vcpu_load(v0, 1)
+        w.flags["flushed_before_migrating"] = w.module.vcpus[vp0].assoc_lpid in (-1, 1)
+        yield from w.vcpu_thread(v0, ["run"], 1, "vcpu0-b")
 
-    w.actors = lambda: {
-        "vcpu0": migrating(),
-        "vcpu1": w.vcpu_thread(v1, ["run"], 1, "vcpu1"),
-        "zap": w.zap_private(PAGE, 0, "zap"),
-    }
-    return w
+    return {"vcpu0": migrating(), "vcpu1": w.vcpu_thread(v1, ["run"], 1, "vcpu1"),
+            "zap": w.zap_private(PAGE, 0, "zap")}
 
 
-def _flush_then_enter(w: TdWorld, v, vp: int, cpu: int):
-    from ..kvm.tdx import tdx_vcpu_load
-
-    yield from tdx_vcpu_load(v, cpu)
-    w.flags["flushed_before_migrating"] = w.module.vcpus[vp].assoc_lpid in (-1, cpu)
-    yield from w.vcpu_thread(v, ["run"], cpu, "vcpu0-b")
+def vcpu_migration() -> TdWorld:
+    """vCPU 0 runs on pCPU 0, then on pCPU 1, while vCPU 1 runs on pCPU 1 and KVM zaps a
+    page (TRACK + kick). At every entry on the new pCPU the module must see vCPU 0 flushed."""
+    return TdWorld(_migration_actors, vcpus=2, pages=2)
 
 
 for _p in BUSY_POLICIES:

@@ -50,13 +50,19 @@ def snapshot(td: RunningTd) -> tuple:
 
 
 class TdWorld(World):
-    """A built TD (all pages mapped) whose trace starts empty when the actors start."""
+    """A built TD (all pages mapped) whose trace starts empty when the actors start.
 
-    def __init__(self, *, vcpus: int = 1, pages: int = 2, accept: bool = True,
+    `spec(world)` returns the actors; it must reach everything through `world` (no closures
+    over objects of the original build), so the explorer can clone a built world."""
+
+    cloneable = True
+
+    def __init__(self, spec, *, vcpus: int = 1, pages: int = 2, accept: bool = True,
                  busy_policy: str = "kick-retry-once", teardown_policy: str = "v6.16",
                  packages: int = 1, cpus_per_package: int = 2):
+        self.spec = spec
         self.td = RunningTd(memory=pages * 4096, vcpus=vcpus, busy_policy=busy_policy,
-                            accept=accept, packages=packages,
+                            accept=accept, packages=packages, initial_pages=0,
                             cpus_per_package=cpus_per_package)
         self.td.kt.teardown_policy = teardown_policy
         self.kvm, self.kt, self.host = self.td.kvm, self.td.kt, self.td.host
@@ -65,6 +71,9 @@ class TdWorld(World):
         self.trace.events.clear()
         self.flags: dict[str, bool] = {}
         self.done: set[str] = set()
+
+    def actors(self):
+        return self.spec(self)
 
     def fingerprint(self):
         return (snapshot(self.td), tuple(sorted(self.flags.items())), tuple(sorted(self.done)))

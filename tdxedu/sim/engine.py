@@ -13,6 +13,7 @@ condition: always / sometimes / never, with the shortest run that shows it.
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import traceback
@@ -26,9 +27,14 @@ OUTCOMES = ("completed", "deadlock", "step_bound", "invariant_violated", "except
 
 
 class World:
-    """Base class for a scenario's world. Subclasses fill `self.trace` and `actors()`."""
+    """Base class for a scenario's world. Subclasses fill `self.trace` and `actors()`.
+
+    A world whose actors are created from its own state only (no closures over the original
+    object) may set `cloneable = True`: the explorer then builds it once and deep-copies it
+    for every replay instead of building it again."""
 
     trace: Trace
+    cloneable = False
 
     def actors(self) -> dict[str, Iterable]:
         raise NotImplementedError
@@ -250,6 +256,14 @@ def explore(
     check: str = "step",
 ) -> Exploration:
     """Every interleaving of a small world, breadth first (so witnesses are shortest)."""
+    template = build()
+    if template.cloneable:
+        original = build
+
+        def build():  # noqa: F811 - every replay starts from a copy of one built world
+            return copy.deepcopy(template)
+
+        build.original = original
     seen: set = set()
     queue: deque[list[str]] = deque([[]])
     results: list[tuple[list[str], dict[str, bool]]] = []
