@@ -13,7 +13,6 @@ Actor specs are plain functions of the world, so a built world can be cloned for
 
 from __future__ import annotations
 
-from ..kvm.teardown import kvm_gmem_release, kvm_mmu_notifier_release, kvm_put_kvm
 from ..kvm.tdx import (
     BUSY_POLICIES,
     TEARDOWN_POLICIES,
@@ -21,6 +20,7 @@ from ..kvm.tdx import (
     tdx_vcpu_exit,
     tdx_vcpu_load,
 )
+from ..kvm.teardown import kvm_gmem_release, kvm_mmu_notifier_release, kvm_put_kvm
 from ..sim.registry import scenario
 from ..tdx.td import STEPPING_EPF_THRESHOLD
 from ..trace import WaitUntil
