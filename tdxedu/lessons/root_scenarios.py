@@ -28,7 +28,7 @@ from ..kvm.tdp_mmu import (
 from ..kvm.tdp_mmu_invariants import tdp_mmu_fingerprint, tdp_mmu_invariants
 from ..sim.engine import World
 from ..sim.registry import scenario
-from ..trace import PREEMPT, Preempt, Trace, WaitUntil, run_to_completion
+from ..trace import PREEMPT, Trace, WaitUntil, run_to_completion
 
 #: a shared GFN for a TD (the shared bit set) and a private one; plain VMs use both as-is
 SHARED_GFN = (1 << 30) | 0x10
@@ -74,7 +74,6 @@ class RootsWorld(World):
             if not a.tdp_mmu_zap_wq:
                 return
             yield from process_one_work(self.kvm, "kworker")
-            yield PREEMPT
 
     def _rcu(self):
         a = self.kvm.arch
@@ -87,8 +86,7 @@ class RootsWorld(World):
                 if not a.tdp_mmu_zap_wq and a.tdp_mmu_worker_busy is None:
                     return
                 continue
-            rcu_grace_period(self.kvm)
-            yield Preempt("grace period ended")
+            rcu_grace_period(self.kvm)  # one step: the grace period ends
 
     def actors(self):
         acts = {n: self._job(n, g) for n, g in self.jobs.items()}
@@ -160,26 +158,28 @@ def smm_storm_world(policy: str = "v6.4", n_vcpus: int = 1, n_cycles: int = 1, *
     return w
 
 
-def memslot_update_world(policy: str = "v6.6", n_vcpus: int = 2, *, td: bool = False
-                         ) -> RootsWorld:
-    """vCPUs run twice while a memslot is deleted (fast zap, §2.4)."""
-    _check_sizes(n_vcpus=(n_vcpus, 1, 3))
+def memslot_update_world(policy: str = "v6.6", n_vcpus: int = 2, n_runs: int = 2, *,
+                         td: bool = False) -> RootsWorld:
+    """vcpu0 runs `n_runs` times (the later runs service KVM_REQ_MMU_FREE_OBSOLETE_ROOTS), the
+    other vCPUs once, while a memslot is deleted (fast zap, §2.4)."""
+    _check_sizes(n_vcpus=(n_vcpus, 1, 3), n_runs=(n_runs, 1, 3))
     w = RootsWorld(policy, n_vcpus, td=td)
     for v in w.kvm.vcpus:
-        w.jobs[v.name] = vcpu_script(v, ["run", "run"])
+        w.jobs[v.name] = vcpu_script(v, ["run"] * (n_runs if v.vcpu_id == 0 else 1))
     w.jobs["memslot"] = kvm_set_memslot(w.kvm, "memslot")
     return w
 
 
-def vm_destroy_world(policy: str = "v6.16", n_vcpus: int = 2, *, td: bool = False,
-                     smm: bool = True) -> RootsWorld:
-    """vCPUs run (with an SMI/RSM round trip if `smm`) and exit; then the VM is destroyed
-    (kvm_destroy_vm, §3.4) while the kworker / RCU may still be busy."""
-    _check_sizes(n_vcpus=(n_vcpus, 1, 3))
+def vm_destroy_world(policy: str = "v6.16", n_vcpus: int = 2, smm_vcpus: int = 1, *,
+                     td: bool = False) -> RootsWorld:
+    """vCPUs run and exit (the first `smm_vcpus` with an SMI/RSM round trip, so v6.3 has dead
+    roots queued on its workqueue); then the VM is destroyed (kvm_destroy_vm, §3.4) while the
+    kworker and RCU may still be busy. A TD has no SMM, so `td` forces `smm_vcpus` = 0."""
+    _check_sizes(n_vcpus=(n_vcpus, 1, 3), smm_vcpus=(smm_vcpus, 0, n_vcpus))
     w = RootsWorld(policy, n_vcpus, td=td)
-    ops = ["run", "smi", "run", "rsm"] if smm and not td else ["run"]
     for v in w.kvm.vcpus:
-        w.jobs[v.name] = vcpu_script(v, ops)
+        smm = v.vcpu_id < smm_vcpus and not td
+        w.jobs[v.name] = vcpu_script(v, ["run", "smi", "run", "rsm"] if smm else ["run"])
     vcpu_names = [v.name for v in w.kvm.vcpus]
 
     def destroy():
@@ -222,10 +222,10 @@ def _register():
                  "reference?", 300)(lambda p=pol: smm_storm_world(p, 1, 1))
         scenario(f"roots-memslot-update-{pol}",
                  f"{pol}: 2 vCPUs run while a memslot is deleted (fast zap)", 300)(
-            lambda p=pol: memslot_update_world(p, 2))
+            lambda p=pol: memslot_update_world(p, 2, 2))
         scenario(f"roots-vm-destroy-{pol}",
-                 f"{pol}: 2 vCPUs with an SMI/RSM round trip, then VM destruction", 300)(
-            lambda p=pol: vm_destroy_world(p, 2))
+                 f"{pol}: 2 vCPUs (one with an SMI/RSM round trip), then VM destruction", 300)(
+            lambda p=pol: vm_destroy_world(p, 2, 1))
         scenario(f"roots-last-put-race-{pol}",
                  f"{pol}: last put under the read lock vs invalidate-all-roots", 300)(
             lambda p=pol: last_put_race_world(p, 1))
@@ -235,7 +235,7 @@ def _register():
             lambda p=pol: memslot_update_world(p, 2, td=True))
         scenario(f"roots-vm-destroy-td-{pol}",
                  f"{pol}: TD destruction; the mirror root is freed only in uninit", 300)(
-            lambda p=pol: vm_destroy_world(p, 2, td=True))
+            lambda p=pol: vm_destroy_world(p, 2, 0, td=True))
 
 
 _register()
@@ -254,6 +254,8 @@ def smm_storm(policy: str, n_cycles: int, n_vcpus: int = 1, *, td: bool = False,
     distinct roles and the invariant violations found when `check_every` > 0 (checked every
     that many cycles and at the end)."""
     _check_sizes(n_vcpus=(n_vcpus, 1, 4))
+    if td:
+        raise ValueError("a TD has no SMM: the SMM storm applies to normal VMs only")
     if not isinstance(n_cycles, int) or isinstance(n_cycles, bool) or n_cycles < 0:
         raise ValueError(f"n_cycles must be a non-negative int, got {n_cycles!r}")
     if not isinstance(check_every, int) or check_every < 0:
