@@ -76,9 +76,12 @@ class Kvm:
         for v in self.vcpus:
             v.requests.add(KVM_REQ_VM_DEAD)
 
-    def kvm_bug_on(self, cond, msg: str) -> bool:
-        """KVM_BUG_ON: a WARN, and the VM is marked bugged and dead."""
+    def kvm_bug_on(self, cond, msg: str, *details) -> bool:
+        """KVM_BUG_ON: a WARN, and the VM is marked bugged and dead. `details` are appended
+        to the message only when the condition holds (no formatting on the hot path)."""
         if cond:
+            if details:
+                msg = f"{msg}: {', '.join(str(d) for d in details)}"
             self.vm_bugged = True
             self.kvm_vm_dead()
             self.bugs.append(msg)

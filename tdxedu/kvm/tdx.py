@@ -328,20 +328,20 @@ def tdx_sept_remove_private_spte(kvm: Kvm, gpa: int, cpu: int):
         del kt.mirror[gpa]
         return ok
     err = yield from tdh_do_no_vcpus(kt, "tdh_mem_range_block", kt.tdr_pa, gpa, 0, cpu=cpu)
-    if kvm.kvm_bug_on(err.is_error, f"TDH.MEM.RANGE.BLOCK failed: {err}"):
+    if kvm.kvm_bug_on(err.is_error, "TDH.MEM.RANGE.BLOCK failed", err):
         kt.leak(pa, f"BLOCK failed: {err}")
         return False
     err = yield from tdx_track(kt, cpu)
-    if kvm.kvm_bug_on(err.is_error, f"TDH.MEM.TRACK failed: {err}"):
+    if kvm.kvm_bug_on(err.is_error, "TDH.MEM.TRACK failed", err):
         kt.leak(pa, f"TRACK failed: {err}")
         return False
     err = yield from tdh_do_no_vcpus(kt, "tdh_mem_page_remove", kt.tdr_pa, gpa, 0, cpu=cpu)
-    if kvm.kvm_bug_on(err.is_error, f"TDH.MEM.PAGE.REMOVE failed: {err}"):
+    if kvm.kvm_bug_on(err.is_error, "TDH.MEM.PAGE.REMOVE failed", err):
         kt.leak(pa, f"REMOVE failed: {err}")
         return False
     r = yield from kt.sc("tdh_phymem_page_wbinvd_hkid", kt.hkid, pa, cpu=cpu)
     del kt.mirror[gpa]
-    if kvm.kvm_bug_on(r.status.is_error, f"TDH.PHYMEM.PAGE.WBINVD failed: {r.status}"):
+    if kvm.kvm_bug_on(r.status.is_error, "TDH.PHYMEM.PAGE.WBINVD failed", r.status):
         kt.leak(pa, "WBINVD failed")
         return False
     kt.tdx_clear_page(pa, cpu)

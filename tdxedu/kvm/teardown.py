@@ -43,7 +43,7 @@ def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
     if flush_vcpus:
         for vcpu in kvm.vcpus:
             err = yield from tdx_flush_vp_on_cpu(vcpu)
-            if kvm.kvm_bug_on(err is not None, f"TDH.VP.FLUSH failed: {err}"):
+            if kvm.kvm_bug_on(err is not None, "TDH.VP.FLUSH failed", err):
                 kt.hkid_leaked = True
                 return
     yield from kt.host.tdx_lock.lock(who)
@@ -53,7 +53,7 @@ def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
             kt.hkid_leaked = True
             kt.emit("hkid_leaked", kt.hkid, status=r.status, cpu=cpu)
             return
-        if kvm.kvm_bug_on(r.status.is_error, f"HKID {kt.hkid} is leaked: {r.status}"):
+        if kvm.kvm_bug_on(r.status.is_error, "HKID is leaked", kt.hkid, r.status):
             kt.hkid_leaked = True
             return
         if hold_mmu_lock:
@@ -61,11 +61,11 @@ def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
         try:
             for pkg_cpu in kt.host.one_cpu_per_package():
                 err = yield from tdh_phymem_cache_wb_loop(kt, pkg_cpu)
-                if kvm.kvm_bug_on(err.is_error, f"HKID {kt.hkid} is leaked: {err}"):
+                if kvm.kvm_bug_on(err.is_error, "HKID is leaked", kt.hkid, err):
                     kt.hkid_leaked = True
                     return
             r = yield from kt.sc("tdh_mng_key_freeid", kt.tdr_pa, cpu=cpu)
-            if kvm.kvm_bug_on(r.status.is_error, f"HKID {kt.hkid} is leaked: {r.status}"):
+            if kvm.kvm_bug_on(r.status.is_error, "HKID is leaked", kt.hkid, r.status):
                 kt.hkid_leaked = True
                 return
             kt.host.tdx_guest_keyid_free(kt.hkid)
@@ -97,7 +97,7 @@ def tdx_vcpu_free(vcpu: KvmVcpu, cpu: int = 0, *, policy: str = "v6.16"):
     kt, vt = to_kvm_tdx(vcpu.kvm), vcpu.arch.tdx
     if policy == "flush-at-vcpu-free" and kt.hkid_assigned:
         err = yield from tdx_flush_vp_on_cpu(vcpu)
-        vcpu.kvm.kvm_bug_on(err is not None, f"TDH.VP.FLUSH failed: {err}")
+        vcpu.kvm.kvm_bug_on(err is not None, "TDH.VP.FLUSH failed", err)
         return
     if kt.hkid_assigned:
         for pa in [*vt.tdcx_pa, vt.tdvpr_pa]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 from ..trace import Preempt, Trace
 from . import status as st
 from .pamt import KEYID_SHIFT, PAGE_SIZE, PageType
+from .sept import GPAW, SHARED_BIT, level_size
 from .status import Status
+from .td import Lifecycle
 
 IN_SEAMCALL = Preempt("in SEAMCALL, locks held")
 
@@ -166,8 +168,6 @@ class CoreMixin:
         TDCS allocated, OP_STATE lock shared, op-state allowed for this leaf. The order is the
         module's `check_td_in_correct_build_state` (module 1.5 `src/common/helpers/helpers.c`):
         FATAL is tested before the lifecycle."""
-        from .td import Lifecycle
-
         if td.fatal:
             return st.TDX_TD_FATAL
         if td.lifecycle != Lifecycle.TD_KEYS_CONFIGURED:
@@ -183,8 +183,6 @@ class CoreMixin:
     def _gpa_error(self, gpa: int, level: int, leaf_levels=(0,)) -> Status | None:
         """RCX = GPA | level: the level must be allowed for the leaf, the GPA aligned to it,
         inside the GPA width and private (shared bit clear)."""
-        from .sept import GPAW, SHARED_BIT, level_size
-
         if level not in leaf_levels or gpa < 0 or gpa >> GPAW or gpa & SHARED_BIT:
             return st.TDX_OPERAND_INVALID | st.TDX_OPERAND_ID_RCX
         if gpa % level_size(level):
@@ -208,7 +206,7 @@ class CoreMixin:
 
     def _emit(self, leaf: str, lp: int, args: tuple, res: Result) -> None:
         self.counts[leaf] = self.counts.get(leaf, 0) + 1
-        if self.trace is not None:
+        if self.trace is not None and self.trace.enabled:
             shown = args
             status = str(res.status) + (f" ({res.exit_reason})" if res.exit_reason else "")
             self.trace.emit(leaf, *shown, status=status, cpu=lp, source="tdx-module")

@@ -110,9 +110,11 @@ class TdxModule(CoreMixin, BuildMixin, MemMixin, VcpuMixin, TeardownMixin, Guest
         return self._steps(name, lp, args, handler(*args, lp=lp))
 
     def _call(self, name: str, lp, args: tuple, what: tuple) -> Result:
-        lp = self._lp(lp)
+        if type(lp) is not int or not 0 <= lp < self.num_lps:
+            lp = self._lp(lp)  # raises with a clear message
         for (argname, desc), value in zip(what, args, strict=True):
-            need_int(name, argname, value, desc)
+            if type(value) is not int:
+                need_int(name, argname, value, desc)
         return self._run(name, lp, args, getattr(self, f"_h_{name}")(*args, lp=lp))
 
     # --- TD build ------------------------------------------------------------------------

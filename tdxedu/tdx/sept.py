@@ -26,8 +26,12 @@ def level_shift(level: int) -> int:
     return 12 + 9 * level
 
 
+_SIZES = tuple(1 << (12 + 9 * lvl) for lvl in range(SEPT_LEVELS + 1))
+_MASKS = tuple(~(size - 1) for size in _SIZES)
+
+
 def level_size(level: int) -> int:
-    return 1 << level_shift(level)
+    return _SIZES[level] if 0 <= level <= SEPT_LEVELS else 1 << level_shift(level)
 
 
 class SeptState(IntEnum):
@@ -111,11 +115,12 @@ class SecureEpt:
 
     def walk(self, gpa: int, level: int) -> SeptEntry | None:
         """The entry at `level` for `gpa`, or None when a table above it is missing."""
+        entries = self.entries
         for lvl in range(SEPT_LEVELS - 1, level, -1):
-            e = self.entries.get((lvl, gpa & ~(level_size(lvl) - 1)))
+            e = entries.get((lvl, gpa & _MASKS[lvl]))
             if e is None or e.state not in NON_LEAF:
                 return None
-        key = (level, gpa & ~(level_size(level) - 1))
+        key = (level, gpa & _MASKS[level])
         e = self.entries.get(key)
         if e is None:
             e = self.entries[key] = SeptEntry(level, key[1])
