@@ -169,10 +169,12 @@ BROKEN_POLICIES: dict[str, RootPolicy] = {
                 uninit_invalidates=False, broken="inv2"),
         # get that increments from zero: a reader revives a root in the middle of its last put.
         replace(_V63, name="broken-get-unconditional", get_if_not_zero=False, broken="inv5"),
-        # v6.3 resurrection without scheduling the zap: fast zap skips the (already invalid)
-        # root and returns with SPTEs still present — Paolo's "not just nice to have" comment.
+        # v6.3 resurrection without scheduling the zap: the resurrected reference belongs to a
+        # work item that was never queued (inv4, caught at once); unchecked, fast zap skips the
+        # already-invalid root and returns with its SPTEs present (inv9, Paolo's "not just nice
+        # to have" comment) and the root is never freed (inv13).
         replace(_V63, name="broken-resurrect-no-zap", resurrect_schedules_zap=False,
-                broken="inv9"),
+                broken="inv4"),
         # fast zap that invalidates the TDX mirror root too (KVM_VALID_ROOTS, not DIRECT).
         replace(_V616, name="broken-fast-zap-mirror", fast_zap_types=KVM_VALID_ROOTS,
                 broken="inv11"),

@@ -143,6 +143,7 @@ def kvm_mmu_init_tdp_mmu(kvm: Kvm, policy: str | RootPolicy = "v6.16", *,
     a.tdp_mmu_next_hpa = 1
     a.tdp_mmu_uninit = "no"  # no / running / done
     a.tdp_mmu_fast_zaps = 0
+    a.tdp_mmu_roles_seen = set()  # role words ever allocated (for "reallocated" counts)
 
 
 def kvm_mmu_create(vcpu: KvmVcpu, *, level: int = 4) -> None:
@@ -246,6 +247,9 @@ def kvm_tdp_mmu_put_root(kvm: Kvm, root: KvmMmuPage, holder: str, *, shared: boo
             if not was_invalid:
                 root.tdp_mmu_root_count = 1
                 root.refs[WQ_HOLDER] += 1
+                kvm.arch.tdp_mmu_stats["roots_resurrected"] += 1
+                if shared:
+                    kvm.arch.tdp_mmu_stats["roots_resurrected_shared"] += 1
                 kvm.trace.emit("kvm_tdp_root_mark_invalid", f"root#{root.hpa}",
                                "refcount_set(1)", source=SRC_TDP + " (v6.3)")
                 if pol.resurrect_schedules_zap:
@@ -323,6 +327,7 @@ def _alloc_root(kvm: Kvm, role: KvmMmuPageRole, holder: str) -> KvmMmuPage:
     a.tdp_mmu_roots.insert(0, root)  # list_add_rcu adds at the head
     a.tdp_mmu_live[root.hpa] = root
     a.tdp_mmu_stats["roots_allocated"] += 1
+    a.tdp_mmu_roles_seen.add(role.word)
     a.tdp_mmu_stats["roots_allocated_mirror" if role.is_mirror else
                     "roots_allocated_direct"] += 1
     return root
@@ -716,6 +721,9 @@ def kvm_mmu_zap_all_fast(kvm: Kvm, who: str | None = None):
     for r in snapshot:
         if r.invalid and not r.freed and r.present():
             _err(kvm, "inv9", f"fast zap returned with SPTEs in invalidated {r}")
+        if r.invalid and r.on_list:
+            kvm.arch.tdp_mmu_stats["invalid_roots_alive_at_fast_zap_return"] += 1
+    kvm.trace.emit("kvm_mmu_zap_all_fast", "done", source=SRC_MMU)
 
 
 def kvm_set_memslot(kvm: Kvm, who: str | None = None):

@@ -107,22 +107,24 @@ class RootsWorld(World):
         return {
             "kvm_bug": self.kvm.vm_bugged,
             "root_freed": st["roots_freed"] > 0,
-            "root_reallocated": st["roots_allocated_direct"] > len(
-                {r.role.word for r in a.tdp_mmu_live.values()} | self._roles_seen()),
-            "invalid_root_alive_after_memslot_update": any(
-                r.invalid and not r.freed for r in a.tdp_mmu_live.values())
-            and a.tdp_mmu_fast_zaps > 0,
+            # a role was allocated again after its root died (the 2023 storm)
+            "root_reallocated": st["roots_allocated"] > len(a.tdp_mmu_roles_seen),
+            # resurrected by a last put under the read lock (v6.3 only, §1.4)
+            "resurrected_under_read_lock": st["roots_resurrected_shared"] > 0,
+            # ASYNC-RM: "invalid roots can outlive a memslot update" (zapped, still referenced)
+            "invalid_root_outlived_fast_zap": st["invalid_roots_alive_at_fast_zap_return"] > 0,
+            "all_roots_freed": not a.tdp_mmu_live and not a.tdp_mmu_roots,
+            "tdp_mmu_pages_zero": a.tdp_mmu_pages == 0,
         }
-
-    def _roles_seen(self) -> set:
-        return set()
 
 
 def vcpu_script(vcpu, ops):
     """A vCPU thread: "run" = enter the guest, take an EPT violation and handle it; "smi" /
     "rsm" = kvm_smm_changed; a preemption point between operations."""
     kvm = vcpu.kvm
-    for op in ops:
+    for i, op in enumerate(ops):
+        if i:
+            yield PREEMPT
         if op == "run":
             entered = yield from vcpu_enter_guest(vcpu)
             if entered:
@@ -135,15 +137,6 @@ def vcpu_script(vcpu, ops):
             yield from kvm_smm_changed(vcpu, False)
         else:
             raise ValueError(f"unknown vCPU op {op!r}")
-        yield PREEMPT
-
-
-class _StormWorld(RootsWorld):
-    def conditions(self):
-        c = super().conditions()
-        st = self.kvm.arch.tdp_mmu_stats
-        c["root_reallocated"] = st["roots_allocated_direct"] > 2  # {!SMM, SMM} at one level
-        return c
 
 
 def smm_storm_world(policy: str = "v6.4", n_vcpus: int = 1, n_cycles: int = 1, *,
@@ -151,7 +144,7 @@ def smm_storm_world(policy: str = "v6.4", n_vcpus: int = 1, n_cycles: int = 1, *
     """Each vCPU runs, then does `n_cycles` SMI/RSM round trips, running after each (the 2023
     report: KVM resets the MMU context on every SMI and RSM, §1.5)."""
     _check_sizes(n_vcpus=(n_vcpus, 1, 3), n_cycles=(n_cycles, 1, 3))
-    w = _StormWorld(policy, n_vcpus, td=td)
+    w = RootsWorld(policy, n_vcpus, td=td)
     ops = ["run"] + ["smi", "run", "rsm", "run"] * n_cycles
     for v in w.kvm.vcpus:
         w.jobs[v.name] = vcpu_script(v, ops)
