@@ -296,7 +296,7 @@ class BuildMixin:
             err = self._td_state_error(call, td, (OpState.RUNNABLE,))
             if err:
                 return Result("TDH.MEM.PAGE.AUG", err)
-            err = self._gpa_error(gpa, level)
+            err = self._gpa_error(gpa, level, leaf_levels=(0, 1) if self.huge_pages else (0,))
             if err:
                 return Result("TDH.MEM.PAGE.AUG", err)
             if not call.shared(td.tdcs.sept_lock):
@@ -308,11 +308,17 @@ class BuildMixin:
                 return Result("TDH.MEM.PAGE.AUG", st.TDX_OPERAND_BUSY | RCX)
             if entry.state not in AUG_ALLOWED:
                 return Result("TDH.MEM.PAGE.AUG", st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
-            err = self._new_page_error(call, page, R8)
+            if level == 1:  # a 2 MB leaf: PAMT_2M only, no PAMT_4K pair (dpamt.md §2.6)
+                err = self._new_2m_page_error(call, page, R8)
+            else:
+                err = self._new_page_error(call, page, R8)
             if err:
                 return Result("TDH.MEM.PAGE.AUG", err)
             yield IN_SEAMCALL
-            self._give_page(page, PageType.PT_REG, td)
+            if level == 1:
+                self._give_2m_page(page, td)
+            else:
+                self._give_page(page, PageType.PT_REG, td)
             entry.state, entry.hpa = SeptState.PENDING, page
             return Result("TDH.MEM.PAGE.AUG", OK)
         finally:

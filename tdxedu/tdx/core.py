@@ -21,7 +21,7 @@ IN_SEAMCALL = Preempt("in SEAMCALL, locks held")
 class Result:
     """A SEAMCALL's outputs: `.status` plus the registers the leaf returns."""
 
-    __slots__ = ("leaf", "status", "rcx", "rdx", "r8", "exit_reason")
+    __slots__ = ("leaf", "status", "rcx", "rdx", "r8", "exit_reason", "pamt_removal_hint")
 
     def __init__(self, leaf: str, status: Status, rcx=0, rdx=0, r8=0, exit_reason=None):
         self.leaf = leaf
@@ -30,6 +30,10 @@ class Result:
         self.rdx = rdx
         self.r8 = r8
         self.exit_reason = exit_reason
+        # Dynamic PAMT: bit 62 of RAX (PAMT_REMOVAL_HINT, module 2.0 `pamt_manager.h`) on a
+        # successful removal that left its 2 MB range with no 4K page in use (dpamt.md §2.2).
+        # Kept apart from `status` so the completion code reads as the kernel's macro.
+        self.pamt_removal_hint = False
 
     @property
     def ok(self) -> bool:
@@ -119,10 +123,10 @@ class CoreMixin:
             return st.TDX_OPERAND_BUSY | operand
         if e.pt != PageType.PT_NDA:
             return st.TDX_PAGE_METADATA_INCORRECT | operand
-        return self._pamt_4k_backing_error(pa, operand)
+        return self._pamt_4k_backing_error(call, pa, operand)
 
-    def _pamt_4k_backing_error(self, pa: int, operand: int) -> Status | None:
-        """Dynamic PAMT hook: static PAMT always has a 4K entry for every page."""
+    def _pamt_4k_backing_error(self, call: Call, pa: int, operand: int) -> Status | None:
+        """Dynamic PAMT hook (`tdx.dpamt.DpamtMixin`): static PAMT always has a 4K entry."""
         return None
 
     def _lock_explicit(self, call: Call, pa: int, operand: int, expected, exclusive: bool):

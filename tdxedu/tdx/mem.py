@@ -148,9 +148,12 @@ class MemMixin:
             yield IN_SEAMCALL
             hpa = entry.hpa
             entry.state, entry.hpa = SeptState.FREE, 0
+            if level == 1 and self.pamt.range_pt(hpa) == PageType.PT_REG:
+                self._free_2m_page(hpa, td)  # a 2 MB leaf (tdx.dpamt)
+                return Result(leaf, OK, rcx=hpa)
             page.pt, page.owner, page.bepoch = PageType.PT_NDA, 0, 0
             td.chldcnt -= 1
-            return Result(leaf, OK, rcx=hpa)
+            return self._removal_hint(Result(leaf, OK, rcx=hpa), hpa)
         finally:
             call.release()
 
@@ -191,6 +194,6 @@ class MemMixin:
             entry.state, entry.hpa = SeptState.FREE, 0
             page.pt, page.owner, page.bepoch = PageType.PT_NDA, 0, 0
             td.chldcnt -= 1
-            return Result(leaf, OK, rcx=hpa)
+            return self._removal_hint(Result(leaf, OK, rcx=hpa), hpa)
         finally:
             call.release()

@@ -13,6 +13,7 @@ from ..trace import Trace
 from . import status as st
 from .build import BuildMixin
 from .core import CoreMixin, Result, need_int
+from .dpamt import DpamtMixin, pamt_page_info
 from .guest import GuestMixin
 from .leaves import TDX_VERSION_SHIFT, Leaf
 from .locks import SharexLock
@@ -25,7 +26,7 @@ from .vcpu import VcpuMixin
 OWNED_TYPES = (PageType.PT_REG, PageType.PT_TDCX, PageType.PT_TDVPR, PageType.PT_EPT)
 
 
-class TdxModule(CoreMixin, BuildMixin, MemMixin, VcpuMixin, TeardownMixin, GuestMixin):
+class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, TeardownMixin, GuestMixin):
     """The TDX module's state: PAMT, TDs, vCPUs, KOT, per-package cache write-back state.
 
     Defaults are assumptions for teaching, not read from a real module: 6 TDCS pages (module
@@ -45,6 +46,8 @@ class TdxModule(CoreMixin, BuildMixin, MemMixin, VcpuMixin, TeardownMixin, Guest
         global_keyid: int = 32,
         private_hkids: range = range(33, 64),
         cache_wb_rounds: int = 1,
+        dynamic_pamt: bool = False,
+        huge_pages: bool = False,
         trace: Trace | None = None,
     ):
         if num_packages < 1 or lps_per_package < 1:
@@ -54,6 +57,8 @@ class TdxModule(CoreMixin, BuildMixin, MemMixin, VcpuMixin, TeardownMixin, Guest
         if cache_wb_rounds < 1:
             raise ValueError("cache_wb_rounds must be >= 1")
         self.pamt = Pamt(base, memory)
+        self.dynamic_pamt = bool(dynamic_pamt)
+        self.huge_pages = bool(huge_pages)
         self.num_packages = num_packages
         self.lps_per_package = lps_per_package
         self.num_lps = num_packages * lps_per_package
@@ -229,6 +234,35 @@ class TdxModule(CoreMixin, BuildMixin, MemMixin, VcpuMixin, TeardownMixin, Guest
         need_int("tdh_phymem_page_wbinvd_tdr", "td", td, "TDR PA")
         return self.tdh_phymem_page_wbinvd(td | self.global_keyid << KEYID_SHIFT, lp=lp)
 
+    # --- Dynamic PAMT and page-size changes (tdx.dpamt) -----------------------------------
+    def tdh_phymem_pamt_add(self, hpa_2m: int, pamt_page0: int, pamt_page1: int, *,
+                            lp: int = 0) -> Result:
+        """TDH.PHYMEM.PAMT.ADD: cover the 2 MB range at `hpa_2m` with PAMT_4K held in two
+        host pages (they need not be contiguous). The kernel wrapper puts `hpa | TDX_PS_2M`
+        in RCX (dpamt.md §2.2, [V6-03])."""
+        return self._call("tdh_phymem_pamt_add", lp, (hpa_2m, pamt_page0, pamt_page1),
+                          (("hpa_2m", "2 MB-aligned HPA"), ("pamt_page0", "page PA"),
+                           ("pamt_page1", "page PA")))
+
+    def tdh_phymem_pamt_remove(self, hpa_2m: int, *, lp: int = 0) -> Result:
+        """TDH.PHYMEM.PAMT.REMOVE: outputs RDX / R8 = the two PAMT pages handed back."""
+        return self._call("tdh_phymem_pamt_remove", lp, (hpa_2m,),
+                          (("hpa_2m", "2 MB-aligned HPA"),))
+
+    def tdh_mem_page_demote(self, td: int, gpa: int, level: int, page: int,
+                            pamt_page0: int = 0, pamt_page1: int = 0, *, lp: int = 0):
+        """Split a 2 MB leaf into 512 4K leaves; `page` becomes the new S-EPT page; with
+        Dynamic PAMT the pair covers the range's new PAMT_4K entries ([V2-CL])."""
+        return self._call("tdh_mem_page_demote", lp,
+                          (td, gpa, level, page, pamt_page0, pamt_page1),
+                          (_TDR, _GPA, _LEVEL, _PAGE, ("pamt_page0", "page PA"),
+                           ("pamt_page1", "page PA")))
+
+    def tdh_mem_page_promote(self, td: int, gpa: int, level: int, *, lp: int = 0):
+        """Merge 512 4K leaves into a 2 MB leaf. Outputs RCX = the freed S-EPT page, RDX / R8
+        = the returned PAMT pair (Dynamic PAMT)."""
+        return self._call("tdh_mem_page_promote", lp, (td, gpa, level), (_TDR, _GPA, _LEVEL))
+
     # --- register-level entry -------------------------------------------------------------
     def seamcall(self, leaf: int, rcx: int = 0, rdx: int = 0, r8: int = 0, r9: int = 0, *,
                  lp: int = 0) -> Result:
@@ -245,10 +279,11 @@ class TdxModule(CoreMixin, BuildMixin, MemMixin, VcpuMixin, TeardownMixin, Guest
         11:3 and 63:52 reserved (must be zero, checked by `verify_page_info_input` inside the
         handler, so at the handler's point in the order: OPERAND_INVALID | RCX).
         TDH.MNG.KEY.RECLAIMID is a no-op that returns TDX_SUCCESS (teardown.md §3.3).
-        Leaves this model does not implement (TDH.MNG.RD/WR, TDH.SYS.*, migration, ...) and
-        TDH.PHYMEM.PAMT.ADD/REMOVE on this static-PAMT module (module 2.0
-        `tdh_phymem_pamt_add.c`: Dynamic PAMT disabled) return TDX_OPERAND_INVALID |
-        OPERAND_ID_RAX too; see `SEAMCALL_MODELLED` for the leaves that run a handler.
+        Leaves this model does not implement (TDH.MNG.RD/WR, TDH.SYS.*, migration, ...) return
+        TDX_OPERAND_INVALID | OPERAND_ID_RAX too; so do TDH.PHYMEM.PAMT.ADD/REMOVE (58/59) from
+        their own handlers when Dynamic PAMT is off (module 2.0 `tdh_phymem_pamt_add.c`).
+        PAMT.ADD: RCX = HPA | level, RDX / R8 = the two pages; PAMT.REMOVE: RCX, and the pages
+        come back in RDX / R8. See `SEAMCALL_MODELLED` for the leaves that run a handler.
         """
         for name, value in (("leaf", leaf), ("rcx", rcx), ("rdx", rdx), ("r8", r8), ("r9", r9)):
             need_int("seamcall", name, value, "64-bit register value")
@@ -294,6 +329,10 @@ class TdxModule(CoreMixin, BuildMixin, MemMixin, VcpuMixin, TeardownMixin, Guest
                 owned[e.owner] = owned.get(e.owner, 0) + 1
             elif e.pt == PageType.PT_TDR and (e.pfn << 12) not in self.tds:
                 bad.append(f"TDR page {e.pfn << 12:#x} without a TD")
+        for r in self.pamt.ranges.values():  # 2 MB leaves count 512 (tdx.dpamt)
+            if r.pt == PageType.PT_REG:
+                owned[r.owner] = owned.get(r.owner, 0) + 512
+        bad += self._dpamt_invariants()
         for pa, td in self.tds.items():
             if owned.get(pa, 0) != td.chldcnt:
                 bad.append(f"TD {pa:#x}: chldcnt {td.chldcnt} but owns {owned.get(pa, 0)} pages")
@@ -302,7 +341,8 @@ class TdxModule(CoreMixin, BuildMixin, MemMixin, VcpuMixin, TeardownMixin, Guest
                 if assoc != td.tdcs.num_assoc_vcpus:
                     bad.append(f"TD {pa:#x}: num_assoc_vcpus {td.tdcs.num_assoc_vcpus} != {assoc}")
                 for leaf in td.tdcs.sept.leaves():
-                    e = self.pamt.entries.get(leaf.hpa >> 12)
+                    e = (self.pamt.entries.get(leaf.hpa >> 12) if leaf.level == 0
+                         else self.pamt.ranges.get(leaf.hpa >> 21))
                     if td.lifecycle != Lifecycle.TD_TEARDOWN and (
                         e is None or e.pt != PageType.PT_REG or e.owner != pa
                     ):
@@ -364,7 +404,17 @@ _ROUTES = {
     Leaf.TDH_PHYMEM_CACHE_WB: lambda m, rcx, rdx, r8, r9, lp: m.tdh_phymem_cache_wb(rcx, lp=lp),
     Leaf.TDH_PHYMEM_PAGE_WBINVD: lambda m, rcx, rdx, r8, r9, lp: m.tdh_phymem_page_wbinvd(
         rcx, lp=lp),
+    Leaf.TDH_PHYMEM_PAMT_ADD: lambda m, rcx, rdx, r8, r9, lp: _pamt_leaf(
+        m, "tdh_phymem_pamt_add", rcx, (rdx, r8), lp),
+    Leaf.TDH_PHYMEM_PAMT_REMOVE: lambda m, rcx, rdx, r8, r9, lp: _pamt_leaf(
+        m, "tdh_phymem_pamt_remove", rcx, (), lp),
 }
+
+
+def _pamt_leaf(m, name: str, rcx: int, rest: tuple, lp: int) -> Result:
+    hpa, level = pamt_page_info(rcx)
+    handler = getattr(m, f"_h_{name}")
+    return m._run(name, lp, (hpa, *rest), handler(hpa, *rest, lp=lp, level=level))
 
 
 def _page_add(m, rcx, rdx, r8, r9, lp):

@@ -51,8 +51,36 @@ class PamtEntry:
         return f"PamtEntry({self.pfn << PAGE_SHIFT:#x}, {self.pt.name}, owner={self.owner:#x})"
 
 
+class Pamt2MEntry:
+    """A PAMT_2M entry as Dynamic PAMT sees it (module 2.0 `pamt_manager.h`, dpamt.md §2.1,
+    §6): PT_NDA (no PAMT_4K for this range), PT_PAMT (a non-leaf node naming the two host pages
+    that hold the range's 512 PAMT_4K entries) or a 2 MB leaf (PT_REG, owner = TDR). Its lock
+    is the 2 MB-granular lock PAMT.ADD/REMOVE take exclusively (dpamt.md §2.5, [V3-CL])."""
+
+    __slots__ = ("index", "pt", "owner", "page0", "page1", "bepoch", "lock")
+
+    def __init__(self, index: int):
+        self.index = index
+        self.pt = PageType.PT_NDA
+        self.owner = 0
+        self.page0 = self.page1 = 0
+        self.bepoch = 0
+        self.lock = SharexHpLock(f"PAMT_2M[{index << 21:#x}]")
+
+    @property
+    def pages(self) -> tuple[int, int]:
+        return (self.page0, self.page1)
+
+    def __repr__(self) -> str:
+        return f"Pamt2MEntry({self.index << 21:#x}, {self.pt.name})"
+
+
 class Pamt:
-    """PAMT over one TDMR of `size` bytes starting at `base`; `reserved` pages are PT_RSVD."""
+    """PAMT over one TDMR of `size` bytes starting at `base`; `reserved` pages are PT_RSVD.
+
+    `ranges` holds the PAMT_2M entries that are not plain PT_NDA (2 MB leaves, and with Dynamic
+    PAMT the PT_PAMT nodes); `pamt_pages` is the Dynamic PAMT PAMT_PAGE_BITMAP, as the set of
+    pfns currently used as PAMT_4K pages (dpamt.md §2.1)."""
 
     def __init__(self, base: int, size: int, reserved: tuple[int, ...] = ()):
         if base % PAGE_2M or size % PAGE_2M or size <= 0:
@@ -62,6 +90,8 @@ class Pamt:
         self.first_pfn = base >> PAGE_SHIFT
         self.end_pfn = (base + size) >> PAGE_SHIFT
         self.entries: dict[int, PamtEntry] = {}
+        self.ranges: dict[int, Pamt2MEntry] = {}
+        self.pamt_pages: set[int] = set()
         for pa in reserved:
             self.entry(pa >> PAGE_SHIFT).pt = PageType.PT_RSVD
 
@@ -73,6 +103,29 @@ class Pamt:
         if e is None:
             e = self.entries[pfn] = PamtEntry(pfn)
         return e
+
+    def range_entry(self, pa: int) -> Pamt2MEntry:
+        """The PAMT_2M entry of the 2 MB range holding `pa` (created on first use)."""
+        idx = pa >> 21
+        r = self.ranges.get(idx)
+        if r is None:
+            r = self.ranges[idx] = Pamt2MEntry(idx)
+        return r
+
+    def range_pt(self, pa: int) -> PageType:
+        r = self.ranges.get(pa >> 21)
+        return PageType.PT_NDA if r is None else r.pt
+
+    def pages_in_use_4k(self, pa: int) -> int:
+        """How many 4K pages of `pa`'s 2 MB range are assigned (the count a PT_PAMT node keeps,
+        dpamt.md §2.1; module 2.0 `pamt_manager.h` 10-bit page count)."""
+        first = (pa >> 21) << 9
+        n = 0
+        for pfn in range(first, first + 512):
+            e = self.entries.get(pfn)
+            if e is not None and e.pt not in (PageType.PT_NDA, PageType.PT_RSVD):
+                n += 1
+        return n
 
     def page_type(self, pa: int) -> PageType:
         e = self.entries.get(pa >> PAGE_SHIFT)

@@ -154,7 +154,7 @@ class TeardownMixin:
             else:
                 td.chldcnt -= 1
             self.reclaimed += 1
-            return Result(leaf, OK, rcx=int(pt), rdx=owner, r8=0)
+            return self._removal_hint(Result(leaf, OK, rcx=int(pt), rdx=owner, r8=0), page)
         finally:
             call.release()
 
