@@ -703,7 +703,8 @@ def kvm_mmu_zap_all_fast(kvm: Kvm, who: str | None = None):
     """Fast zap (mmu.c, caller holds slots_lock): under the write lock invalidate the roots and,
     in the same critical section, request KVM_REQ_MMU_FREE_OBSOLETE_ROOTS on every vCPU (waiting
     for the IPI acknowledgement); drop the lock; zap the invalidated roots under the read lock.
-    Every root it invalidated must have no SPTE left when it returns (inv9). Since v6.14 it
+    Every root it invalidated, or found invalid, must have no SPTE left when it returns (inv9).
+    Since v6.14 it
     passes KVM_DIRECT_ROOTS: mirror roots cannot be fast-zapped (TDXPREP 17/17)."""
     pol = _pol(kvm)
     who = _who(kvm, who)
@@ -711,7 +712,10 @@ def kvm_mmu_zap_all_fast(kvm: Kvm, who: str | None = None):
         raise RuntimeError(f"kvm_mmu_zap_all_fast by {who} without kvm->slots_lock")
     yield from kvm.mmu_lock.write_lock(who)
     kvm.trace.emit("kvm_mmu_zap_all_fast", source=SRC_MMU)
-    snapshot = [r for r in kvm.arch.tdp_mmu_roots if tdp_mmu_root_match(r, pol.fast_zap_types)]
+    # the roots this fast zap is responsible for: those it invalidates and those already invalid
+    # (v6.3: invalidate-all skips them, so their queued zap must be flushed too — §1.4)
+    snapshot = [r for r in kvm.arch.tdp_mmu_roots
+                if tdp_mmu_root_match(r, pol.fast_zap_types | KVM_INVALID_ROOTS)]
     kvm_tdp_mmu_invalidate_roots(kvm, pol.fast_zap_types, who)
     if pol.invalidate_requests_free_obsolete:
         yield from kvm.kvm_make_all_cpus_request(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, who)

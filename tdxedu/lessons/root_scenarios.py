@@ -113,6 +113,7 @@ class RootsWorld(World):
             "resurrected_under_read_lock": st["roots_resurrected_shared"] > 0,
             # ASYNC-RM: "invalid roots can outlive a memslot update" (zapped, still referenced)
             "invalid_root_outlived_fast_zap": st["invalid_roots_alive_at_fast_zap_return"] > 0,
+            "fast_zap_left_sptes": any(e.startswith("inv9") for e in a.tdp_mmu_errors),
             "all_roots_freed": not a.tdp_mmu_live and not a.tdp_mmu_roots,
             "tdp_mmu_pages_zero": a.tdp_mmu_pages == 0,
         }
