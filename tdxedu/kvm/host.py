@@ -2,6 +2,11 @@
 host-wide TDX state in `arch/x86/kvm/vmx/tdx.c` (per-CPU `associated_tdvcpus` lists, the
 global `tdx_lock` mutex serialising SEAMCALLs that take module-global locks, the TDX KeyID
 allocator). One Host can run several VMs (Dynamic PAMT is a global resource).
+
+`Host(dynamic_pamt=True)` configures the module with Dynamic PAMT and gives the host the
+kernel's DPAMT state (`self.pamt`, `tdxedu.kvm.pamt.TdxPamt`: refcounts, `pamt_lock`, the
+page-allocation policy `pamt_policy`); with the default static PAMT `self.pamt` is None and
+no DPAMT code runs.
 """
 
 from __future__ import annotations
@@ -10,16 +15,20 @@ from ..tdx import TdxModule
 from ..trace import PREEMPT, Trace
 from .allocator import HostPageAllocator
 from .locks import Mutex
+from .pamt import TdxPamt
 
 
 class Host:
     def __init__(self, *, memory: int = 64 << 20, num_packages: int = 1,
                  cpus_per_package: int = 4, trace: Trace | None = None,
-                 fine_seamcalls: bool = False, **module_kw):
+                 fine_seamcalls: bool = False, dynamic_pamt: bool = False,
+                 pamt_policy: str = "vcpu-cache", pamt_lock: bool = True, **module_kw):
         self.trace = trace if trace is not None else Trace()
         self.module = TdxModule(memory=memory, num_packages=num_packages,
                                 lps_per_package=cpus_per_package, trace=self.trace,
-                                **module_kw)
+                                dynamic_pamt=dynamic_pamt, **module_kw)
+        self.pamt = (TdxPamt(self, policy=pamt_policy, use_lock=pamt_lock) if dynamic_pamt
+                     else None)
         self.nr_cpus = self.module.num_lps
         self.allocator = HostPageAllocator(self.module)
         self.associated_tdvcpus: list[list] = [[] for _ in range(self.nr_cpus)]
@@ -27,6 +36,7 @@ class Host:
         self.pending_ipis = [0] * self.nr_cpus  # function-call IPIs not yet handled
         self.free_hkids = list(self.module.private_hkids)
         self.fine_seamcalls = fine_seamcalls
+        self.last_result: dict[int, object] = {}
 
     def tdx_guest_keyid_alloc(self) -> int:
         if not self.free_hkids:
@@ -46,5 +56,8 @@ class Host:
         module's own preemption points when `fine_seamcalls`)."""
         yield PREEMPT
         if self.fine_seamcalls:
-            return (yield from self.module.stepwise(name, *args, lp=cpu))
-        return getattr(self.module, name)(*args, lp=cpu)
+            res = yield from self.module.stepwise(name, *args, lp=cpu)
+        else:
+            res = getattr(self.module, name)(*args, lp=cpu)
+        self.last_result[cpu] = res  # for outputs the glue reads later (PAMT removal hint)
+        return res

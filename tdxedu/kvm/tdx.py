@@ -10,6 +10,8 @@ principle 4):
   kick every vCPU out, retry exactly once, then KVM_BUG_ON; 6.19's `tdh_do_no_vcpus`),
   ``"no-retry"`` (any BUSY is a KVM_BUG_ON).
 * Teardown (reference/teardown.md §1, §2, §5.3) lives in `tdxedu.kvm.teardown`.
+* Dynamic PAMT (dpamt.md §3): on a `Host(dynamic_pamt=True)` every page handed to the module
+  first gets its PAMT reference (`tdxedu.kvm.pamt`); with static PAMT those hooks do nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ from ..tdx.pamt import PAGE_SIZE
 from ..tdx.sept import level_size
 from ..trace import PREEMPT, WaitUntil
 from .kvm import IN_GUEST_MODE, KVM_REQ_OUTSIDE_GUEST_MODE, OUTSIDE_GUEST_MODE, Kvm, KvmVcpu
+from .pamt import (
+    dpamt_alloc_sept_page,
+    dpamt_free_sept_page,
+    dpamt_get_guest_page,
+    dpamt_gmem_prepare,
+    dpamt_put_guest_page,
+    tdx_alloc_control_page,
+)
 
 BUSY_POLICIES = ("kick-retry-once", "retry-loop", "no-retry")
 TEARDOWN_POLICIES = ("v6.16", "terminate-vm", "v19-notifier", "flush-at-vcpu-free")
@@ -60,6 +70,8 @@ class KvmTdx:
         self.mirror: dict[int, int] = {}  # private GPA -> PA of mapped 4K leaves
         self.sept_pages: dict[tuple[int, int], int] = {}  # (level, GPA) -> S-EPT page PA
         self.gmem: dict[int, int] = {}  # guest_memfd: private GPA -> page it allocated
+        self.gmem_prepared: dict[int, int] = {}  # "gmem-prepare": GPA -> pfn with a PAMT ref
+        self.reclaim_hints: dict[int, bool] = {}  # DPAMT: PAMT_REMOVAL_HINT of each RECLAIM
         self.leaked: list[tuple[int, str]] = []
         self.hkid_leaked = False
         self.cleared_pages = 0
@@ -112,9 +124,10 @@ def tdx_td_init(kvm: Kvm, cpu: int = 0):
     hkid = kt.host.tdx_guest_keyid_alloc()
     if hkid < 0:
         raise RuntimeError("no free TDX private KeyID (HKID) on this host")
-    alloc = kt.host.allocator
-    kt.tdr_pa = alloc.alloc_page("TDR")
-    kt.tdcs_pa = [alloc.alloc_page("TDCS") for _ in range(kt.module.tdcs_pages)]
+    kt.tdr_pa = yield from tdx_alloc_control_page(kt.host, "TDR", cpu)
+    kt.tdcs_pa = []
+    for _ in range(kt.module.tdcs_pages):
+        kt.tdcs_pa.append((yield from tdx_alloc_control_page(kt.host, "TDCS", cpu)))
     yield from _must(kt, "tdh_mng_create", kt.tdr_pa, hkid, cpu=cpu)
     kt.hkid = hkid
     for pkg_cpu in kt.host.one_cpu_per_package():
@@ -146,10 +159,11 @@ def tdx_vcpu_init(vcpu: KvmVcpu, cpu: int):
     """KVM_TDX_INIT_VCPU on the CPU the vCPU is loaded on: VP.CREATE, VP.ADDCX, VP.INIT.
     VP.INIT associates the vCPU with that CPU, so it joins its `associated_tdvcpus` list."""
     kt, vt = to_kvm_tdx(vcpu.kvm), vcpu.arch.tdx
-    alloc = kt.host.allocator
     yield from tdx_vcpu_load(vcpu, cpu)
-    vt.tdvpr_pa = alloc.alloc_page("TDVPR")
-    vt.tdcx_pa = [alloc.alloc_page("TDCX") for _ in range(kt.module.tdcx_per_vcpu)]
+    vt.tdvpr_pa = yield from tdx_alloc_control_page(kt.host, "TDVPR", cpu)
+    vt.tdcx_pa = []
+    for _ in range(kt.module.tdcx_per_vcpu):
+        vt.tdcx_pa.append((yield from tdx_alloc_control_page(kt.host, "TDCX", cpu)))
     yield from _must(kt, "tdh_vp_create", kt.tdr_pa, vt.tdvpr_pa, cpu=cpu)
     for pa in vt.tdcx_pa:
         yield from _must(kt, "tdh_vp_addcx", vt.tdvpr_pa, pa, cpu=cpu)
@@ -216,7 +230,11 @@ def tdx_init_mem_region(kvm: Kvm, gpa: int, cpu: int = 0, measure: bool = True):
     TDH.MR.EXTEND per 256-byte chunk (tdx.c `tdx_gmem_post_populate`)."""
     kt = to_kvm_tdx(kvm)
     yield from _link_tables(kt, gpa, cpu)
-    pa = kt.gmem.get(gpa) or _gmem_alloc(kt, gpa)
+    pa = kt.gmem.get(gpa) or (yield from _gmem_alloc(kt, gpa, cpu))
+    if kt.host.pamt is not None:  # the populate path has no vCPU pool under "phys-prepare"
+        err = yield from dpamt_get_guest_page(kt, gpa, pa, cpu)
+        if err:
+            raise MemoryError(f"KVM_TDX_INIT_MEM_REGION {gpa:#x}: no PAMT pages ({err})")
     yield from _must(kt, "tdh_mem_page_add", kt.tdr_pa, gpa, pa, 0, cpu=cpu)
     kt.mirror[gpa] = pa
     if measure:
@@ -231,22 +249,33 @@ def tdx_td_finalize(kvm: Kvm, cpu: int = 0):
     kt.state = TD_STATE_RUNNABLE
 
 
-def _gmem_alloc(kt: KvmTdx, gpa: int) -> int:
+def _gmem_alloc(kt: KvmTdx, gpa: int, cpu: int = 0):
     pa = kt.host.allocator.alloc_page("guest_memfd")
     kt.gmem[gpa] = pa
+    if kt.host.pamt is not None:
+        yield from dpamt_gmem_prepare(kt, gpa, pa, cpu)
     return pa
 
 
-def _link_tables(kt: KvmTdx, gpa: int, cpu: int):
+def _link_tables(kt: KvmTdx, gpa: int, cpu: int, vcpu: KvmVcpu | None = None):
     """`tdx_sept_link_private_spt` for every missing table above a 4K leaf (levels 3..1)."""
+    dpamt = kt.host.pamt is not None
     for level in (3, 2, 1):
         key = (level, gpa & ~(level_size(level) - 1))
         if key in kt.sept_pages:
             continue
-        pa = kt.host.allocator.alloc_page("S-EPT")
+        if dpamt:
+            pa = yield from dpamt_alloc_sept_page(kt, cpu, vcpu)
+            if pa < 0:
+                return pa  # Errno
+        else:
+            pa = kt.host.allocator.alloc_page("S-EPT")
         r = yield from kt.sc("tdh_mem_sept_add", kt.tdr_pa, key[1], level, pa, cpu=cpu)
         if r.status.is_error:
-            kt.host.allocator.free_page(pa)
+            if dpamt:
+                yield from dpamt_free_sept_page(kt, pa, cpu)
+            else:
+                kt.host.allocator.free_page(pa)
             return r.status
         kt.sept_pages[key] = pa
     return None
@@ -254,19 +283,26 @@ def _link_tables(kt: KvmTdx, gpa: int, cpu: int):
 
 # --- runtime private fault (mmu_lock held for read) -------------------------------------
 
-def tdx_map_private_gfn(kvm: Kvm, gpa: int, cpu: int):
+def tdx_map_private_gfn(kvm: Kvm, gpa: int, cpu: int, vcpu: KvmVcpu | None = None):
     """The private half of `kvm_tdp_mmu_map`: link missing tables, then
     `tdx_sept_set_private_spte` -> TDH.MEM.PAGE.AUG. A BUSY returns -EBUSY, which becomes
-    RET_PF_RETRY and the EPT-violation handler retries locally (contention.md §6 item 2)."""
+    RET_PF_RETRY and the EPT-violation handler retries locally (contention.md §6 item 2).
+    `vcpu` is the faulting vCPU (only the RFC "phys-prepare" PAMT policy needs it passed)."""
     kt = to_kvm_tdx(kvm)
-    err = yield from _link_tables(kt, gpa, cpu)
+    err = yield from _link_tables(kt, gpa, cpu, vcpu)
     if err is not None:
         return err
     if gpa in kt.mirror:
         return None
-    pa = kt.gmem.get(gpa) or _gmem_alloc(kt, gpa)
+    pa = kt.gmem.get(gpa) or (yield from _gmem_alloc(kt, gpa, cpu))
+    if kt.host.pamt is not None:
+        err = yield from dpamt_get_guest_page(kt, gpa, pa, cpu, vcpu)
+        if err:
+            return err
     r = yield from kt.sc("tdh_mem_page_aug", kt.tdr_pa, gpa, 0, pa, cpu=cpu)
     if r.status.is_error:
+        if kt.host.pamt is not None:
+            yield from dpamt_put_guest_page(kt, gpa, pa, cpu)
         return r.status
     kt.mirror[gpa] = pa
     return None
@@ -326,6 +362,8 @@ def tdx_sept_remove_private_spte(kvm: Kvm, gpa: int, cpu: int):
             return False
         ok = yield from tdx_reclaim_page(kt, pa, cpu)
         del kt.mirror[gpa]
+        if ok and kt.host.pamt is not None:
+            yield from dpamt_put_guest_page(kt, gpa, pa, cpu, kt.reclaim_hints.pop(pa, False))
         return ok
     err = yield from tdh_do_no_vcpus(kt, "tdh_mem_range_block", kt.tdr_pa, gpa, 0, cpu=cpu)
     if kvm.kvm_bug_on(err.is_error, "TDH.MEM.RANGE.BLOCK failed", err):
@@ -339,12 +377,15 @@ def tdx_sept_remove_private_spte(kvm: Kvm, gpa: int, cpu: int):
     if kvm.kvm_bug_on(err.is_error, "TDH.MEM.PAGE.REMOVE failed", err):
         kt.leak(pa, f"REMOVE failed: {err}")
         return False
+    hint = kt.host.last_result[cpu].pamt_removal_hint
     r = yield from kt.sc("tdh_phymem_page_wbinvd_hkid", kt.hkid, pa, cpu=cpu)
     del kt.mirror[gpa]
     if kvm.kvm_bug_on(r.status.is_error, "TDH.PHYMEM.PAGE.WBINVD failed", r.status):
         kt.leak(pa, "WBINVD failed")
         return False
     kt.tdx_clear_page(pa, cpu)
+    if kt.host.pamt is not None:
+        yield from dpamt_put_guest_page(kt, gpa, pa, cpu, hint)
     return True
 
 
@@ -355,6 +396,8 @@ def tdx_reclaim_page(kt: KvmTdx, pa: int, cpu: int):
         kt.emit("pr_tdx_error", "TDH.PHYMEM.PAGE.RECLAIM", status=r.status, cpu=cpu)
         kt.leak(pa, f"RECLAIM failed: {r.status}")
         return False
+    if kt.host.pamt is not None:
+        kt.reclaim_hints[pa] = r.pamt_removal_hint
     kt.tdx_clear_page(pa, cpu)
     return True
 

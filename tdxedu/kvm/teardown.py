@@ -18,6 +18,12 @@ from __future__ import annotations
 from ..tdx import status as st
 from ..tdx.leaves import TDH_PHYMEM_CACHEWB_RESUME_CMD, TDH_PHYMEM_CACHEWB_START_CMD
 from .kvm import Kvm, KvmVcpu
+from .pamt import (
+    dpamt_free_sept_page,
+    tdx_free_control_page,
+    tdx_pamt_cache_free,
+    vcpu_pamt_cache,
+)
 from .tdx import (
     TD_STATE_UNINITIALIZED,
     TDX_SEAMCALL_RETRIES,
@@ -95,6 +101,8 @@ def tdx_vcpu_free(vcpu: KvmVcpu, cpu: int = 0, *, policy: str = "v6.16"):
     otherwise RECLAIM each TDCX page, then the TDVPR (teardown.md §1.2 D3).
     "flush-at-vcpu-free" instead flushes the vCPU here and defers the reclaim."""
     kt, vt = to_kvm_tdx(vcpu.kvm), vcpu.arch.tdx
+    if kt.host.pamt is not None:  # unused PAMT cache pages were never the module's [V6-09]
+        tdx_pamt_cache_free(kt.host, vcpu_pamt_cache(vcpu))
     if policy == "flush-at-vcpu-free" and kt.hkid_assigned:
         err = yield from tdx_flush_vp_on_cpu(vcpu)
         vcpu.kvm.kvm_bug_on(err is not None, "TDH.VP.FLUSH failed", err)
@@ -110,11 +118,11 @@ def tdx_vcpu_free(vcpu: KvmVcpu, cpu: int = 0, *, policy: str = "v6.16"):
 def _reclaim_vcpu_pages(kt: KvmTdx, vt, cpu: int):
     for pa in vt.tdcx_pa:
         if (yield from tdx_reclaim_page(kt, pa, cpu)):
-            kt.host.allocator.free_page(pa)
+            yield from _free_control_page(kt, pa, cpu)
     vt.tdcx_pa = []
     if vt.tdvpr_pa:
         if (yield from tdx_reclaim_page(kt, vt.tdvpr_pa, cpu)):
-            kt.host.allocator.free_page(vt.tdvpr_pa)
+            yield from _free_control_page(kt, vt.tdvpr_pa, cpu)
         vt.tdvpr_pa = 0
     vt.state = VCPU_TD_STATE_UNINITIALIZED
 
@@ -127,7 +135,18 @@ def tdx_sept_free_private_spt(kt: KvmTdx, key, cpu: int):
         kt.leak(pa, "S-EPT page: HKID still assigned")
         return
     if (yield from tdx_reclaim_page(kt, pa, cpu)):
+        if kt.host.pamt is not None:
+            yield from dpamt_free_sept_page(kt, pa, cpu, kt.reclaim_hints.pop(pa, False))
+        else:
+            kt.host.allocator.free_page(pa)
+
+
+def _free_control_page(kt: KvmTdx, pa: int, cpu: int):
+    """`tdx_free_control_page` after a successful reclaim (static PAMT: just free)."""
+    if kt.host.pamt is None:
         kt.host.allocator.free_page(pa)
+        return
+    yield from tdx_free_control_page(kt.host, pa, cpu, kt.reclaim_hints.pop(pa, False))
 
 
 def tdx_vm_destroy(kvm: Kvm, cpu: int = 0):
@@ -142,7 +161,7 @@ def tdx_vm_destroy(kvm: Kvm, cpu: int = 0):
         return
     for pa in kt.tdcs_pa:
         if (yield from tdx_reclaim_page(kt, pa, cpu)):
-            kt.host.allocator.free_page(pa)
+            yield from _free_control_page(kt, pa, cpu)
     kt.tdcs_pa = []
     if kt.tdr_pa:
         ok = yield from tdx_reclaim_page(kt, kt.tdr_pa, cpu)
@@ -151,7 +170,7 @@ def tdx_vm_destroy(kvm: Kvm, cpu: int = 0):
             if r.status.is_error:
                 kt.leak(kt.tdr_pa, f"WBINVD(TDR) failed: {r.status}")
             else:
-                kt.host.allocator.free_page(kt.tdr_pa)
+                yield from _free_control_page(kt, kt.tdr_pa, cpu)
         kt.tdr_pa = 0
     kt.state = TD_STATE_UNINITIALIZED
 

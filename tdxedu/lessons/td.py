@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from ..kvm.host import Host
 from ..kvm.kvm import Kvm
+from ..kvm.pamt import check_alloc_policy, tdx_topup_pamt_cache, vcpu_pamt_cache
 from ..kvm.tdx import (
     BUSY_POLICIES,
     TEARDOWN_POLICIES,
@@ -71,10 +72,14 @@ class TeardownReport:
     errors: list[str]
     trace: Trace = field(repr=False)
     cleared_pages: int = 0
+    pamt_pairs: int = 0  # Dynamic PAMT: page pairs still installed in the module
+    pamt_refcounts: int = 0  # Dynamic PAMT: sum of the kernel's pamt_refcounts
+    pamt_warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.leaked_pages or self.bugs or self.errors or self.host_pages_in_use)
+        return not (self.leaked_pages or self.bugs or self.errors or self.host_pages_in_use
+                    or self.pamt_pairs or self.pamt_refcounts or self.pamt_warnings)
 
     def summary(self) -> str:
         lines = [f"teardown strategy {self.strategy}: "
@@ -94,7 +99,8 @@ class RunningTd:
     def __init__(self, memory=16 << 20, vcpus: int = 2, *, packages: int = 1,
                  cpus_per_package: int | None = None, busy_policy: str = "kick-retry-once",
                  initial_pages: int = 1, clear_pages: bool = True, accept: bool = True,
-                 trace: bool = True):
+                 trace: bool = True, dynamic_pamt: bool = False,
+                 pamt_policy: str = "vcpu-cache", pamt_lock: bool = True):
         size = parse_size(memory)
         if isinstance(vcpus, bool) or not isinstance(vcpus, int):
             raise TypeError("vcpus must be an int")
@@ -114,9 +120,14 @@ class RunningTd:
         ctl = 16 + vcpus * 8
         host_mem = (self.pages + tables + ctl + 1024) * PAGE_SIZE
         host_mem = -(-host_mem // (2 << 20)) * (2 << 20)
+        if dynamic_pamt:  # room for page pairs (2 per 2 MB) and per-vCPU PAMT caches
+            check_alloc_policy(pamt_policy)
+            host_mem += (host_mem // (2 << 20) * 2 + 10 * vcpus + 1024) * PAGE_SIZE
+            host_mem = -(-host_mem // (2 << 20)) * (2 << 20)
         self.trace = Trace(enabled=trace)
         self.host = Host(memory=host_mem, num_packages=packages, cpus_per_package=cpp,
-                         trace=self.trace)
+                         trace=self.trace, dynamic_pamt=dynamic_pamt,
+                         pamt_policy=pamt_policy, pamt_lock=pamt_lock)
         self.kvm = Kvm(nr_cpus=self.host.nr_cpus, trace=self.trace)
         self.kt = KvmTdx(self.kvm, self.host, busy_policy=busy_policy, clear_pages=clear_pages)
         self.kvm.kvm_get_kvm()  # the guest_memfd file's reference
@@ -129,13 +140,18 @@ class RunningTd:
             v = kvm.create_vcpu()
             tdx_vcpu_create(v)
             yield from tdx_vcpu_init(v, cpu=i % self.host.nr_cpus)
+        v0 = kvm.vcpus[0]
+        pamt = self.host.pamt
         for i in range(initial_pages):
-            yield from tdx_init_mem_region(kvm, i * PAGE_SIZE)
+            if pamt is not None:  # KVM_TDX_INIT_MEM_REGION is a vCPU ioctl: top up first
+                tdx_topup_pamt_cache(self.host, vcpu_pamt_cache(v0))
+            yield from tdx_init_mem_region(kvm, i * PAGE_SIZE, v0.cpu)
         yield from tdx_td_finalize(kvm)
         # Runtime: vCPU 0 faults in and accepts the rest of memory, then every vCPU runs once.
-        v0 = kvm.vcpus[0]
         for i in range(initial_pages, self.pages):
-            err = yield from tdx_map_private_gfn(kvm, i * PAGE_SIZE, v0.cpu)
+            if pamt is not None:  # mmu_topup_memory_caches, before mmu_lock [V6-09]
+                tdx_topup_pamt_cache(self.host, vcpu_pamt_cache(v0))
+            err = yield from tdx_map_private_gfn(kvm, i * PAGE_SIZE, v0.cpu, v0)
             if err is not None:
                 raise RuntimeError(f"private fault at {i * PAGE_SIZE:#x} failed: {err}")
         for v in kvm.vcpus:
@@ -164,9 +180,13 @@ class RunningTd:
         kt = self.kt
         hkid = "leaked (still assigned)" if kt.hkid_assigned else "free"
         tr = Trace(events=self.trace.events[start:], enabled=False)
+        pamt = self.host.pamt
         return TeardownReport(strategy, counts, list(kt.leaked), hkid,
                               self.host.allocator.in_use, list(self.kvm.bugs),
-                              list(self.host.allocator.errors), tr, kt.cleared_pages)
+                              list(self.host.allocator.errors), tr, kt.cleared_pages,
+                              pamt.pairs_installed() if pamt else 0,
+                              sum(pamt.pamt_refcounts.values()) if pamt else 0,
+                              list(pamt.warnings) if pamt else [])
 
     def _teardown(self, strategy: str):
         kvm = self.kvm
