@@ -142,6 +142,26 @@ COMMANDS.append(Command(
     add_arguments=_explore_args))
 
 
+def cmd_teardown(args: argparse.Namespace) -> int:
+    from . import teardown_cmd
+
+    return teardown_cmd.run(args)
+
+
+def _teardown_args(p: argparse.ArgumentParser) -> None:
+    from . import teardown_cmd
+
+    teardown_cmd.add_arguments(p)
+
+
+COMMANDS.append(Command(
+    "teardown", cmd_teardown, "how long tearing down a TD takes, and why (cost model)",
+    examples=("tdxedu teardown --memory 400G --vcpus 64 --strategy v6.16",
+              "tdxedu teardown --memory 1T --vcpus 64 --compare --no-clear",
+              "tdxedu teardown --memory 1T --plot teardown.png --json"),
+    add_arguments=_teardown_args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     examples = "\n".join(f"  {ex}" for c in COMMANDS for ex in c.examples)
     parser = argparse.ArgumentParser(

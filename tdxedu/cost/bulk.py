@@ -176,6 +176,13 @@ class BulkTd:
                1: (j % (512 * 512) == 0).astype(np.int64) + (j % 512 == 0)}[level]
         return start + off
 
+    def all_table_pfns(self) -> np.ndarray:
+        """Every S-EPT page's frame, sorted (cached: ~2^19 of them at 1 TiB)."""
+        if getattr(self, "_tables_sorted", None) is None:
+            self._tables_sorted = np.sort(np.concatenate([self.table_pfns(lv)
+                                                          for lv in (1, 2, 3)]))
+        return self._tables_sorted
+
     def table_gpas(self, level: int) -> np.ndarray:
         size = {1: L1_PAGES, 2: L2_PAGES, 3: L3_PAGES}[level] << PAGE_SHIFT
         return np.arange(self.n_tables[level - 1], dtype=np.int64) * size
@@ -280,27 +287,25 @@ class _Run:
             n = int(np.count_nonzero(mapped))
             if not n:
                 continue
-            pfns = td.guest_pfns(lo, hi)
-            if n != hi - lo:
-                pfns = pfns[mapped]
+            pfns = _PfnSet(td, lo, hi) if n == hi - lo else td.guest_pfns(lo, hi)[mapped]
             if self.hkid_assigned:
                 # BLOCK -> TRACK + kick all vCPUs -> REMOVE -> WBINVD(HKID) -> clear
                 for leaf in RUNTIME_LEAVES:
                     self.counts[leaf] += n
                 self.kicks += n
                 td.leaf[lo:hi][mapped] = S_FREE
-                td.pamt_pt[pfns] = PT_NDA
+                _set_pt(td, pfns, PT_NDA)
                 td.chldcnt -= n
                 self.clear(n)
             elif self.vm_dead or self.strategy == "v19-notifier":
                 # HKID already free: RECLAIM -> clear (the S-EPT entry is left as it is)
                 self.counts["tdh_phymem_page_reclaim"] += n
-                td.pamt_pt[pfns] = PT_NDA
+                _set_pt(td, pfns, PT_NDA)
                 td.chldcnt -= n
                 self.clear(n)
             else:  # 6.16: KVM_BUG_ON, the page leaks
                 self.bugs[BUG_NO_HKID] += n
-                self.leak(LEAK_NO_HKID, pfns)
+                self.leak(LEAK_NO_HKID, pfns.array() if isinstance(pfns, _PfnSet) else pfns)
                 continue
             td.gmem_in_use -= n
 
@@ -354,6 +359,31 @@ class _Run:
         td.chldcnt -= int(len(pfns) - np.count_nonzero(is_tdr))
         td.pamt_pt[pfns] = PT_NDA
         self.clear(len(pfns))
+
+
+class _PfnSet:
+    """Every private page lo..hi-1, without materialising their frames: they fill the frame
+    range [first, last] except for the S-EPT pages interleaved in it (fast path)."""
+
+    def __init__(self, td: BulkTd, lo: int, hi: int):
+        self.td, self.lo, self.hi = td, lo, hi
+        self.first = int(td.guest_pfns(lo, lo + 1)[0])
+        self.last = int(td.guest_pfns(hi - 1, hi)[0])
+
+    def array(self) -> np.ndarray:
+        return self.td.guest_pfns(self.lo, self.hi)
+
+
+def _set_pt(td: BulkTd, pfns, pt: int) -> None:
+    if isinstance(pfns, _PfnSet):
+        tables = td.all_table_pfns()
+        a, b = np.searchsorted(tables, [pfns.first, pfns.last + 1])
+        inner = tables[a:b]
+        keep = td.pamt_pt[inner].copy()
+        td.pamt_pt[pfns.first:pfns.last + 1] = pt
+        td.pamt_pt[inner] = keep
+    else:
+        td.pamt_pt[pfns] = pt
 
 
 def bulk_teardown(memory, vcpus: int, strategy: str = "v6.16", **kw) -> tuple[BulkTd, BulkReport]:

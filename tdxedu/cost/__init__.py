@@ -1,0 +1,17 @@
+"""Cost model and bulk engine: how long tearing down a TD takes, and why (issue 6).
+
+* `bulk`: numpy engine, same counts/states/leaks as the step engine, up to 1 TiB.
+* `counts`: the teardown.md §6 counts in closed form (checked against both engines).
+* `params`: every priced operation with its value, range and source (fitted or prior).
+* `model`: pricing, `calibrate()` against `calibration.csv`, `predict()`, `sweep()`.
+* `plot`: `sweep_figure()`, a pure matplotlib Figure of time vs TD size.
+"""
+
+from .bulk import BulkReport, BulkTd, bulk_teardown
+from .counts import Workload, teardown_counts, workload
+from .model import Calibration, Prediction, calibrate, default_calibration, nnls, predict, sweep
+from .params import DEFAULT_PARAMS, Param
+
+__all__ = ["BulkTd", "BulkReport", "bulk_teardown", "Workload", "teardown_counts", "workload",
+           "Calibration", "Prediction", "calibrate", "default_calibration", "nnls", "predict",
+           "sweep", "DEFAULT_PARAMS", "Param"]

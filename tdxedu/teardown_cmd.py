@@ -1,0 +1,124 @@
+"""`tdxedu teardown`: SEAMCALL counts, predicted time with its band, and where the time goes,
+for a TD of any size up to 1 TiB and beyond (counts: teardown.md §6; prices:
+`tdxedu.cost.params`, calibrated to [AH-RFC] in `tdxedu/cost/calibration.csv`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .kvm.tdx import TEARDOWN_POLICIES
+from .tdx.pamt import PAGE_SHIFT
+
+PLOT_SIZES = ("1G", "4G", "16G", "64G", "128G", "256G", "512G", "1T")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--memory", default="64G", help="TD private memory, e.g. 400G, 1T (default 64G)")
+    p.add_argument("--vcpus", default="4", help="vCPUs (default 4)")
+    p.add_argument("--packages", default="1", help="CPU packages the vCPUs spread over")
+    p.add_argument("--strategy", default="v6.16",
+                   help=f"teardown strategy: {', '.join(TEARDOWN_POLICIES)}")
+    p.add_argument("--no-clear", action="store_true",
+                   help="6.18+: skip the MOVDIR64B clear (CPUs without X86_BUG_TDX_PW_MCE)")
+    p.add_argument("--compare", action="store_true", help="every strategy side by side")
+    p.add_argument("--plot", metavar="FILE.png", help="draw time vs TD size per strategy")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument("--calibration", action="store_true",
+                   help="print the fitted parameters, priors and residuals")
+
+
+def _fail(msg: str) -> int:
+    print(f"tdxedu teardown: {msg}", file=sys.stderr)
+    return 2
+
+
+def _positive_int(name: str, text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise ValueError(f"--{name} must be a whole number, got {text!r}") from None
+    if v < 1:
+        raise ValueError(f"--{name} must be at least 1, got {v}")
+    return v
+
+
+def _fmt_s(s: float) -> str:
+    return f"{s:,.1f} s" if s < 120 else f"{s:,.0f} s ({s / 60:,.1f} min)"
+
+
+def _text(pred) -> str:
+    d = pred.to_dict()
+    lo, hi = d["band_seconds"]
+    lines = [f"{d['strategy']}: {d['memory_bytes'] / (1 << 30):g} GiB "
+             f"({d['pages']:,} pages), {d['vcpus']} vCPUs, {d['packages']} package(s), "
+             f"{'pages cleared' if d['cleared_pages'] else 'no clear (6.18+)'}",
+             f"predicted {_fmt_s(d['predicted_seconds'])}, band {_fmt_s(lo)} .. {_fmt_s(hi)}",
+             f"dominated by: {d['dominant']}", "", "SEAMCALLs per leaf:"]
+    lines += [f"  {leaf:<28} {n:>14,}" for leaf, n in d["counts"].items()]
+    lines += [f"  {'(all-vCPU kicks)':<28} {d['kicks']:>14,}",
+              f"  {'(pages cleared)':<28} {d['cleared_pages']:>14,}", "", "time by operation:"]
+    tot = d["predicted_seconds"] or 1.0
+    for op, s in sorted(d["breakdown_seconds"].items(), key=lambda kv: -kv[1]):
+        if s > 0:
+            lines.append(f"  {op:<28} {s:>12,.2f} s  {s / tot:6.1%}")
+    lines += ["", "lock hold times:"]
+    lines += [f"  {k:<28} {v:>12,.2f} s" for k, v in d["lock_hold_seconds"].items()]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .cost import default_calibration, predict, sweep
+    from .lessons.td import parse_size
+
+    try:
+        size = parse_size(args.memory)
+        vcpus = _positive_int("vcpus", args.vcpus)
+        packages = _positive_int("packages", args.packages)
+    except (ValueError, TypeError) as e:
+        return _fail(str(e))
+    if args.strategy not in TEARDOWN_POLICIES:
+        return _fail(f"unknown strategy {args.strategy!r}; allowed: "
+                     f"{', '.join(TEARDOWN_POLICIES)}")
+    clear = not args.no_clear
+    strategies = TEARDOWN_POLICIES if args.compare else (args.strategy,)
+    preds = [predict(size >> PAGE_SHIFT, vcpus, s, packages=packages, clear_pages=clear)
+             for s in strategies]
+    if args.plot:
+        from .cost.plot import sweep_figure
+
+        sizes = sorted({*(parse_size(s) for s in PLOT_SIZES), size})
+        fig = sweep_figure(sweep(sizes, TEARDOWN_POLICIES, vcpus, packages=packages,
+                                 clear_pages=clear))
+        try:
+            fig.savefig(args.plot, dpi=100)
+        except OSError as e:
+            return _fail(f"cannot write {args.plot}: {e}")
+    if args.json:
+        if args.compare:
+            obj = {"strategies": {p.workload.strategy: p.to_dict() for p in preds}}
+        else:
+            obj = preds[0].to_dict()
+        if args.plot:
+            obj["plot"] = args.plot
+        print(json.dumps(obj, indent=2))
+        return 0
+    if args.calibration:
+        print(default_calibration().describe() + "\n")
+    if args.compare:
+        w = max(len(s) for s in strategies)
+        print(f"{size / (1 << 30):g} GiB, {vcpus} vCPUs, {packages} package(s), "
+              f"{'pages cleared' if clear else 'no clear (6.18+)'}")
+        print(f"{'strategy':<{w}}  {'predicted':>12}  {'band':>25}  {'SEAMCALLs':>12}  dominant")
+        for p in preds:
+            d = p.to_dict()
+            lo, hi = d["band_seconds"]
+            print(f"{d['strategy']:<{w}}  {d['predicted_seconds']:>10,.0f} s  "
+                  f"{lo:>10,.0f} .. {hi:>8,.0f} s  {sum(d['counts'].values()):>12,}  "
+                  f"{d['dominant']}")
+    else:
+        print(_text(preds[0]))
+    if args.plot:
+        print(f"\nplot written to {args.plot}")
+    return 0
