@@ -1,0 +1,24 @@
+"""Renderers: pure functions from model state or a trace to a `matplotlib.figure.Figure`.
+
+No pyplot: every function builds a `Figure` with its own Agg canvas, so nothing needs closing
+and nothing leaks between calls; `figure_png(fig)` gives deterministic PNG bytes.
+
+    draw_sept(module, tdr)        Secure-EPT tree, colour per SeptState
+    draw_pamt(module)             PAMT map: 2 MiB rows x 4 KiB pages, by page type or owner
+    draw_roots(kvm)               TDP MMU roots: role, valid/invalid, references per holder
+    draw_timeline(trace)          per-CPU lanes of SEAMCALLs, IPIs, guest runs and lock holds
+    draw_lifecycle(lc, op_state)  TD lifecycle + OP_STATE machines, current state lit
+    draw_cost_curves(curves)      {strategy: (sizes, seconds, band)}
+"""
+
+from ._common import Panel, artists_by_gid, figure_png, new_figure, status_outcome
+from .cost import draw_cost_curves
+from .lifecycle import draw_lifecycle, td_states
+from .pamt import draw_pamt, pamt_grid
+from .roots import draw_roots
+from .sept import draw_sept, sept_colours, state_colour
+from .timeline import draw_timeline, guest_spans, lock_spans, timeline_marks
+
+__all__ = ["Panel", "artists_by_gid", "figure_png", "new_figure", "status_outcome", "draw_cost_curves", "draw_lifecycle",
+           "td_states", "draw_pamt", "pamt_grid", "draw_roots", "draw_sept", "sept_colours",
+           "state_colour", "draw_timeline", "guest_spans", "lock_spans", "timeline_marks"]

@@ -1,0 +1,337 @@
+"""`Stepper`: Step / Run / Reset over any step source, with pictures redrawn in place.
+
+    st = teardown_stepper(memory="64K", vcpus=2, strategy="v6.16")
+    st                      # in a notebook: buttons, pickers, status, pictures
+    st.step_button.click()  # in a test
+
+Pictures are `ipywidgets.Image` widgets whose `.value` (PNG bytes) is replaced on each
+redraw: cheap to send, testable without a browser, and no Output widget to route
+(teaching_ecosystem.md §6, §1.4 item 2). Every callback is guarded: an exception becomes a
+message in the widget (`message.value`), never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+from collections.abc import Callable
+
+import ipywidgets as widgets
+
+from ..kvm.tdx import TEARDOWN_POLICIES
+from ..viz import figure_png
+from .panels import PANELS
+from .sources import (
+    KVM_BUILD_ORDER,
+    KVM_REMOVAL,
+    ExplorerSource,
+    Finished,
+    RemovalSource,
+    SeamcallScriptSource,
+    StepInfo,
+    TdLifeSource,
+)
+
+RUN_LIMIT = 5000
+
+
+def _esc(s) -> str:
+    return html.escape(str(s))
+
+
+class Stepper:
+    """Drive a step source built by `make_source(**control values)`.
+
+    `controls` maps keyword names to value widgets (Dropdown, IntText, Text); changing one
+    rebuilds the source. `panels` names entries of `PANELS` (default: the source's own).
+    Attributes for tests: `step_button`, `run_button`, `reset_button`, `counter`, `status`,
+    `message`, `images` (panel name -> Image), `source`, `last`, `errors` (messages shown)."""
+
+    def __init__(self, make_source: Callable | None = None, *, controls: dict | None = None,
+                 panels: tuple[str, ...] | None = None, title: str = "",
+                 render: Callable = figure_png, run_limit: int = RUN_LIMIT):
+        self.make_source = make_source
+        self.controls = dict(controls or {})
+        self.render = render
+        self.run_limit = run_limit
+        self.source = None
+        self.last: StepInfo | None = None
+        self.errors: list[str] = []
+        self._keys: dict[str, object] = {}
+        self.heading = widgets.HTML(f"<b>{_esc(title)}</b>" if title else "")
+        self.step_button = widgets.Button(description="Step", button_style="primary",
+                                          tooltip="one step: the next SEAMCALL or actor step")
+        self.run_button = widgets.Button(description="Run", tooltip="run to the end")
+        self.reset_button = widgets.Button(description="Reset", tooltip="start again")
+        for b in (self.step_button, self.run_button, self.reset_button):
+            b.layout = widgets.Layout(width="80px")
+        self.counter = widgets.Label("step 0")
+        self.status = widgets.HTML()
+        self.status.add_class("tdxedu-status")
+        self.message = widgets.HTML()
+        self.message.add_class("tdxedu-message")
+        self.step_button.on_click(self._guard(lambda _b: self.step()))
+        self.run_button.on_click(self._guard(lambda _b: self.run()))
+        self.reset_button.on_click(self._guard(lambda _b: self.reset()))
+        for w in self.controls.values():
+            w.observe(self._guard(lambda _change: self.rebuild()), names="value")
+        names = panels
+        self.images: dict[str, widgets.Image] = {}
+        self.picture_box = widgets.VBox()
+        self.widget = widgets.VBox([
+            self.heading,
+            widgets.HBox(list(self.controls.values()),
+                         layout=widgets.Layout(flex_flow="row wrap")),
+            widgets.HBox([self.step_button, self.run_button, self.reset_button, self.counter]),
+            self.status, self.message, self.picture_box])
+        self._fixed_panels = names
+        if make_source is not None:
+            self._guard(self.rebuild)()
+        else:
+            self._show_status()
+
+    # --- guarded callbacks ------------------------------------------------------------------
+    def _guard(self, fn):
+        @functools.wraps(fn)
+        def wrapped(*args, **kw):
+            try:
+                self.message.value = ""
+                return fn(*args, **kw)
+            except Exception as exc:  # noqa: BLE001 - a widget shows misuse, never raises
+                self._say(exc)
+                return None
+        return wrapped
+
+    def _say(self, exc) -> None:
+        kind = "" if isinstance(exc, Finished) else f"{type(exc).__name__}: "
+        text = f"{kind}{exc}"
+        self.errors.append(text)
+        self.message.value = f"<span style='color:#b35806'>&#9888; {_esc(text)}</span>"
+
+    # --- actions ----------------------------------------------------------------------------
+    def rebuild(self) -> None:
+        """Build a new source from the current control values."""
+        values = {k: w.value for k, w in self.controls.items()}
+        self.load(self.make_source(**values))
+
+    def load(self, source) -> None:
+        """Drive `source` from now on (the Explorer loads witness replays this way)."""
+        self.source = source
+        self.last = None
+        names = self._fixed_panels or source.panels
+        if list(self.images) != list(names):
+            self.images = {n: widgets.Image(format="png") for n in names}
+            for n, img in self.images.items():
+                img.add_class(f"tdxedu-panel-{n}")
+            self.picture_box.children = tuple(self.images.values())
+            self._keys = {}
+        self._redraw()
+
+    def _need_source(self):
+        if self.source is None:
+            raise Finished("nothing to step yet: " + (
+                "fix the settings above" if self.make_source else "load a run first"))
+        return self.source
+
+    def step(self) -> None:
+        src = self._need_source()
+        self.last = src.step()
+        self._redraw()
+
+    def run(self) -> None:
+        src = self._need_source()
+        if src.done:
+            raise Finished("the run is over: press Reset to start again")
+        for _ in range(self.run_limit):
+            if src.done:
+                break
+            self.last = src.step()
+        self._redraw()
+
+    def reset(self) -> None:
+        src = self._need_source()
+        src.reset()
+        self.last = None
+        self._redraw()
+
+    # --- display ----------------------------------------------------------------------------
+    def status_text(self) -> str:
+        """The status line as plain text (what the HTML shows, without markup)."""
+        src = self.source
+        if src is None:
+            return "No run loaded."
+        info = self.last
+        if info is None:
+            return f"Ready: {src.title}. Press Step."
+        return f"Step {info.n}: {info.describe()}"
+
+    def _show_status(self) -> None:
+        src, info = self.source, self.last
+        n = 0 if src is None else src.n
+        self.counter.value = f"step {n}" + (" (finished)" if src is not None and src.done
+                                            else "")
+        parts = [_esc(self.status_text())]
+        if info is not None and info.chain:
+            chain = " &rarr; ".join(f"<code>{_esc(f.name)}</code>" for f in info.chain)
+            inner = info.chain[-1]
+            parts.append(f"<small>issued by {chain} <i>({_esc(inner.source)})</i></small>")
+            if inner.why:
+                parts.append(f"<details><summary><small>why?</small></summary><small>"
+                             f"{_esc(inner.why)}</small></details>")
+        if info is not None and info.note and info.note != "finished":
+            parts.append(f"<small><b>{_esc(info.note)}</b></small>")
+        main = None if info is None else info.main
+        if main is not None and main.source:
+            parts.append(f"<small>source: {_esc(main.source)}</small>")
+        if src is not None and src.done:
+            parts.append("<pre style='font-size:11px;line-height:1.2'>"
+                         f"{_esc(src.summary())}</pre>")
+        self.status.value = "<br>".join(parts)
+
+    def _redraw(self) -> None:
+        self._show_status()
+        if self.source is None:
+            return
+        for name, img in self.images.items():
+            key, build = PANELS[name](self.source, self.last)
+            if self._keys.get(name) == key:
+                continue
+            img.value = self.render(build())
+            self._keys[name] = key
+
+    def _repr_mimebundle_(self, **kw):
+        data = self.widget._repr_mimebundle_(**kw)
+        if isinstance(data, tuple):
+            data = data[0]
+        data = dict(data or {})
+        data["text/plain"] = f"<tdxedu Stepper: {self.source.title if self.source else '-'}>"
+        return data
+
+
+# --- builders: one line in a notebook ---------------------------------------------------------
+def td_life_stepper(memory: str = "64K", vcpus: int = 2, strategy: str = "v6.16", *,
+                    phases=("build", "teardown"), panels=None) -> Stepper:
+    """A TD's life (build and/or teardown) through KVM's code, one SEAMCALL per Step, with
+    pickers for the teardown strategy, the memory size and the vCPU count."""
+    controls = {
+        "strategy": widgets.Dropdown(options=list(TEARDOWN_POLICIES), value=strategy,
+                                     description="teardown"),
+        "memory": widgets.Text(value=str(memory), description="memory",
+                               continuous_update=False),
+        "vcpus": widgets.IntText(value=vcpus, description="vCPUs"),
+    }
+    phases = tuple(phases)
+
+    def make(strategy, memory, vcpus):
+        return TdLifeSource(memory, vcpus, strategy, phases=phases)
+
+    return Stepper(make, controls=controls, panels=panels,
+                   title="A TD's life: " + " then ".join(phases))
+
+
+def teardown_stepper(memory: str = "64K", vcpus: int = 2, strategy: str = "v6.16",
+                     panels=None) -> Stepper:
+    return td_life_stepper(memory, vcpus, strategy, phases=("teardown",), panels=panels)
+
+
+def scenario_stepper(scenario: str = "busy-accept-kick-retry-once", seed: int = 0,
+                     script: str = "", *, scenarios=None, panels=None) -> Stepper:
+    """An explorer scenario run by a seed, or by a script of actor names (comma separated;
+    the seed decides once the script runs out)."""
+    from ..sim import registry
+
+    names = sorted(scenarios or registry.load_all())
+    controls = {
+        "scenario": widgets.Dropdown(options=names, value=scenario, description="scenario"),
+        "seed": widgets.IntText(value=seed, description="seed"),
+        "script": widgets.Text(value=script, description="script", continuous_update=False,
+                               placeholder="actor names, e.g. zap, vcpu0"),
+    }
+
+    def make(scenario, seed, script):
+        return ExplorerSource(scenario, seed=seed, script=script)
+
+    return Stepper(make, controls=controls, panels=panels, title="Run a scenario step by step")
+
+
+def roots_stepper(scenario: str = "memslot-update", policy: str = "v6.6", seed: int = 0,
+                  panels=None) -> Stepper:
+    """A TDP MMU roots scenario under a kernel-version policy."""
+    from ..kvm.mmu_role import POLICIES
+    from .sources import roots_source
+
+    controls = {
+        "scenario": widgets.Dropdown(options=["smm-storm", "memslot-update", "vm-destroy",
+                                              "last-put-race", "memslot-update-td",
+                                              "vm-destroy-td"],
+                                     value=scenario, description="scenario"),
+        "policy": widgets.Dropdown(options=list(POLICIES), value=policy, description="policy"),
+        "seed": widgets.IntText(value=seed, description="seed"),
+    }
+    return Stepper(lambda scenario, policy, seed: roots_source(scenario, policy, seed=seed),
+                   controls=controls, panels=panels, title="TDP MMU roots")
+
+
+BUILD_PRESETS = {
+    "KVM's order": ", ".join(KVM_BUILD_ORDER),
+    "MNG.INIT before KEY.CONFIG": "tdh_mng_create, tdh_mng_addcx, tdh_mng_init, "
+                                  "tdh_mng_key_config",
+    "VP.CREATE before MNG.INIT": "tdh_mng_create, tdh_mng_key_config, tdh_mng_addcx, "
+                                 "tdh_vp_create, tdh_mng_init",
+    "VP.ENTER before MR.FINALIZE": "tdh_mng_create, tdh_mng_key_config, tdh_mng_addcx, "
+                                   "tdh_mng_init, tdh_vp_create, tdh_vp_addcx, tdh_vp_init, "
+                                   "tdh_vp_enter",
+    "PAGE.ADD after MR.FINALIZE": "tdh_mng_create, tdh_mng_key_config, tdh_mng_addcx, "
+                                  "tdh_mng_init, tdh_mem_sept_add, tdh_mr_finalize, "
+                                  "tdh_mem_page_add",
+    "reclaim the TDR first": "tdh_mng_create, tdh_mng_key_config, tdh_mng_addcx, "
+                             "tdh_mng_init, tdh_phymem_page_reclaim",
+    "free the HKID too early": "tdh_mng_create, tdh_mng_key_config, tdh_mng_addcx, "
+                               "tdh_mng_init, tdh_mng_key_freeid, tdh_mng_vpflushdone, "
+                               "tdh_phymem_cache_wb, tdh_mng_key_freeid",
+}
+
+
+def _preset_controls(presets: dict, default: str):
+    preset = widgets.Dropdown(options=list(presets), value=default, description="order")
+    text = widgets.Text(value=presets[default], description="or type",
+                        continuous_update=False, layout=widgets.Layout(width="95%"))
+
+    def follow(change):
+        text.value = presets[change["new"]]
+
+    preset.observe(follow, names="value")
+    return preset, text
+
+
+def seamcall_stepper(order: str = "KVM's order", *, panels=None) -> Stepper:
+    """SEAMCALLs in an order you pick (a preset) or type (comma separated wrapper names)."""
+    preset, text = _preset_controls(BUILD_PRESETS, order)
+    st = Stepper(lambda calls: SeamcallScriptSource(calls), controls={"calls": text},
+                 panels=panels, title="SEAMCALLs in your order")
+    st.widget.children = (st.widget.children[0], preset) + st.widget.children[1:]
+    st.preset = preset
+    return st
+
+
+REMOVAL_PRESETS = {
+    "KVM 6.16: block, track, kick, remove": ", ".join(KVM_REMOVAL),
+    "no BLOCK": "track, kick, remove",
+    "no TRACK": "block, kick, remove",
+    "no kick": "block, track, remove",
+    "kick before TRACK": "block, kick, reenter, track, remove",
+    "TRACK twice, no kick": "block, track, track",
+    "kick, vCPUs re-enter, then remove": "block, track, kick, reenter, remove, wbinvd",
+}
+
+
+def removal_stepper(order: str = "KVM 6.16: block, track, kick, remove", vcpus: int = 2, *,
+                    panels=None) -> Stepper:
+    """Remove one private page from a running TD with the operations in your order."""
+    preset, text = _preset_controls(REMOVAL_PRESETS, order)
+    controls = {"ops": text, "vcpus": widgets.IntText(value=vcpus, description="vCPUs")}
+    st = Stepper(lambda ops, vcpus: RemovalSource(ops, vcpus=vcpus), controls=controls,
+                 panels=panels, title="Remove one private page from a running TD")
+    st.widget.children = (st.widget.children[0], preset) + st.widget.children[1:]
+    st.preset = preset
+    return st
