@@ -19,6 +19,7 @@ from tdxedu.kvm.tdp_mmu import (
     kvm_mmu_create,
     kvm_mmu_destroy,
     kvm_mmu_init_tdp_mmu,
+    kvm_mmu_reset_context,
     kvm_mmu_unload,
     kvm_mmu_zap_all,
     kvm_set_memslot,
@@ -266,3 +267,20 @@ def test_vm_destruction_frees_every_root(policy):
 
 def test_valid_roots_types_mask():
     assert KVM_VALID_ROOTS == 6
+
+
+@pytest.mark.parametrize("policy", ["v6.4", "v6.16"])
+def test_at_most_six_direct_roles(policy):
+    """FIX (§1.6) / inv7: {4,5}-level x {!SMM, SMM} + {4,5}-level guest_mode = 6 roots, and
+    cycling through all of them again allocates nothing new."""
+    kvm = vm(policy, 1)
+    v = kvm.vcpus[0]
+    combos = [(lvl, smm, gm) for lvl in (4, 5) for smm, gm in
+              ((False, False), (True, False), (False, True))]
+    for _ in range(2):
+        for lvl, smm, gm in combos:
+            v.arch.tdp_level, v.arch.smm, v.arch.guest_mode = lvl, smm, gm
+            rtc(kvm_mmu_reset_context(v))
+            run(v)
+            clean(kvm)
+    assert kvm.arch.tdp_mmu_stats["roots_allocated"] == len(kvm.arch.tdp_mmu_roots) == 6

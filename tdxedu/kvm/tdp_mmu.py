@@ -649,7 +649,7 @@ def kvm_tdp_mmu_invalidate_roots(kvm: Kvm, types: int = KVM_VALID_ROOTS,
             root.tdp_mmu_scheduled_root_to_zap = True
             _set_invalid(root)
         out.append(root)
-    kvm.trace.emit(pol.invalidate_fn, root_types_str(types),
+    kvm.trace.emit(pol.invalidate_fn, root_types_str(types) if pol.root_types else "all",
                    f"invalidated={[r.hpa for r in out]}", source=SRC_TDP)
     return out
 
