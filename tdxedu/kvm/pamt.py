@@ -42,7 +42,9 @@ principle 4); `ALLOC_POLICIES`:
   race of dpamt.md §2.5 (a pair removed between another CPU's ADD and its AUG).
 
 `Host(dynamic_pamt=True, pamt_lock=False)` drops `pamt_lock` (the "no-pamt-lock" variant) to
-show why v6 step 1 exists.
+show why v6 step 1 exists: without it two gets can both issue PAMT.ADD (one gets
+TDX_OPERAND_BUSY or HPA_RANGE_NOT_FREE), and a get that reads HPA_RANGE_NOT_FREE as "someone
+else added it" (v4) can take a reference on a pair a concurrent put is removing.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class TdxPamt:
         self.warnings: list[str] = []
         self.leaked_pages: list[int] = []  # PAMT pages given up on (REMOVE failed)
         self.sept_kmem_cache: list[int] = []  # "kmem-cache-ctor": pooled S-EPT pages
+        self.busy_seen = 0  # PAMT.ADD/REMOVE that got TDX_OPERAND_BUSY (only without the lock)
 
     def refcount(self, pfn: int) -> int:
         return self.pamt_refcounts.get(pfn >> 9, 0)
@@ -162,9 +165,16 @@ def tdx_pamt_get(host, pfn: int, cache: TdxPamtCache | None = None, *, cpu: int 
             return 0
         r = yield from host.seamcall("tdh_phymem_pamt_add", hpa_2m, *pages, cpu=cpu)
         if r.status.is_error:
+            _give_back(host, cache, pages)
+            if r.status.matches(st.TDX_OPERAND_BUSY):
+                p.busy_seen += 1
+            if not p.use_lock and r.status.matches(st.TDX_HPA_RANGE_NOT_FREE):
+                # v4's reading without the lock: "lost a race with another get" -> take a
+                # reference on the pair that is there (and may be about to go away).
+                p._set(idx, p.pamt_refcounts.get(idx, 0) + 1)
+                return 0
             host.trace.emit("pr_tdx_error", "TDH.PHYMEM.PAMT.ADD", status=r.status, cpu=cpu,
                             source=SRC)
-            _give_back(host, cache, pages)
             return EIO
         p._set(idx, p.pamt_refcounts.get(idx, 0) + 1)
         return 0
@@ -203,6 +213,8 @@ def tdx_pamt_put(host, pfn: int, *, cpu: int = 0, hint: bool = False, who: str =
 def _remove_pair(host, idx: int, cpu: int):
     p = host.pamt
     r = yield from host.seamcall("tdh_phymem_pamt_remove", idx << 21, cpu=cpu)
+    if r.status.matches(st.TDX_OPERAND_BUSY):
+        p.busy_seen += 1
     if r.status.is_error:
         p.warn(f"TDH.PHYMEM.PAMT.REMOVE {idx << 21:#x} failed: {r.status}")
         return False
