@@ -1,0 +1,76 @@
+"""`tdxedu teardown`: text, --json schema, --compare, --plot, and clear errors (exit 2)."""
+
+import json
+
+import pytest
+
+from tdxedu.cli import main
+from tdxedu.kvm.tdx import TEARDOWN_POLICIES
+
+
+def test_text_report(capsys):
+    assert main(["teardown", "--memory", "400G", "--vcpus", "64", "--strategy", "v6.16"]) == 0
+    out = capsys.readouterr().out
+    assert "400 GiB (104,857,600 pages), 64 vCPUs" in out
+    assert "tdh_mem_range_block" in out and "104,857,600" in out
+    assert "predicted" in out and "band" in out and "mmu_lock (write)" in out
+
+
+def test_json_schema(capsys):
+    assert main(["teardown", "--memory", "1G", "--vcpus", "4", "--strategy", "terminate-vm",
+                 "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["counts"]["tdh_phymem_page_reclaim"] == 262144 + 4 * 6 + 512 + 1 + 1 + 6 + 1
+    assert "tdh_mem_range_block" not in d["counts"]
+    lo, hi = d["band_seconds"]
+    assert lo <= d["predicted_seconds"] <= hi
+    assert sum(d["breakdown_seconds"].values()) == pytest.approx(d["predicted_seconds"])
+    assert all(isinstance(v, float) for v in d["breakdown_seconds"].values())
+
+
+def test_no_clear_and_packages(capsys):
+    main(["teardown", "--memory", "64G", "--vcpus", "16", "--json"])
+    base = json.loads(capsys.readouterr().out)
+    main(["teardown", "--memory", "64G", "--vcpus", "16", "--json", "--no-clear",
+          "--packages", "2"])
+    d = json.loads(capsys.readouterr().out)
+    assert d["cleared_pages"] == 0 and d["packages"] == 2
+    assert d["counts"]["tdh_phymem_cache_wb"] == 2
+    assert d["breakdown_seconds"]["page clear (MOVDIR64B)"] == 0
+
+
+def test_compare(capsys):
+    assert main(["teardown", "--memory", "1T", "--vcpus", "64", "--compare"]) == 0
+    out = capsys.readouterr().out
+    for s in TEARDOWN_POLICIES:
+        assert s in out
+    assert main(["teardown", "--memory", "1T", "--compare", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert set(d["strategies"]) == set(TEARDOWN_POLICIES)
+
+
+def test_plot_writes_a_png(tmp_path, capsys):
+    f = tmp_path / "t.png"
+    assert main(["teardown", "--memory", "2T", "--plot", str(f)]) == 0
+    assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "plot written" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--memory", "lots"], "size like"),
+    (["--memory=-4G"], "size like"),
+    (["--memory", "0"], "positive"),
+    (["--vcpus", "0"], "at least 1"),
+    (["--vcpus", "four"], "whole number"),
+    (["--packages", "0"], "at least 1"),
+    (["--strategy", "fast"], "allowed: v6.16, terminate-vm"),
+])
+def test_bad_input_exits_2_with_a_message(argv, msg, capsys):
+    assert main(["teardown", *argv]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err
+
+
+def test_unwritable_plot_path(capsys, tmp_path):
+    assert main(["teardown", "--plot", str(tmp_path / "no" / "such" / "dir.png")]) == 2
+    assert "cannot write" in capsys.readouterr().err
