@@ -31,12 +31,14 @@ def test_json_schema(capsys):
 def test_no_clear_and_packages(capsys):
     main(["teardown", "--memory", "64G", "--vcpus", "16", "--json"])
     base = json.loads(capsys.readouterr().out)
+    assert base["cleared_pages"] > 0 and base["counts"]["tdh_phymem_cache_wb"] == 1
     main(["teardown", "--memory", "64G", "--vcpus", "16", "--json", "--no-clear",
           "--packages", "2"])
     d = json.loads(capsys.readouterr().out)
     assert d["cleared_pages"] == 0 and d["packages"] == 2
     assert d["counts"]["tdh_phymem_cache_wb"] == 2
     assert d["breakdown_seconds"]["page clear (MOVDIR64B)"] == 0
+    assert d["predicted_seconds"] < base["predicted_seconds"]
 
 
 def test_compare(capsys):
