@@ -13,8 +13,10 @@ def sweep_figure(data: dict, *, title: str | None = None) -> Figure:
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.add_subplot()
     x = [b / GIB for b in data["sizes_bytes"]]
-    for name, s in data["strategies"].items():
-        (line,) = ax.plot(x, [v / 60 for v in s["seconds"]], marker="o", label=name)
+    styles = ("-", "--", ":", "-.")  # strategies with the same flow share a curve: keep both
+    for i, (name, s) in enumerate(data["strategies"].items()):
+        (line,) = ax.plot(x, [v / 60 for v in s["seconds"]], marker="o", label=name,
+                          linestyle=styles[i % len(styles)], linewidth=2.5 - 0.4 * i)
         ax.fill_between(x, [v / 60 for v in s["low"]], [v / 60 for v in s["high"]],
                         color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_xscale("log", base=2)
