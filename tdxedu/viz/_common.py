@@ -112,6 +112,14 @@ def figure_png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def as_image(fig: Figure):
+    """An `IPython.display.Image` of `fig` for showing a static picture in a notebook cell
+    (a bare Figure has no rich display without pyplot)."""
+    from IPython.display import Image
+
+    return Image(data=figure_png(fig), format="png")
+
+
 def status_outcome(status: str | None) -> str | None:
     """Classify a trace event's status text: "ok", "info" (not an error), "busy", "error",
     or None when the event has no status. Text such as ``TDX_SUCCESS (EPT_VIOLATION)`` or

@@ -56,5 +56,9 @@ class _NoTds:
     tds: dict = {}
 
 
+# Panels whose key alone determines the picture (no model object drawn beyond it): their PNG
+# can be shared between widgets and runs.
+SHARED_KEYS = frozenset({"lifecycle"})
+
 PANELS = {"timeline": timeline_panel, "sept": sept_panel, "pamt": pamt_panel,
           "lifecycle": lifecycle_panel, "roots": roots_panel}

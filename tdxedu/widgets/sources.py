@@ -612,6 +612,10 @@ class RemovalSource:
     def in_guest(self) -> list[int]:
         return [vp for vp in self.built.vcpus if self.module.vcpus[vp].in_guest]
 
+    def do(self, op: str) -> None:
+        """Issue one operation now (exercises call this: `lab.do("block")`)."""
+        self._issue(_parse_ops([op], REMOVAL_OPS, "operation")[0])
+
     def _issue(self, op: str) -> None:
         m, tdr, gpa, lp = self.module, self.tdr, self.gpa, self.host_lp
         if op == "block":

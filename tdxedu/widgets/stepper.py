@@ -20,7 +20,7 @@ import ipywidgets as widgets
 
 from ..kvm.tdx import TEARDOWN_POLICIES
 from ..viz import figure_png
-from .panels import PANELS
+from .panels import PANELS, SHARED_KEYS
 from .sources import (
     KVM_BUILD_ORDER,
     KVM_REMOVAL,
@@ -33,6 +33,7 @@ from .sources import (
 )
 
 RUN_LIMIT = 5000
+_SHARED_PNG: dict = {}  # (panel, key) -> PNG for panels whose key determines the picture
 
 
 def _esc(s) -> str:
@@ -196,7 +197,14 @@ class Stepper:
             key, build = PANELS[name](self.source, self.last)
             if self._keys.get(name) == key:
                 continue
-            img.value = self.render(build())
+            if name in SHARED_KEYS and self.render is figure_png:
+                # the key is the whole picture (e.g. the lifecycle state): share across widgets
+                png = _SHARED_PNG.get((name, key))
+                if png is None:
+                    png = _SHARED_PNG[(name, key)] = self.render(build())
+                img.value = png
+            else:
+                img.value = self.render(build())
             self._keys[name] = key
 
     def _repr_mimebundle_(self, **kw):
