@@ -47,7 +47,6 @@ def draw_sept(model, tdr: int | None = None, *, highlight: tuple[int, int] | Non
     Entries in state FREE that the module has looked up are drawn white with a dashed edge;
     at most `max_per_level` boxes per level (the rest are counted, "+N more")."""
     fig = new_figure(width, height)
-    p = Panel(fig, (0.05, 0.14, 0.88, 0.74), (-0.5, max_per_level + 0.5), (3.95, -0.7))
     sept = model
     title = "Secure EPT"
     if hasattr(model, "tds"):
@@ -57,8 +56,12 @@ def draw_sept(model, tdr: int | None = None, *, highlight: tuple[int, int] | Non
             c = td.tdcs
             title = f"Secure EPT of TD {td.pa:#x}   TD_EPOCH={c.td_epoch}  REFCOUNT={c.refcount}"
     fig.text(0.01, 0.97, title, fontsize=8, va="top")
+    widest = 1 if sept is None else max(
+        [sum(1 for lv, _ in sept.entries if lv == lvl) for lvl in range(4)] + [1])
+    cols = max(min(widest, max_per_level), 12)  # small trees get bigger boxes, not a corner
+    p = Panel(fig, (0.05, 0.14, 0.88, 0.74), (-0.5, cols + 0.5), (3.95, -0.7))
     if sept is None:
-        p.text(max_per_level / 2, 1.5, "no S-EPT: the TD has no TDCS (not built, or reclaimed)",
+        p.text(cols / 2, 1.5, "no S-EPT: the TD has no TDCS (not built, or reclaimed)",
                ha="center", fontsize=8, color="#555555")
         return fig
     by_level: dict[int, list] = {lvl: [] for lvl in range(4)}
@@ -84,7 +87,7 @@ def draw_sept(model, tdr: int | None = None, *, highlight: tuple[int, int] | Non
                             linestyle="--" if e.state == S.FREE else "-"),
                   gid=f"L{lvl}:{e.gpa:#x}")
         if extra > 0:
-            p.text(max_per_level - 0.2, y, f"+{extra}", fontsize=7, va="center")
+            p.text(cols - 0.2, y, f"+{extra}", fontsize=7, va="center")
         if lvl == 0 and len(shown) <= 12:
             for e in shown:
                 p.text(pos[(lvl, e.gpa)], y + 0.5, f"{e.gpa >> 12:#x}", fontsize=5.5,
