@@ -41,11 +41,15 @@
 # %% [markdown]
 # ## 1. Three actors
 #
-# | actor | runs in | owns | talks to the next one with |
-# |---|---|---|---|
-# | **KVM** (`arch/x86/kvm/vmx/tdx.c`) | host kernel, VMX root | host memory, the page it *offers* | **SEAMCALL** (a CPU instruction into SEAM mode) |
-# | **TDX module** | SEAM mode, signed by Intel | the PAMT (who owns each page), the Secure EPT, TD keys | SEAMRET back to KVM; VM entry into the guest |
-# | **guest TD** | VMX non-root, encrypted with its own key (HKID) | its private memory, once accepted | **TDCALL** (`tdg_mem_page_accept`, ...) |
+# * **KVM** (`arch/x86/kvm/vmx/tdx.c`) runs in the host kernel (VMX root). It owns host
+#   memory and the pages it *offers* to a TD. It talks to the module with **SEAMCALL**, a CPU
+#   instruction that enters SEAM mode.
+# * The **TDX module** runs in SEAM mode, signed by Intel. It owns the PAMT (who owns each
+#   physical page), every TD's Secure EPT and the TD keys. It returns to KVM with SEAMRET
+#   and enters the guest on `TDH.VP.ENTER`.
+# * The **guest TD** runs in VMX non-root mode, its memory encrypted with its own key (the
+#   HKID). It owns its private memory once it has accepted it, and talks to the module with
+#   **TDCALL** (`tdg_mem_page_accept`, ...).
 #
 # KVM never writes the TD's private page tables or its private memory. It *asks* the module,
 # one SEAMCALL at a time, and the module answers with a 64-bit status such as `TDX_SUCCESS`

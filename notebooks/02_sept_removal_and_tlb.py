@@ -57,7 +57,7 @@
 # Then press **Step** and watch the title line of the S-EPT picture.
 
 # %%
-from tdxedu.lessons.exercises import check_remove_page, check_removal_order, show_solution
+from tdxedu.lessons.exercises import check_removal_order, check_remove_page, show_solution
 from tdxedu.widgets import RemovalSource, removal_stepper, teardown_stepper
 from tdxedu.widgets.stepper import REMOVAL_PRESETS
 

@@ -32,7 +32,8 @@ def holder_kind(holder: str) -> str:
     return "other"
 
 
-def _roots(kvm):
+def live_roots(kvm) -> list:
+    """Roots on `kvm.arch.tdp_mmu_roots`, then roots not yet freed (`tdp_mmu_live`)."""
     a = kvm.arch
     seen, out = set(), []
     for r in list(getattr(a, "tdp_mmu_roots", [])) + list(getattr(a, "tdp_mmu_live", {})
@@ -48,7 +49,7 @@ def draw_roots(kvm, *, highlight: int | None = None, width: float = 6.4,
     """Draw the roots of `kvm` (a `tdxedu.kvm.kvm.Kvm` with the TDP MMU initialised).
     Bars have gid ``"root#<hpa>:<holder>"``; `highlight` is the hpa of the root a step
     touched."""
-    roots = _roots(kvm)[:max_roots]
+    roots = live_roots(kvm)[:max_roots]
     fig = new_figure(width, 0.9 + 0.3 * max(len(roots), 1))
     pol = getattr(getattr(kvm.arch, "tdp_mmu_policy", None), "name", "?")
     fig.text(0.01, 0.98, f"TDP MMU roots (policy {pol}): {len(roots)} live, "

@@ -42,15 +42,16 @@ def _pick_td(module, tdr):
 
 def draw_sept(model, tdr: int | None = None, *, highlight: tuple[int, int] | None = None,
               max_per_level: int = 24, width: float = 6.4, height: float = 2.4):
-    """Draw the S-EPT of `model`: a `SecureEpt`, or a `TdxModule` (the TD whose TDR is `tdr`,
-    default the first TD with a TDCS). `highlight` = (level, gpa) of the entry just touched.
+    """Draw the S-EPT of `model`: a `SecureEpt`, a `TdxModule` (the TD whose TDR is `tdr`,
+    default the first TD with a TDCS), or None (nothing to draw).
+    `highlight` = (level, gpa) of the entry just touched.
     Entries in state FREE that the module has looked up are drawn white with a dashed edge;
     at most `max_per_level` boxes per level (the rest are counted, "+N more")."""
     fig = new_figure(width, height)
     sept = model
     title = "Secure EPT"
-    if hasattr(model, "tds"):
-        td = _pick_td(model, tdr)
+    if model is None or hasattr(model, "tds"):
+        td = None if model is None else _pick_td(model, tdr)
         sept = None if td is None or td.tdcs is None else td.tdcs.sept
         if td is not None and td.tdcs is not None:
             c = td.tdcs

@@ -4,6 +4,7 @@ only when its key changes, so a Step that leaves the PAMT alone does not re-rend
 from __future__ import annotations
 
 from ..viz import draw_lifecycle, draw_pamt, draw_roots, draw_sept, draw_timeline, td_states
+from ..viz.roots import live_roots
 from .sources import touched
 
 
@@ -21,7 +22,7 @@ def sept_panel(src, info):
     m, tdr = src.module, src.tdr
     hl = touched(_main(info)).get("sept")
     if m is None:
-        return ("none",), lambda: draw_sept(_NoTds())
+        return ("none",), lambda: draw_sept(None)
     td = m.tds.get(tdr) if tdr else None
     c = None if td is None else td.tdcs
     key = ("none",) if c is None else (
@@ -45,15 +46,9 @@ def lifecycle_panel(src, info):
 
 def roots_panel(src, info):
     kvm = src.kvm
-    from ..viz.roots import _roots
-
-    roots = _roots(kvm)
+    roots = live_roots(kvm)
     key = tuple(r.state() for r in roots)
     return key, lambda: draw_roots(kvm)
-
-
-class _NoTds:
-    tds: dict = {}
 
 
 # Panels whose key alone determines the picture (no model object drawn beyond it): their PNG

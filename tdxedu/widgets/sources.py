@@ -33,15 +33,16 @@ from ..lessons.td import RunningTd, parse_size
 from ..sim import registry
 from ..sim.engine import Execution
 from ..tdx import TdxModule
-from ..tdx.pamt import PA_MASK, PAGE_SIZE
+from ..tdx.pamt import PA_MASK, PAGE_SIZE, PageType
 from ..tdx.testing import TdBuilder
-from ..trace import Event, Trace, run_to_completion
+from ..trace import Event, Trace, _show, run_to_completion
+from ..viz import status_outcome
 
 MODULE_SOURCE = "tdx-module"
 MAX_STEP_PAGES = 1024  # stepping is for small TDs: 4 MiB of guest memory at most
-# Helpers that are plumbing, not kernel functions: left out of the call chain.
-_PLUMBING = frozenset({"seamcall", "sc", "_must", "stepwise", "_steps", "_whole", "_build",
-                       "_teardown", "_job", "_run_ops"})
+# Plumbing, not kernel functions, is left out of the call chain: these names and any name
+# starting with an underscore (the model's private helpers).
+_PLUMBING = frozenset({"seamcall", "sc", "stepwise"})
 
 
 class Finished(Exception):
@@ -93,12 +94,6 @@ class StepInfo:
         if extra > 0:
             text += f" (+{extra} more event{'s' if extra > 1 else ''})"
         return text
-
-
-def _show(a) -> str:
-    if isinstance(a, int) and not isinstance(a, bool) and a >= 0x1000:
-        return f"{a:#x}"
-    return str(a)
 
 
 LEAF_WORDS = {
@@ -165,7 +160,7 @@ def touched(e: Event | None) -> dict:
     if e is None or e.source != MODULE_SOURCE:
         return out
     a = e.args
-    if e.op in ("tdh_mem_range_block", "tdh_mem_track", "tdh_mem_page_remove",
+    if e.op in ("tdh_mem_range_block", "tdh_mem_page_remove",
                 "tdh_mem_range_unblock") and len(a) >= 2:
         out["sept"] = (a[2] if len(a) > 2 else 0, a[1])
     elif e.op in ("tdh_mem_page_aug", "tdh_mem_sept_add") and len(a) == 4:
@@ -454,7 +449,6 @@ class SeamcallScriptSource:
         order = ([self.page] if self.page else []) + [self.tables[k] for k in sorted(
             self.tables)] + self.tdcx + ([self.vp] if self.vp else []) + self.tdcs + (
             [self.tdr] if self.tdr else [])
-        from ..tdx.pamt import PageType
         for pa in order:
             if self.module.pamt.page_type(pa) != PageType.PT_NDA:
                 return pa
@@ -550,8 +544,6 @@ class SeamcallScriptSource:
 
 
 def _is_error(status: str) -> bool:
-    from ..viz._common import status_outcome
-
     return status_outcome(status) in ("busy", "error")
 
 

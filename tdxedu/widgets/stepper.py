@@ -76,7 +76,6 @@ class Stepper:
         self.reset_button.on_click(self._guard(lambda _b: self.reset()))
         for w in self.controls.values():
             w.observe(self._guard(lambda _change: self.rebuild()), names="value")
-        names = panels
         self.images: dict[str, widgets.Image] = {}
         self.picture_box = widgets.VBox()
         self.widget = widgets.VBox([
@@ -85,7 +84,7 @@ class Stepper:
                          layout=widgets.Layout(flex_flow="row wrap")),
             widgets.HBox([self.step_button, self.run_button, self.reset_button, self.counter]),
             self.status, self.message, self.picture_box])
-        self._fixed_panels = names
+        self._fixed_panels = panels
         if make_source is not None:
             self._guard(self.rebuild)()
         else:
