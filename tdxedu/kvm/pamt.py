@@ -127,11 +127,15 @@ def _unlock(p: TdxPamt, who: str) -> None:
         p.pamt_lock.unlock(who)
 
 
-def _take_pages(host, cache: TdxPamtCache | None) -> list[int]:
+def _take_pages(host, cache: TdxPamtCache | None, atomic: bool = False) -> list[int]:
     if cache is not None:
         if cache.cnt < TDX_DPAMT_ENTRY_PAGE_CNT:
             return []  # would have to allocate under a spinlock: the cache was not topped up
         return [cache.pages.pop(), cache.pages.pop()]
+    if atomic:  # might_sleep(): alloc_page(GFP_KERNEL_ACCOUNT) with mmu_lock held [V6-09]
+        host.allocator.errors.append(
+            "BUG: sleeping function called from invalid context: alloc_page(GFP_KERNEL) for "
+            "a PAMT page pair with kvm->mmu_lock held (top up the PAMT cache first, [V6-09])")
     return [host.allocator.alloc_page("DPAMT"), host.allocator.alloc_page("DPAMT")]
 
 
@@ -144,8 +148,9 @@ def _give_back(host, cache: TdxPamtCache | None, pages: list[int]) -> None:
 
 
 def tdx_pamt_get(host, pfn: int, cache: TdxPamtCache | None = None, *, cpu: int = 0,
-                 who: str = "pamt"):
-    """Take a PAMT reference on pfn's 2 MB range; PAMT.ADD on 0 -> 1. Returns 0 or -errno."""
+                 who: str = "pamt", atomic: bool = False):
+    """Take a PAMT reference on pfn's 2 MB range; PAMT.ADD on 0 -> 1. Returns 0 or -errno.
+    `atomic`: the caller holds a spinning lock (mmu_lock), so it must not allocate."""
     p = host.pamt
     idx = pfn >> 9
     hpa_2m = idx << 21
@@ -154,7 +159,7 @@ def tdx_pamt_get(host, pfn: int, cache: TdxPamtCache | None = None, *, cpu: int 
     if p.pamt_refcounts.get(idx, 0):  # atomic_inc_not_zero
         p.pamt_refcounts[idx] += 1
         return 0
-    pages = _take_pages(host, cache)
+    pages = _take_pages(host, cache, atomic)
     if not pages:
         return ENOMEM
     yield from _lock(p, who)
@@ -360,10 +365,14 @@ def dpamt_get_guest_page(kt, gpa: int, pa: int, cpu: int, vcpu=None):
     host = kt.host
     if host.pamt.policy == "gmem-prepare":
         return 0
-    cache = _fault_cache(kt, cpu, vcpu, "guest page")
-    if cache is None:
-        return Errno(ENOMEM)
-    err = yield from tdx_pamt_get(host, pa >> PAGE_SHIFT, cache, cpu=cpu)
+    if "alloc-under-mmu-lock" in kt.mutations:  # mutant: no cache, alloc_page() right here
+        cache = None
+    else:
+        cache = _fault_cache(kt, cpu, vcpu, "guest page")
+        if cache is None:
+            return Errno(ENOMEM)
+    err = yield from tdx_pamt_get(host, pa >> PAGE_SHIFT, cache, cpu=cpu,
+                                  atomic=kt.kvm.mmu_lock.held())
     return Errno(err) if err else 0
 
 

@@ -75,6 +75,9 @@ class KvmTdx:
         self.leaked: list[tuple[int, str]] = []
         self.hkid_leaked = False
         self.cleared_pages = 0
+        # Known-bad variants (`tdxedu.mutants`, issue 9): each name switches off one step at
+        # one line below, marked "mutant <name>". Empty for every real policy.
+        self.mutations: set[str] = set()
         kvm.arch.tdx = self
 
     @property
@@ -177,7 +180,7 @@ def tdx_vcpu_load(vcpu: KvmVcpu, cpu: int):
     kt = to_kvm_tdx(vcpu.kvm)
     if vcpu.cpu == cpu:
         return
-    if vcpu.cpu != -1 and kt.hkid_assigned:
+    if vcpu.cpu != -1 and kt.hkid_assigned and "no-vp-flush-on-migration" not in kt.mutations:
         yield from tdx_flush_vp_on_cpu(vcpu)
     vcpu.cpu = cpu
     kt.host.associated_tdvcpus[cpu].append(vcpu)
@@ -322,7 +325,7 @@ def tdh_do_no_vcpus(kt: KvmTdx, name: str, *args, cpu: int):
             r = yield from kt.sc(name, *args, cpu=cpu)
         return r.status
     # kick-retry-once: keep vCPUs out of the guest, kick them, retry exactly once
-    kt.wait_for_sept_zap = True
+    kt.wait_for_sept_zap = "forget-wait-for-sept-zap" not in kt.mutations  # mutant
     yield from kt.kvm.kvm_make_all_cpus_request(KVM_REQ_OUTSIDE_GUEST_MODE)
     r = yield from kt.sc(name, *args, cpu=cpu)
     kt.wait_for_sept_zap = False
@@ -337,7 +340,8 @@ def tdx_track(kt: KvmTdx, cpu: int):
     err = yield from tdh_do_no_vcpus(kt, "tdh_mem_track", kt.tdr_pa, cpu=cpu)
     if err.is_error:
         return err
-    yield from kt.kvm.kvm_make_all_cpus_request(KVM_REQ_OUTSIDE_GUEST_MODE)
+    yield from kt.kvm.kvm_make_all_cpus_request(
+        KVM_REQ_OUTSIDE_GUEST_MODE, wait="track-no-ipi-wait" not in kt.mutations)  # mutant
     return err
 
 
@@ -369,7 +373,9 @@ def tdx_sept_remove_private_spte(kvm: Kvm, gpa: int, cpu: int):
     if kvm.kvm_bug_on(err.is_error, "TDH.MEM.RANGE.BLOCK failed", err):
         kt.leak(pa, f"BLOCK failed: {err}")
         return False
-    err = yield from tdx_track(kt, cpu)
+    err = st.TDX_SUCCESS
+    if "skip-track" not in kt.mutations:  # mutant skip-track
+        err = yield from tdx_track(kt, cpu)
     if kvm.kvm_bug_on(err.is_error, "TDH.MEM.TRACK failed", err):
         kt.leak(pa, f"TRACK failed: {err}")
         return False
@@ -378,13 +384,15 @@ def tdx_sept_remove_private_spte(kvm: Kvm, gpa: int, cpu: int):
         kt.leak(pa, f"REMOVE failed: {err}")
         return False
     hint = kt.host.last_result[cpu].pamt_removal_hint
-    r = yield from kt.sc("tdh_phymem_page_wbinvd_hkid", kt.hkid, pa, cpu=cpu)
+    status = st.TDX_SUCCESS
+    if "no-wbinvd-after-remove" not in kt.mutations:  # mutant no-wbinvd-after-remove
+        status = (yield from kt.sc("tdh_phymem_page_wbinvd_hkid", kt.hkid, pa, cpu=cpu)).status
     del kt.mirror[gpa]
-    if kvm.kvm_bug_on(r.status.is_error, "TDH.PHYMEM.PAGE.WBINVD failed", r.status):
+    if kvm.kvm_bug_on(status.is_error, "TDH.PHYMEM.PAGE.WBINVD failed", status):
         kt.leak(pa, "WBINVD failed")
         return False
     kt.tdx_clear_page(pa, cpu)
-    if kt.host.pamt is not None:
+    if kt.host.pamt is not None and "pamt-put-missing-on-removal" not in kt.mutations:
         yield from dpamt_put_guest_page(kt, gpa, pa, cpu, hint)
     return True
 

@@ -46,7 +46,7 @@ def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
     kt = to_kvm_tdx(kvm)
     if not kt.hkid_assigned:
         return
-    if flush_vcpus:
+    if flush_vcpus and "no-vp-flush-at-hkid-release" not in kt.mutations:  # mutant
         for vcpu in kvm.vcpus:
             err = yield from tdx_flush_vp_on_cpu(vcpu)
             if kvm.kvm_bug_on(err is not None, "TDH.VP.FLUSH failed", err):
@@ -54,8 +54,12 @@ def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
                 return
     yield from kt.host.tdx_lock.lock(who)
     try:
-        r = yield from kt.sc("tdh_mng_vpflushdone", kt.tdr_pa, cpu=cpu)
-        if r.status.matches(st.TDX_FLUSHVP_NOT_DONE):
+        r = None
+        if "skip-vpflushdone" not in kt.mutations:  # mutant: FREEID without VPFLUSHDONE
+            r = yield from kt.sc("tdh_mng_vpflushdone", kt.tdr_pa, cpu=cpu)
+        if r is None:
+            pass
+        elif r.status.matches(st.TDX_FLUSHVP_NOT_DONE):
             kt.hkid_leaked = True
             kt.emit("hkid_leaked", kt.hkid, status=r.status, cpu=cpu)
             return
@@ -66,6 +70,8 @@ def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
             yield from kvm.mmu_lock.write_lock(who)
         try:
             for pkg_cpu in kt.host.one_cpu_per_package():
+                if "skip-cache-wb" in kt.mutations:  # mutant: FREEID without CACHE.WB
+                    break
                 err = yield from tdh_phymem_cache_wb_loop(kt, pkg_cpu)
                 if kvm.kvm_bug_on(err.is_error, "HKID is leaked", kt.hkid, err):
                     kt.hkid_leaked = True
@@ -218,7 +224,8 @@ def kvm_tdx_terminate_vm(kvm: Kvm, cpu: int = 0, who: str = "terminate"):
                     u.mutex.unlock(who)
                 return -16  # -EBUSY
             locked.append(v)
-        kvm.kvm_vm_dead()
+        if "terminate-without-vm-dead" not in kvm.arch.tdx.mutations:  # mutant
+            kvm.kvm_vm_dead()
         for u in locked:
             u.mutex.unlock(who)
         yield from tdx_mmu_release_hkid(kvm, cpu, hold_mmu_lock=True, who=who)
@@ -239,6 +246,9 @@ def kvm_destroy_vm(kvm: Kvm, cpu: int = 0, who: str = "destroy"):
     kt = to_kvm_tdx(kvm)
     policy = kt.teardown_policy
     kt.emit("kvm_destroy_vm", policy, cpu=cpu)
+    if "sept-free-before-hkid-release" in kt.mutations:  # mutant: kvm_mmu_uninit_vm first
+        for key in sorted(kt.sept_pages, key=lambda k: (k[0], k[1])):
+            yield from tdx_sept_free_private_spt(kt, key, cpu)
     if policy in ("v6.16", "terminate-vm"):
         yield from tdx_mmu_release_hkid(kvm, cpu, who=who)  # vm_pre_destroy
     for vcpu in kvm.vcpus:  # kvm_destroy_vcpus -> vcpu_free
@@ -252,6 +262,8 @@ def kvm_destroy_vm(kvm: Kvm, cpu: int = 0, who: str = "destroy"):
         else:
             for vcpu in kvm.vcpus:
                 yield from tdx_vcpu_free(vcpu, cpu)
+    if "vm-destroy-before-mmu-uninit" in kt.mutations:  # mutant: pre-6.15 hook order
+        yield from tdx_vm_destroy(kvm, cpu)
     for key in sorted(kt.sept_pages, key=lambda k: (k[0], k[1])):  # kvm_mmu_uninit_vm
         yield from tdx_sept_free_private_spt(kt, key, cpu)
     yield from tdx_vm_destroy(kvm, cpu)
