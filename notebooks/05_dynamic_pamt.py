@@ -1,0 +1,289 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Dynamic PAMT: page pairs, refcounts, and who pays for them
+#
+# **What you'll be able to do** (about 35 minutes)
+#
+# * say what the PAMT costs with and without Dynamic PAMT, per TiB and for a real host, and
+#   where each byte goes (PAMT_4K, PAMT_2M, PAMT_1G, the bitmap, `pamt_refcounts`, page pairs);
+# * follow `tdx_pamt_get` / `tdx_pamt_put` through a TD's life and see each
+#   `TDH.PHYMEM.PAMT.ADD` (leaf 58) and `TDH.PHYMEM.PAMT.REMOVE` (leaf 59) on the PAMT map;
+# * explain why KVM supplies the pages from a per-vCPU cache, by running the four designs
+#   that were proposed instead and watching each one fail in its own way;
+# * show, with the explorer, why `pamt_lock` exists and why the module's removal hint is not
+#   enough, and write the refcounting yourself.
+#
+# **The real story.** The TDX module keeps a 16-byte PAMT entry for *every* 4 KiB page it
+# might use, allocated when TDX is initialised, "approximately 0.4 % of system memory"
+# whether or not a TD ever runs (Kirill A. Shutemov, "[RFC, PATCH 00/12] TDX: Enable Dynamic
+# PAMT", 2 May 2025). Dynamic PAMT keeps only the 2 MiB and 1 GiB levels and lets the host
+# hand the module the 4 KiB level on demand, two pages per 2 MiB range. The hard part was not
+# the module: it was *where KVM gets those pages* while it holds `mmu_lock`. The series went
+# through Kirill's RFC and v2 (June 2025), Rick Edgecombe's v3 (Sep 2025) and v4 (Nov 2025),
+# Sean Christopherson's combined "v5" RFC with S-EPT huge pages (Jan 2026), and Rick's v6
+# (25 May 2026, "[PATCH v6 00/11] Dynamic PAMT"). A later revision was pushed to tip
+# `x86/tdx` on 4 Sep 2026 and is in linux-next next-20260907; the mainline merge (likely
+# 7.4) is not confirmed. Sources: `reference/dpamt.md` §1-§5; kernel files
+# `arch/x86/virt/vmx/tdx/tdx.c` and `arch/x86/kvm/vmx/tdx.c`.
+
+# %% [markdown]
+# ## 1. What the PAMT costs
+#
+# Every PAMT entry is 16 bytes, at every level (module `pamt_manager.h`). Static PAMT has
+# one entry per 4 KiB page (PAMT_4K), per 2 MiB (PAMT_2M) and per 1 GiB (PAMT_1G) of TDX
+# memory. Dynamic PAMT replaces PAMT_4K with a **PAMT_PAGE_BITMAP** (1 bit per 4 KiB page:
+# "is this page being used *as* a PAMT page?") and the kernel adds `pamt_refcounts`, one
+# `atomic_t` per 2 MiB of physical address space ([V6-02], [V6-04]).
+#
+# **Predict first.** Per TiB of TDX memory, static PAMT is about 4 GiB. With Dynamic PAMT
+# and no TD running, is it about 400 MiB, 40 MiB or 4 MiB?
+
+# %% tags=["nbval-check-output"]
+from tdxedu.lessons.exercises_pamt_roots import (
+    check_dpamt_bytes,
+    check_lossy_scenarios,
+    check_pamt_refcounting,
+    cover_letter_text,
+    host_example_text,
+    pamt_memory_curves,
+    pamt_per_tib_text,
+    pamt_race_text,
+    policy_consequences_text,
+    show_solution,
+)
+from tdxedu.viz import as_image
+from tdxedu.widgets import Explorer
+from tdxedu.widgets.lesson_pamt import (
+    DpamtLifeSource,
+    dpamt_life_stepper,
+    draw_pamt_memory,
+    refcount_table,
+)
+
+print(pamt_per_tib_text())
+
+# %% [markdown]
+# About 40 MiB: the "0.4 % → 0.004 %, 100x" of the series ([RFC-CL], [V4-02]). The catch is
+# `pamt_refcounts`: it covers the *address space* up to `max_pfn`, not the memory, and v6
+# dropped the optimisation that skipped holes. Rick's v6 cover letter has the table (TDX on,
+# no TDs); here it is recomputed from the accounting model, `tdxedu.kvm.pamt_memory`:
+
+# %% tags=["nbval-check-output"]
+print(cover_letter_text())
+
+# %% [markdown]
+# The letter says "100x / 99x smaller"; that ratio leaves the refcounts out, the model's
+# column keeps them (≈95x). The second and fourth rows are the worst case: a machine whose
+# `max_pfn` sits at the top of a 52-bit physical address space pays 8 GiB of refcounts, so
+# Dynamic PAMT *loses* on a small machine with a sparse memory map.
+#
+# Now run TDs. **Predict:** a 1 TiB host runs one 64 GiB TD mapped at 4 KiB (today's upstream
+# KVM maps private memory only at 4 KiB). How much Dynamic PAMT does that TD cost?
+
+# %% tags=["nbval-check-output"]
+print(host_example_text())
+
+# %% [markdown]
+# Rule of thumb (dpamt.md §4): a 2 MiB range costs **8 KiB** of PAMT as soon as *one* of its
+# 4 KiB pages is given to the module at 4 KiB, so a 4K-mapped TD costs 1/256 of its memory,
+# exactly what static PAMT cost. Where the S-EPT pages land matters (packed: a few pairs;
+# spread, one per range: another 256 MiB). With 2 MiB mappings (the huge-page series) the
+# guest needs no pairs at all: that was Vishal Annapurve's argument for paying PAMT at fault
+# time, not at allocation time (v2 review thread, Aug 2025).
+#
+# The same numbers as the host fills up with 64 GiB TDs:
+
+# %%
+as_image(draw_pamt_memory(pamt_memory_curves()))
+
+# %% [markdown]
+# Static PAMT is flat; 4K-mapped Dynamic PAMT grows to meet it when all memory runs TDs (the
+# v6 letter: "if the system runs 100 % TDs, DPAMT could come out slightly behind");
+# huge-page TDs stay near the floor.
+
+# %% [markdown]
+# ## 2. Pairs and refcounts, step by step
+#
+# In the model, `TdxModule(dynamic_pamt=True)` keeps, per 2 MiB range, a PAMT_2M entry that is
+# `PT_NDA` (no 4 KiB level), `PT_PAMT` (a node naming the **pair** of host pages that hold the
+# range's 512 PAMT_4K entries) or a 2 MiB leaf. The kernel keeps `pamt_refcounts[pfn >> 9]`,
+# the number of 4 KiB pages of the range the host has given to the module, across *all* TDs:
+#
+# * `tdx_pamt_get(pfn, cache)`: fast path `atomic_inc_not_zero`; on 0 → 1 take two pages,
+#   take `pamt_lock`, re-check, `TDH.PHYMEM.PAMT.ADD` ([V6-05], [V6-06]);
+# * `tdx_pamt_put(pfn)`: `atomic_dec_and_lock`; only 1 → 0 takes the lock and issues
+#   `TDH.PHYMEM.PAMT.REMOVE`, then frees the two pages the module hands back.
+#
+# Control pages (TDR, TDCS, TDVPR, TDCX) get theirs through `tdx_alloc_control_page()`;
+# S-EPT and guest pages take theirs under `mmu_lock` from the vCPU's `pamt_cache`, topped up
+# to 10 pages beforehand by `tdx_topup_pamt_cache()` ([V6-07], [V6-09]).
+#
+# **Predict:** a 2 MiB TD with 2 vCPUs. The host allocator hands out pages lowest first. How
+# many PAMT.ADDs will the whole life take, and which SEAMCALL is the very first one?
+#
+# Press **Step** once: the first SEAMCALL is a PAMT.ADD for range `0x0` (the TDR page needs a
+# pair before `TDH.MNG.CREATE`); on the map two pixels turn purple (the pair's pages, `PT_PAMT`)
+# and the square beside the row fills. Then press **Next PAMT op** to jump from one ADD/REMOVE
+# to the next. The bar beside each row is the kernel refcount.
+
+# %%
+life = dpamt_life_stepper("2M", vcpus=2, policy="vcpu-cache")
+life
+
+# %% [markdown]
+# The same life as text (checked by the tests). Range `0x200000` gets its pair only when the
+# guest's memory spills into it (step ~520), and loses it as soon as its last page is
+# reclaimed in the teardown:
+
+# %% tags=["nbval-check-output"]
+src = DpamtLifeSource("2M", vcpus=2, policy="vcpu-cache")
+while src.phase == "build" and not src.done:
+    src.step()
+print(refcount_table(src.td.host))
+src.run_to_end()
+print(src.summary())
+
+# %% [markdown]
+# Two things to notice in the table. The kernel's refcount and the module's own count of 4K
+# pages in use differ: the kernel counts references it *took*, including pages it is about to
+# hand over; the module counts only pages already assigned. And range `0x0` has a pair whose
+# two pages live *in* range `0x0` itself: PAMT pages are ordinary host pages.
+
+# %% [markdown]
+# ## 3. The allocation debate, policy by policy
+#
+# The module side was settled early. A year of review went into one question: where do the
+# two pages come from when KVM maps a page **under `mmu_lock`**, where it must not sleep?
+# Each proposal is a named policy on the same code path (`tdxedu.kvm.pamt.ALLOC_POLICIES`):
+#
+# | policy | proposal | objection raised |
+# |---|---|---|
+# | `phys-prepare` | RFC (May 2025): new `kvm_x86_ops` `phys_prepare()` / `phys_cleanup()`, a pool passed by the TDP MMU | callers without a vCPU at hand have no pool; replaced in v2 by `kvm_get_running_vcpu()` |
+# | `kmem-cache-ctor` | Kai Huang (RFC-08 thread): S-EPT pages from a `kmem_cache` whose constructor installs DPAMT | Kirill: pooled pages hold PAMT with no TD running, so real leaks look like caching |
+# | `gmem-prepare` | guest_memfd hook `kvm_arch_gmem_prepare()` (Kai; Sean, v2 review Aug 2025) | Kirill: THP can split or collapse the folio between allocation and the EPT mapping |
+# | `module-hint` | the "previous attempt" (v2 cover letter): no refcount, ADD on demand, REMOVE on `PAMT_REMOVAL_HINT` | racy: the module's count covers mapped pages, not pages KVM is *about* to map |
+# | `vcpu-cache` | v3-v6 (merged design): per-vCPU `pamt_cache` topped up before `mmu_lock` | — |
+#
+# **Predict** for each policy: does a plain build + teardown of a small TD come out clean? If
+# not, what is left behind? Then pick the policy in the widget above (and press **Run**), or
+# read all five at once:
+
+# %% tags=["nbval-check-output"]
+print(policy_consequences_text())
+
+# %% [markdown]
+# Read each line as the consequence the reviewers predicted:
+#
+# * **phys-prepare** never gets a TD built: `KVM_TDX_INIT_MEM_REGION` populates the initial
+#   image with no vCPU pool reaching it (in this model's choice of callers) → `-ENOMEM` and a
+#   `KVM_BUG_ON`. (Try it in the widget: the status line says "KVM gave up".)
+# * **kmem-cache-ctor** ends with *no TD at all* and still a pair installed with 3 references:
+#   the pooled S-EPT pages. Nothing is lost, but nothing tells you so.
+# * **gmem-prepare** is clean until khugepaged moves the page: the mapped pfn is not the
+#   prepared one, `TDH.MEM.PAGE.AUG` fails with `TDX_MISSING_PAMT_PAGE_PAIR`, and the old
+#   reference stays behind.
+# * **module-hint** is clean on one CPU but issues a PAMT.ADD for every page (the
+#   `TDX_HPA_RANGE_NOT_FREE` answers mean "already there"). Its real problem needs two CPUs:
+#   section 4.
+# * **vcpu-cache**: one ADD and one REMOVE per range. This is what v6 does.
+
+# %% [markdown]
+# ## 4. Two CPUs, one 2 MiB range: why `pamt_lock`
+#
+# Each CPU runs `tdx_pamt_get` → uses the page (the moment KVM would `PAGE.AUG` it, so the
+# pair must be there) → `tdx_pamt_put`. The module's PAMT.ADD/REMOVE take the PAMT_2M entry's
+# lock exclusively and fail with `TDX_OPERAND_BUSY` instead of waiting ([V3-CL]). Three
+# designs: `pamt-get-put` (v6: `pamt_lock` around "read count, decide, SEAMCALL, update"),
+# `pamt-get-put-no-pamt-lock` (v6's fast paths without the lock, reading
+# `TDX_HPA_RANGE_NOT_FREE` as "someone else added it", as v4 did), and
+# `pamt-get-put-module-hint`.
+#
+# **Predict:** for which designs is `pair_lost` (a CPU uses its page while the range has no
+# pair) *sometimes*? Press **Explore** for each, then replay the `pair_lost` witness.
+
+# %%
+race = Explorer(["pamt-get-put", "pamt-get-put-no-pamt-lock", "pamt-get-put-module-hint"],
+                scenario="pamt-get-put-no-pamt-lock")
+race
+
+# %% [markdown]
+# All three, explored exhaustively, with the PAMT SEAMCALLs of the shortest `pair_lost` run:
+
+# %% tags=["nbval-check-output"]
+print(pamt_race_text())
+
+# %% [markdown]
+# The witness is the race of the v2 cover letter, in four SEAMCALLs: cpu0 adds the pair; cpu1
+# tries too and reads `TDX_HPA_RANGE_NOT_FREE` as "already there"; cpu0 finishes and removes
+# the pair (its count, or the module's hint, says the range is empty); cpu1 now uses a page
+# with no PAMT_4K behind it. Its `PAGE.AUG` would fail with `TDX_MISSING_PAMT_PAGE_PAIR`.
+# Fixing it with the module alone would need global serialisation plus BUSY retry loops; v6's
+# answer is its own refcount under `pamt_lock`, taken only on 0 → 1 and 1 → 0.
+
+# %% [markdown]
+# ## Exercises
+#
+# **1. Count the bytes.** How many MiB of Dynamic PAMT does a 1 TiB host spend with one
+# 64 GiB TD (4 KiB mappings, 8 vCPUs, S-EPT pages packed)? Work it out from section 1's
+# rules (bitmap, PAMT_2M, PAMT_1G, refcounts, then 8 KiB per 2 MiB range touched), then check.
+
+# %%
+answer_mib = 40  # your answer in MiB
+check_dpamt_bytes(answer_mib)
+
+# %%
+show_solution("dpamt_bytes_1tib_64g")
+
+# %% [markdown]
+# **2. Write `tdx_pamt_get` / `tdx_pamt_put`.** `lab.refcount` is yours (2 MiB index → count);
+# `lab.pamt_add(pfn)` and `lab.pamt_remove(pfn)` issue the SEAMCALLs. The checker takes and
+# drops pages of three ranges in a seeded order and asks the module after every step: does
+# every page you hold have a pair? Was any SEAMCALL refused? Is any pair left over? This
+# first try adds a pair on every get: run it and read the status it gets.
+
+# %%
+def get(lab, pfn):
+    lab.pamt_add(pfn)  # fix me
+
+
+def put(lab, pfn):
+    pass  # fix me
+
+
+check_pamt_refcounting(get, put)
+
+# %%
+show_solution("pamt_get")
+
+# %% [markdown]
+# **3. Which designs lose a pair?** Give the set of scenario names for which the explorer
+# says `pair_lost` is *sometimes*.
+
+# %%
+lossy = {"pamt-get-put"}  # fix me
+check_lossy_scenarios(lossy)
+
+# %%
+show_solution("lossy_scenarios")
+
+# %% [markdown]
+# **4. Think.** v6's get takes two pages from the cache *before* taking `pamt_lock`, and the
+# loser of a 0 → 1 race gives them back. Why not allocate inside the lock? (Hint: `pamt_lock`
+# is a spinlock, and `mmu_lock` is already held.) And why must a failed PAMT.REMOVE set the
+# count back to 1 and leak the pages with a WARN instead of retrying ([V6-06])?
+#
+# **Next:** [06 · TDP MMU roots](06_tdp_mmu_roots.ipynb)

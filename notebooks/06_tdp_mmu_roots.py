@@ -1,0 +1,257 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · TDP MMU roots: refcount 1 vs 2, the SMM storm, fast zap and the TDX mirror root
+#
+# **What you'll be able to do** (about 35 minutes)
+#
+# * say what a TDP MMU root is, what its *role* is, and who holds references to it
+#   (`tdp_mmu_root_count`: the vCPUs' `root.hpa` / `prev_roots[]`, iterators, and since v6.4
+#   the TDP MMU itself);
+# * explain why one line, "new roots start at refcount **2**", took a 1-vCPU VM booting with
+#   SeaBIOS from ~100k root allocations to 15, and reproduce the curve;
+# * step through a memslot deletion (fast zap: invalidate, `KVM_REQ_MMU_FREE_OBSOLETE_ROOTS`,
+#   zap, put) and say why an invalid root may outlive it;
+# * explain why a TD's mirror root is never fast-zapped and lives until VM destruction;
+# * use the §5.3 invariants to catch a broken root policy at the exact step it goes wrong,
+#   and write one of those invariants yourself.
+#
+# **The real story.** In February 2023 Jeremi Piotrowski (Microsoft) proposed disabling the
+# TDP MMU for KVM nested under Hyper-V: L2 guests booted slowly ("[PATCH] KVM: SVM: Disable
+# TDP MMU when running on Hyper-V"). Tracing, he saw ~10 000 unique roots *before kernel
+# init*. Sean Christopherson diagnosed it on 13 Apr 2023: every SMI and RSM resets the MMU
+# context, the vCPU drops its root, and the TDP MMU, unlike the shadow MMU, freed a root at
+# its last vCPU reference, so legacy BIOS's thousands of SMM round trips each tore a root
+# down and rebuilt it. His fix, "KVM: x86: Preserve TDP MMU roots until they are explicitly
+# invalidated" (commit `edbdb43fc96b`, merged for **v6.4**, backported to 6.3.2), keeps one
+# reference for the TDP MMU itself: "15 with the patch vs 100k without". Later: the zap
+# workqueue went away in v6.6, roots moved under the read lock in v6.9, root types and mirror
+# roots came in v6.14, and TDX in **v6.16**. Source: `reference/tdp_mmu_roots.md` §1-§5;
+# kernel file `arch/x86/kvm/mmu/tdp_mmu.c`.
+
+# %% [markdown]
+# ## 1. Roots, roles, and who holds a reference
+#
+# A **root** is the top page of one TDP (EPT/NPT) page-table tree. The VM keeps its roots on
+# `kvm->arch.tdp_mmu_roots`; a vCPU loading its MMU (`kvm_mmu_load` →
+# `kvm_tdp_mmu_alloc_root`, before v6.9 `kvm_tdp_mmu_get_vcpu_root_hpa`) looks for a valid
+# root whose **role** word matches what it needs and takes a reference, or allocates one.
+# The role fields that matter: paging level (4 or 5), `smm` (address space 1), `guest_mode`
+# (L2), `invalid`, and in the TDX era `is_mirror`. At most six direct roles exist (FIX).
+#
+# `kvm_tdp_mmu_put_root()` drops a reference; the root is freed when the count reaches 0. The
+# kernel-version policies in the model (`tdxedu.kvm.mmu_role.POLICIES`):
+
+# %% tags=["nbval-check-output"]
+from tdxedu.lessons.exercises_pamt_roots import (
+    broken_variants_text,
+    check_inv2,
+    check_resurrection_schedule,
+    check_storm_allocations,
+    root_policy_table,
+    scenario_verdicts_text,
+    show_solution,
+    storm_table,
+    td_roots_text,
+)
+from tdxedu.viz import as_image
+from tdxedu.widgets import Explorer, roots_stepper
+from tdxedu.widgets.lesson_roots import broken_roots_stepper, draw_storm, smm_storm_curves
+
+print(root_policy_table())
+
+# %% [markdown]
+# **Predict first.** A 1-vCPU VM runs, enters SMM (SMI), runs, leaves SMM (RSM), runs. Under
+# v6.3 a new root starts at count 1: the vCPU's reference. What happens to the non-SMM root
+# when the SMI unloads the vCPU's MMU? And under v6.4, where it starts at 2?
+#
+# Press **Step** below (policy v6.3): the first step allocates `root#1` (one green bar: the
+# vCPU's `root` slot). Keep stepping: at the SMI, the bar moves to `tdp_mmu_zap_wq` (v6.3's
+# "resurrection": the last put marks the root invalid, sets the count back to 1 and gifts that
+# reference to the zap worker), the kworker zaps it and RCU frees it. Then switch the policy to
+# **v6.4**: a blue `tdp_mmu` bar appears from the first step, and no root ever dies.
+
+# %%
+storm = roots_stepper("smm-storm", policy="v6.3")
+storm
+
+# %% [markdown]
+# The explorer agrees over *every* interleaving (`root_reallocated`: a role allocated again
+# after its root died):
+
+# %% tags=["nbval-check-output"]
+print(scenario_verdicts_text([f"roots-smm-storm-{p}" for p in ("v6.3", "v6.4", "v6.6",
+                                                               "v6.16")],
+                             ("root_freed", "root_reallocated", "kvm_bug")))
+
+# %% [markdown]
+# ## 2. The storm, plotted
+#
+# `smm_storm(policy, N)` drives N SMI/RSM round trips by direct calls (the worker and RCU keep
+# up) and counts `kvm_mmu_get_page` "new" events for roots, what Sean counted. **Predict**
+# the slope of v6.3's line, and the value v6.4+ settles at.
+
+# %% tags=["nbval-check-output"]
+print(storm_table())
+
+# %%
+as_image(draw_storm(smm_storm_curves((0, 1, 2, 5, 10, 20, 50))))
+
+# %% [markdown]
+# v6.3 pays **two root allocations per round trip** (the SMM root at SMI, the normal root
+# again at RSM), plus a rebuild of every page-table page behind them (the right-hand column):
+# linear in N, and SeaBIOS makes N large. From v6.4 the TDP MMU's reference keeps both roles'
+# roots alive: **2**, whatever N. Extrapolated, 50 000 round trips are ~100k allocations vs
+# 2; Sean measured a whole (hacked) boot: "15 with the patch vs 100k without".
+
+# %% [markdown]
+# ## 3. Fast zap: invalidating roots while vCPUs run
+#
+# With the TDP MMU holding a reference, roots die only when **explicitly invalidated**. A
+# memslot delete/move (with `KVM_X86_QUIRK_SLOT_ZAP_ALL` in effect) calls
+# `kvm_mmu_zap_all_fast()`: under `mmu_lock` for write it marks every root invalid
+# (`kvm_tdp_mmu_invalidate_all_roots`, v6.14+ `kvm_tdp_mmu_invalidate_roots(kvm,
+# KVM_DIRECT_ROOTS)`), sets `tdp_mmu_scheduled_root_to_zap`, and in the same critical section
+# sends `KVM_REQ_MMU_FREE_OBSOLETE_ROOTS` to every vCPU; then, under the read lock,
+# `kvm_tdp_mmu_zap_invalidated_roots()` zaps each flagged root and puts the TDP MMU's
+# reference (v6.6+; v6.4 gave it to the workqueue). The vCPUs drop theirs before their next
+# guest entry.
+#
+# **Predict:** when `kvm_set_memslot` returns, are the invalidated roots gone?
+# Step through it (policy v6.16, seed 0); watch the hatched (invalid) bars.
+
+# %%
+memslot = roots_stepper("memslot-update", policy="v6.16")
+memslot
+
+# %% tags=["nbval-check-output"]
+print(scenario_verdicts_text([f"roots-memslot-update-{p}" for p in ("v6.3", "v6.4", "v6.6",
+                                                                    "v6.16")],
+                             ("invalid_root_outlived_fast_zap", "fast_zap_left_sptes",
+                              "kvm_bug")))
+
+# %% [markdown]
+# Not always gone: the ASYNC-RM commit (v6.6) says it, "invalid roots can outlive a memslot
+# update". They must be *zapped* before the update completes (`fast_zap_left_sptes` is
+# *never*: otherwise mmu_notifiers could not reach SPTEs of a deleted memslot), but a vCPU
+# that has not yet serviced its request still holds a reference to an empty, invalid root.
+
+# %% [markdown]
+# ## 4. The TDX mirror root (v6.14 prep, v6.16 TDX)
+#
+# A TD's private memory is mapped by the **Secure EPT**, which the TDX module owns. KVM keeps
+# a *mirror* page table (`role.is_mirror`) that the CPU never uses; changes to it are
+# propagated through `set_external_spte` / `remove_external_spte` (lessons 01-02). The mirror
+# root "cannot be rebuilt like a normal root" (TDXPREP): fast zap passes `KVM_DIRECT_ROOTS`
+# only, memslot deletion for a TD zaps just the slot's leaves, a vCPU's `mirror_root_hpa`
+# reference is dropped only in `kvm_mmu_destroy()`, and the root is invalidated and zapped
+# only in `kvm_mmu_uninit_tdp_mmu()`, with `mmu_lock` held for write.
+#
+# **Predict:** a TD with 2 vCPUs; a memslot is deleted. How many references does the mirror
+# root hold afterwards, and from whom? Pick `memslot-update-td` in the widget above, or:
+
+# %% tags=["nbval-check-output"]
+print(td_roots_text())
+
+# %% [markdown]
+# Three references on each root: the TDP MMU's and one per vCPU (`vcpuN.mirror` for the
+# mirror root). Nothing was invalidated, and destruction frees both. The explorer confirms
+# that over every interleaving:
+
+# %% tags=["nbval-check-output"]
+print(scenario_verdicts_text(["roots-memslot-update-td-v6.16", "roots-vm-destroy-td-v6.16"],
+                             ("root_freed", "all_roots_freed", "tdp_mmu_pages_zero")))
+
+# %% [markdown]
+# ## 5. The invariants, and a broken policy caught in the act
+#
+# After every step of every run, the model checks the invariants of tdp_mmu_roots.md §5.3
+# (`tdxedu.kvm.tdp_mmu_invariants`): `inv2` no free of a valid root, `inv4` the TDP MMU's
+# reference is held iff the root is valid or scheduled to zap, `inv5` no get from zero,
+# `inv8` invalidation together with `KVM_REQ_MMU_FREE_OBSOLETE_ROOTS`, `inv9` fast zap leaves
+# no SPTEs, `inv11` the mirror root only dies at destruction, and so on. Each deliberately
+# broken policy breaks one; the explorer finds the shortest run where it happens:
+
+# %% tags=["nbval-check-output"]
+print(broken_variants_text())
+
+# %% [markdown]
+# **Predict:** `broken-free-valid-root` is v6.4's put without the `invalid` check, on v6.3's
+# counting (new roots at 1). At which step of the 1-vCPU SMM scenario does it go wrong, and
+# what does the root list show at that step? Step through the witness: the status line turns
+# to "invariant violated: inv2: ..." at step 3, when the SMI's unload puts the vCPU's only
+# reference and frees a root that is still valid. Pick other variants to see theirs.
+
+# %%
+broken = broken_roots_stepper("broken-free-valid-root")
+broken
+
+# %% [markdown]
+# ## Exercises
+#
+# **1. Predict the storm.** How many root allocations does v6.3 make after 1000 SMI/RSM round
+# trips on a 1-vCPU VM (counting the first root)?
+
+# %%
+answer = 1000  # fix me
+check_storm_allocations(answer, policy="v6.3", n=1000)
+
+# %%
+show_solution("storm_v63_1000")
+
+# %% [markdown]
+# **2. Find the interleaving.** In `roots-last-put-race-v6.3` a reader
+# (`kvm_tdp_mmu_wrprot_slot`, holding a root across a `cond_resched`), vcpu0 (about to enter
+# SMM) and a memslot update race. Give a schedule (actor names: `reader0`, `vcpu0`, `memslot`,
+# `kworker`, `rcu`) in which the reader's final put is the root's last reference, so v6.3
+# resurrects it under the read lock (§1.4, Paolo's comment). Use the explorer below to look
+# for `resurrected_under_read_lock`, then write the schedule yourself.
+
+# %%
+race = Explorer(["roots-last-put-race-v6.3", "roots-last-put-race-v6.4"],
+                scenario="roots-last-put-race-v6.3")
+race
+
+# %%
+schedule = ["vcpu0", "reader0"]  # fix me
+check_resurrection_schedule(schedule)
+
+# %%
+show_solution("resurrection_schedule")
+
+# %% [markdown]
+# **3. Write invariant 2.** `fn(kvm)` returns a list of messages, empty when "no valid root
+# has refcount 0" holds. Roots are in `kvm.arch.tdp_mmu_roots` (on the list) and
+# `kvm.arch.tdp_mmu_live` (hpa → root, until freed); each has `.invalid`,
+# `.tdp_mmu_root_count`, `.role`. The checker replays `broken-free-valid-root` (your check must
+# fire at the step the model's does) and 12 correct v6.16 runs (it must stay silent).
+
+# %%
+def no_free_of_valid_root(kvm):
+    return []  # fix me
+
+
+check_inv2(no_free_of_valid_root)
+
+# %%
+show_solution("inv2")
+
+# %% [markdown]
+# **4. Think.** With refcount 2, who puts the second reference of a root that is never
+# invalidated? (Hint: `kvm_mmu_uninit_tdp_mmu`.) Why does FIX's "at most six roots" make
+# keeping every root forever affordable, and why does a TD add exactly one more?
+#
+# **Previous:** [05 · Dynamic PAMT](05_dynamic_pamt.ipynb)
