@@ -170,13 +170,16 @@ print(src.summary())
 # two pages come from when KVM maps a page **under `mmu_lock`**, where it must not sleep?
 # Each proposal is a named policy on the same code path (`tdxedu.kvm.pamt.ALLOC_POLICIES`):
 #
+# Sources: RFC-08 thread (May 2025, Yan Zhao, Kai Huang, Kirill), v2 review (Aug 2025, Sean,
+# Vishal Annapurve), v2/v3/v6 cover letters.
+#
 # | policy | proposal | objection raised |
 # |---|---|---|
-# | `phys-prepare` | RFC (May 2025): new `kvm_x86_ops` `phys_prepare()` / `phys_cleanup()`, a pool passed by the TDP MMU | callers without a vCPU at hand have no pool; replaced in v2 by `kvm_get_running_vcpu()` |
-# | `kmem-cache-ctor` | Kai Huang (RFC-08 thread): S-EPT pages from a `kmem_cache` whose constructor installs DPAMT | Kirill: pooled pages hold PAMT with no TD running, so real leaks look like caching |
-# | `gmem-prepare` | guest_memfd hook `kvm_arch_gmem_prepare()` (Kai; Sean, v2 review Aug 2025) | Kirill: THP can split or collapse the folio between allocation and the EPT mapping |
-# | `module-hint` | the "previous attempt" (v2 cover letter): no refcount, ADD on demand, REMOVE on `PAMT_REMOVAL_HINT` | racy: the module's count covers mapped pages, not pages KVM is *about* to map |
-# | `vcpu-cache` | v3-v6 (merged design): per-vCPU `pamt_cache` topped up before `mmu_lock` | — |
+# | `phys-prepare` | RFC: `phys_prepare()` hook, pool passed by the TDP MMU | no vCPU, no pool |
+# | `kmem-cache-ctor` | Kai Huang: S-EPT `kmem_cache` ctor installs DPAMT | PAMT held, no TD |
+# | `gmem-prepare` | `kvm_arch_gmem_prepare()` at guest_memfd allocation | THP split/collapse |
+# | `module-hint` | "previous attempt": no refcount, REMOVE on the hint | racy (section 4) |
+# | `vcpu-cache` | v3-v6: per-vCPU `pamt_cache` filled before `mmu_lock` | (merged) |
 #
 # **Predict** for each policy: does a plain build + teardown of a small TD come out clean? If
 # not, what is left behind? Then pick the policy in the widget above (and press **Run**), or
