@@ -252,7 +252,7 @@ def format_lock_table(rows: list[LockRow] | None = None) -> str:
     whole guest run (until TD exit)."""
     rows = lock_table() if rows is None else rows
     w = max(len(r.call) for r in rows)
-    head = f"{'call':<{w}}  " + " ".join(f"{c:<10}" for c in LOCK_COLUMNS)
+    head = (f"{'call':<{w}}  " + " ".join(f"{c:<10}" for c in LOCK_COLUMNS)).rstrip()
     lines = [head, "-" * len(head)]
     for r in rows:
         cells = []
@@ -535,8 +535,41 @@ def teardown_stages(memory="16K", vcpus: int = 2, strategy: str = "v6.16") -> st
     return "\n".join(lines)
 
 
+# --- 04: VP.FLUSH, VPFLUSHDONE and the association count ------------------------------------------
+def flush_story() -> str:
+    """Two vCPUs ran on LP 0 and LP 1. The HKID can only go once no vCPU is associated with any
+    LP (TDCS.num_assoc_vcpus == 0); VP.FLUSH must run on the vCPU's own LP; a VP.ENTER after
+    the flush associates again (teardown.md §3.3, §5)."""
+    m = TdxModule(memory=4 << 20, lps_per_package=4)
+    t = TdBuilder(m).build("finalized", vcpus=2, pages=1)
+    vp0, vp1 = t.vcpus
+    for vp, lp in ((vp0, 0), (vp1, 1)):
+        m.tdh_vp_enter(vp, lp=lp)
+        m.td_exit(vp, "HLT", lp=lp)
+    td = m.tds[t.tdr]
+    lines = []
+
+    def do(what, r):
+        lines.append(f"{what:<34} -> {str(r.status):<28} num_assoc_vcpus="
+                     f"{td.tdcs.num_assoc_vcpus} {td.lifecycle.name}")
+
+    do("TDH.MNG.VPFLUSHDONE", m.tdh_mng_vpflushdone(t.tdr, lp=3))
+    do("TDH.VP.FLUSH(vCPU 0) on LP 3", m.tdh_vp_flush(vp0, lp=3))
+    do("TDH.VP.FLUSH(vCPU 0) on LP 0", m.tdh_vp_flush(vp0, lp=0))
+    do("TDH.VP.FLUSH(vCPU 1) on LP 1", m.tdh_vp_flush(vp1, lp=1))
+    do("TDH.VP.ENTER(vCPU 1) on LP 2", m.tdh_vp_enter(vp1, lp=2))
+    do("TD exit (vCPU 1, HLT) on LP 2", m.td_exit(vp1, "HLT", lp=2))
+    do("TDH.MNG.VPFLUSHDONE", m.tdh_mng_vpflushdone(t.tdr, lp=3))
+    do("TDH.VP.FLUSH(vCPU 1) on LP 2", m.tdh_vp_flush(vp1, lp=2))
+    do("TDH.MNG.VPFLUSHDONE", m.tdh_mng_vpflushdone(t.tdr, lp=3))
+    do("TDH.MNG.KEY.FREEID", m.tdh_mng_key_freeid(t.tdr, lp=3))
+    do("TDH.PHYMEM.CACHE.WB (package 0)", m.tdh_phymem_cache_wb(0, lp=3))
+    do("TDH.MNG.KEY.FREEID", m.tdh_mng_key_freeid(t.tdr, lp=3))
+    return "\n".join(lines)
+
+
 __all__ = ["LOCK_COLUMNS", "REFERENCE_LOCKS", "Lab", "new_lab", "lock_spy", "LockRow",
            "lock_table", "lock_differences", "format_lock_table", "HOLDERS", "CONTENDERS",
            "busy_matrix", "format_busy_matrix", "short_status", "busy_verdicts",
            "format_verdicts", "hkid_release_verdicts", "hkid_release_witness", "MEASURED",
-           "cost_table", "host_priority_story", "STAGE_FUNCS", "teardown_stages"]
+           "cost_table", "host_priority_story", "STAGE_FUNCS", "teardown_stages", "flush_story"]
