@@ -205,7 +205,8 @@ print(host_priority_story())
 #
 # The explorer answers like herd7 does for a litmus test: *always / sometimes / never* over
 # every interleaving. Press **Explore**, pick a condition, **Replay witness** to step through
-# the shortest run where it holds.
+# the shortest run where it holds. (The `retry-loop` scenarios have many more interleavings:
+# exploring them takes 10–15 s.)
 
 # %%
 explorer = Explorer(sorted(BUSY_SCRIPTS), scenario="busy-accept-no-retry")

@@ -229,13 +229,25 @@ print(cost_table(clear_pages=False))
 
 # %% [markdown]
 # **Predict** before looking at the curves: how long would v6.16 take for a 1 TiB TD with 4
-# vCPUs: minutes or an hour? (Vishal Annapurve extrapolated ~21 min for 1 TB from Adrian's
-# numbers, assuming linear cost.)
+# vCPUs: minutes or an hour? And with `terminate-vm`?
+#
+# (Vishal Annapurve's reply to Adrian extrapolated "~21 min for 1 TB if linear"; the fact
+# sheet does not say from which path. Linear from the *after* numbers gives
+# 134 s × 1024 / 107 ≈ 21 min; from the *before* numbers, 72 s × 1024 / 18 ≈ 68 min. Compare
+# with the curves.)
 
 # %%
-curves = sweep(["1G", "4G", "18G", "64G", "107G", "256G", "1T"],
-               ["v6.16", "terminate-vm"], vcpus=4)
-as_image(sweep_figure(curves))
+sizes = ["1G", "4G", "18G", "64G", "107G", "256G", "1T"]
+cleared = sweep(sizes, ["v6.16", "terminate-vm"], vcpus=4)
+no_clear = sweep(sizes, ["v6.16", "terminate-vm"], vcpus=4, clear_pages=False)
+curves = dict(cleared, strategies={
+    "v6.16": cleared["strategies"]["v6.16"],
+    "v6.16, no clear (6.18+)": no_clear["strategies"]["v6.16"],
+    "terminate-vm": cleared["strategies"]["terminate-vm"],
+    "terminate-vm, no clear": no_clear["strategies"]["terminate-vm"],
+})
+as_image(sweep_figure(curves, title="TD teardown, 4 vCPUs: runtime removal (v6.16) vs "
+                      "reclaim after HKID release"))
 
 # %% [markdown]
 # The dominant term of v6.16 is `runtime_chain` (BLOCK + TRACK + REMOVE + WBINVD + KVM's work,

@@ -220,6 +220,19 @@ def test_flush_story_and_stages():
     assert "tdh_mem_range_block" not in bt.teardown_stages("16K", 2, "terminate-vm")
 
 
+def test_explorer_replays_the_v19_witness():
+    from tdxedu.widgets import Explorer
+
+    ex = Explorer(["hkid-release-v19-notifier", "hkid-release-v6.16"],
+                  scenario="hkid-release-v19-notifier")
+    ex.explore_button.click()
+    assert "hkid_leaked" in ex.verdicts.value and not ex.stepper.errors
+    ex.condition.value = "hkid_leaked"
+    ex.replay_button.click()
+    ex.stepper.run_button.click()
+    assert "hkid_leaked" in ex.stepper.source.summary()
+
+
 def test_cost_table_uses_the_measurements():
     text = bt.cost_table()
     assert "72s" in text and "517s" in text and "134s" in text
