@@ -203,7 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and not command.passthrough:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = list(extra)
-    return command.run(args)
+    try:
+        return command.run(args)
+    except BrokenPipeError:  # `tdxedu explore ... | head`: the reader left, not an error
+        sys.stdout = None
+        return 0
 
 
 if __name__ == "__main__":

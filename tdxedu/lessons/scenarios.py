@@ -20,7 +20,12 @@ from ..kvm.tdx import (
     tdx_vcpu_exit,
     tdx_vcpu_load,
 )
-from ..kvm.teardown import kvm_gmem_release, kvm_mmu_notifier_release, kvm_put_kvm
+from ..kvm.teardown import (
+    kvm_gmem_release,
+    kvm_mmu_notifier_release,
+    kvm_put_kvm,
+    kvm_tdx_terminate_vm,
+)
 from ..sim.registry import scenario
 from ..tdx.td import STEPPING_EPF_THRESHOLD
 from ..trace import WaitUntil
@@ -62,16 +67,27 @@ def busy_zero_step(policy: str) -> TdWorld:
 def _hkid_release_actors(w: TdWorld) -> dict:
     kvm = w.kvm
     v = kvm.vcpus[0]
+    terminate = w.kt.teardown_policy == "terminate-vm"
+    w.flags.update(vp_enter_failed=False, entered_after_vm_dead=False)
 
     def vcpu():
+        # KVM_RUN holds vcpu->mutex (kvm_vcpu_ioctl) while the vCPU is loaded and entered.
+        yield from v.mutex.lock("vcpu0")
         r = yield from tdx_vcpu_enter(v, 1)
         if r is not None and r.status.is_error:
             w.flags["vp_enter_failed"] = True
         elif r is not None and not r.exit_reason:
+            if kvm.vm_dead:
+                w.flags["entered_after_vm_dead"] = True
             yield from tdx_vcpu_exit(v, "HLT")
+        v.mutex.unlock("vcpu0")
         w.done.add("vcpu0")
 
     def mm():
+        if terminate:
+            # The VMM's KVM_TDX_TERMINATE_VM: -EBUSY while a vCPU is in KVM_RUN, so retry.
+            while (yield from kvm_tdx_terminate_vm(kvm, 0, "mm")) == -16:
+                yield WaitUntil(lambda: not v.mutex.locked(), "vCPU mutex")
         yield from kvm_mmu_notifier_release(kvm, 0, "mm")
         w.done.add("mm")
 
@@ -86,7 +102,9 @@ def _hkid_release_actors(w: TdWorld) -> dict:
 
 def hkid_release(policy: str) -> TdWorld:
     """The process exits: the mm is released (by another mm user, e.g. a vhost thread) while
-    vCPU 0 is loaded on a new pCPU and runs once more, then every file closes."""
+    vCPU 0 is loaded on a new pCPU and runs once more, then every file closes. Under
+    "terminate-vm" the VMM first issues KVM_TDX_TERMINATE_VM, which must wait for the vCPU's
+    mutex and then keeps it out of the guest (the VM is dead)."""
     return TdWorld(_hkid_release_actors, vcpus=1, pages=1, teardown_policy=policy)
 
 

@@ -95,6 +95,7 @@ class TdWorld(World):
         """KVM_RUN on `cpu` until the guest has executed `ops` ("run", ("accept", gpa)):
         enter, run the guest one instruction per step (noticing IPIs), handle exits."""
         ops = list(ops)
+        self.flags.setdefault("vp_enter_vcpu_associated", False)
         module = self.module
         vp = vcpu.arch.tdx.tdvpr_pa
         while ops:

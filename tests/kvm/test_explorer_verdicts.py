@@ -58,8 +58,7 @@ def test_migrating_vcpu_is_always_flushed_on_the_old_cpu_first():
     vCPU can enter on the new one, so VP.ENTER never sees TDX_VCPU_ASSOCIATED."""
     ex = verdicts("vcpu-migration")
     assert ex.verdict("flushed_before_migrating") == "always"
-    assert ex.verdicts.get("vp_enter_vcpu_associated") is None or ex.verdict(
-        "vp_enter_vcpu_associated") == "never"
+    assert ex.verdict("vp_enter_vcpu_associated") == "never"
     assert ex.verdict("completed") == "always"
 
 
@@ -89,3 +88,14 @@ def test_every_scenario_is_registered_with_a_description():
         assert name in sc and sc[name].description
     with pytest.raises(ValueError, match="known:"):
         get("no-such-scenario")
+
+
+def test_terminate_vm_waits_for_the_vcpu_and_keeps_it_out():
+    """KVM_TDX_TERMINATE_VM (teardown.md §2.3, v5): trylocks every vCPU mutex (-EBUSY while a
+    vCPU is in KVM_RUN), marks the VM dead, releases the HKID; no vCPU enters afterwards and
+    nothing leaks, in every interleaving."""
+    ex = verdicts("hkid-release-terminate-vm")
+    assert ex.verdict("entered_after_vm_dead") == "never"
+    assert ex.verdict("hkid_leaked") == "never" and ex.verdict("kvm_bug") == "never"
+    assert ex.verdict("completed") == "always"
+    assert ex.verdict("vp_enter_failed") == "never"
