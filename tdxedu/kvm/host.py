@@ -32,7 +32,7 @@ class Host:
         self.nr_cpus = self.module.num_lps
         self.allocator = HostPageAllocator(self.module)
         self.associated_tdvcpus: list[list] = [[] for _ in range(self.nr_cpus)]
-        self.tdx_lock = Mutex("tdx_lock")
+        self.tdx_lock = Mutex("tdx_lock", self.trace)
         self.pending_ipis = [0] * self.nr_cpus  # function-call IPIs not yet handled
         self.free_hkids = list(self.module.private_hkids)
         self.fine_seamcalls = fine_seamcalls

@@ -30,7 +30,7 @@ class KvmVcpu:
         self.vcpu_id = vcpu_id
         self.name = f"vcpu{vcpu_id}"
         self.cpu = -1  # pCPU it was last loaded on (vcpu->cpu)
-        self.mutex = Mutex(f"vcpu{vcpu_id}->mutex")
+        self.mutex = Mutex(f"vcpu{vcpu_id}->mutex", kvm.trace)
         self.mode = OUTSIDE_GUEST_MODE
         self.requests: set[str] = set()
         self.kicked = False  # an IPI is pending for this vCPU while in guest mode
@@ -51,9 +51,9 @@ class Kvm:
         self.vm_dead = False
         self.vm_bugged = False
         self.bugs: list[str] = []
-        self.lock = Mutex("kvm->lock")
-        self.slots_lock = Mutex("kvm->slots_lock")
-        self.mmu_lock = RwLock("kvm->mmu_lock")
+        self.lock = Mutex("kvm->lock", self.trace)
+        self.slots_lock = Mutex("kvm->slots_lock", self.trace)
+        self.mmu_lock = RwLock("kvm->mmu_lock", self.trace)
         self.vcpus: list[KvmVcpu] = []
         self.arch = SimpleNamespace()
         self.destroyed = False

@@ -37,6 +37,7 @@ from ..tdx.pamt import PA_MASK, PAGE_SIZE, PageType
 from ..tdx.testing import TdBuilder
 from ..trace import Event, Trace, _show, run_to_completion
 from ..viz import status_outcome
+from ..viz.timeline import event_kind
 
 MODULE_SOURCE = "tdx-module"
 MAX_STEP_PAGES = 1024  # stepping is for small TDs: 4 MiB of guest memory at most
@@ -360,7 +361,7 @@ class ExplorerSource:
             if not actors or actors[-1] != name:
                 actors.append(name)
             self.done = self.ex.terminal()
-            if len(self.trace) > mark:
+            if _observable(self.trace.events[mark:]):
                 chain = before
                 break
             if self.done:
@@ -384,6 +385,12 @@ class ExplorerSource:
             lines.append("  conditions true: " + (", ".join(held) or "none"))
             lines += [f"  violation: {v}" for v in r.violations]
         return "\n".join(lines)
+
+
+def _observable(events) -> bool:
+    """A Step stops at a new event; lock operations alone do not end a Step (they are drawn
+    on the timeline but are rarely what a learner steps to)."""
+    return any(event_kind(e) != "lock" for e in events)
 
 
 def roots_source(scenario: str = "memslot-update", policy: str = "v6.6", *,
