@@ -100,7 +100,8 @@ class RunningTd:
                  cpus_per_package: int | None = None, busy_policy: str = "kick-retry-once",
                  initial_pages: int = 1, clear_pages: bool = True, accept: bool = True,
                  trace: bool = True, dynamic_pamt: bool = False,
-                 pamt_policy: str = "vcpu-cache", pamt_lock: bool = True):
+                 pamt_policy: str = "vcpu-cache", pamt_lock: bool = True,
+                 deferred: bool = False):
         size = parse_size(memory)
         if isinstance(vcpus, bool) or not isinstance(vcpus, int):
             raise TypeError("vcpus must be an int")
@@ -131,7 +132,12 @@ class RunningTd:
         self.kvm = Kvm(nr_cpus=self.host.nr_cpus, trace=self.trace)
         self.kt = KvmTdx(self.kvm, self.host, busy_policy=busy_policy, clear_pages=clear_pages)
         self.kvm.kvm_get_kvm()  # the guest_memfd file's reference
-        run_to_completion(self._build(vcpus, initial_pages, accept))
+        # `deferred=True` hands the build back as `build_steps` (a generator that yields at
+        # every preemption point) for a Stepper to drive; otherwise it runs now.
+        self.build_steps = self._build(vcpus, initial_pages, accept)
+        if not deferred:
+            run_to_completion(self.build_steps)
+            self.build_steps = None  # spent; (a generator would also stop deepcopy)
 
     def _build(self, nvcpus: int, initial_pages: int, accept: bool):
         kvm = self.kvm
@@ -187,6 +193,15 @@ class RunningTd:
                               pamt.pairs_installed() if pamt else 0,
                               sum(pamt.pamt_refcounts.values()) if pamt else 0,
                               list(pamt.warnings) if pamt else [])
+
+    def teardown_steps(self, strategy: str = "v6.16"):
+        """The teardown as a generator (one yield per preemption point), for steppers; use
+        `teardown()` to run it to the end and get a report."""
+        if strategy not in TEARDOWN_POLICIES:
+            raise ValueError(f"unknown teardown strategy {strategy!r}; allowed: "
+                             f"{', '.join(TEARDOWN_POLICIES)}")
+        self.kt.teardown_policy = strategy
+        return self._teardown(strategy)
 
     def _teardown(self, strategy: str):
         kvm = self.kvm

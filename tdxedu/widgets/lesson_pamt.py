@@ -25,6 +25,7 @@ import numpy as np
 from ..kvm.pamt import ALLOC_POLICIES, check_alloc_policy
 from ..kvm.pamt_memory import PAMT_PAIR_BYTES
 from ..kvm.tdx import TEARDOWN_POLICIES
+from ..lessons.td import RunningTd
 from ..tdx.pamt import PageType
 from ..trace import run_to_completion
 from ..viz import draw_pamt, new_figure
@@ -34,7 +35,6 @@ from .sources import (
     Finished,
     StepInfo,
     TdLifeSource,
-    _DeferredBuildTd,
     touched,
 )
 from .stepper import Stepper
@@ -129,8 +129,8 @@ class DpamtLifeSource(TdLifeSource):
 
     def reset(self) -> None:
         self.error: str | None = None
-        self.td = _DeferredBuildTd(self.memory, self.vcpus, packages=self.packages,
-                                   dynamic_pamt=True, pamt_policy=self.policy)
+        self.td = RunningTd(self.memory, self.vcpus, packages=self.packages, deferred=True,
+                            dynamic_pamt=True, pamt_policy=self.policy)
         if "build" not in self.phases:
             run_to_completion(self.td.build_steps)
         self.start = len(self.td.trace)

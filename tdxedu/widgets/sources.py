@@ -178,14 +178,6 @@ def touched(e: Event | None) -> dict:
 
 
 # --- a TD's life through KVM's code ---------------------------------------------------------
-class _DeferredBuildTd(RunningTd):
-    """A `RunningTd` whose build is handed back as a generator instead of being run."""
-
-    def _build(self, *args):
-        self.build_steps = super()._build(*args)
-        return iter(())
-
-
 class TdLifeSource:
     """A TD built with KVM's ioctls and torn down under `strategy`, one SEAMCALL per step.
 
@@ -214,7 +206,7 @@ class TdLifeSource:
         self.reset()
 
     def reset(self) -> None:
-        self.td = _DeferredBuildTd(self.memory, self.vcpus, packages=self.packages)
+        self.td = RunningTd(self.memory, self.vcpus, packages=self.packages, deferred=True)
         if "build" not in self.phases:
             run_to_completion(self.td.build_steps)
         self.start = len(self.td.trace)
@@ -232,8 +224,7 @@ class TdLifeSource:
         if "teardown" in self.phases:
             self.phase = "teardown"
             self._counts0 = dict(self.td.host.module.counts)
-            self.td.kt.teardown_policy = self.strategy
-            yield from self.td._teardown(self.strategy)
+            yield from self.td.teardown_steps(self.strategy)
 
     # panel state
     @property
