@@ -3,7 +3,7 @@
 
     python3 dev.py lab     open the lessons in JupyterLab   (extra args go to `tdxedu lab`)
     python3 dev.py test    run the whole suite: unit, notebooks (nbval), browser
-                           (extra args go to pytest, e.g. `python3 dev.py test -k welcome`)
+                           (extra args go to pytest, e.g. `python3 dev.py test -k tour`)
     python3 dev.py lint    ruff check .
     python3 dev.py sync    jupytext --sync notebooks/*.ipynb (pair .ipynb <-> .py)
     python3 dev.py execute [NB...]  re-run notebooks (default: all) and save them with outputs

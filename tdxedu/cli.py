@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tdxedu import __version__
 
-TOUR_NOTEBOOKS = ("00_tour.ipynb", "welcome.ipynb")  # the first one that exists is opened
+TOUR_NOTEBOOKS = ("00_tour.ipynb",)  # opened at start-up when it exists
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,28 @@ COMMANDS.append(Command(
               "tdxedu teardown --memory 1T --vcpus 64 --compare --no-clear",
               "tdxedu teardown --memory 1T --plot teardown.png --json"),
     add_arguments=_teardown_args))
+
+
+def cmd_check_mutants(args: argparse.Namespace) -> int:
+    from .mutants import check
+
+    return check.run(args)
+
+
+def _check_mutants_args(p: argparse.ArgumentParser) -> None:
+    from .mutants import check
+
+    check.add_arguments(p)
+
+
+COMMANDS.append(Command(
+    "check-mutants", cmd_check_mutants,
+    "run every known-bad KVM variant through the explorer: caught by what, shortest trace; "
+    "and the correct policies through the same scenarios (no false alarms)",
+    examples=("tdxedu check-mutants", "tdxedu check-mutants --list",
+              "tdxedu check-mutants skip-track no-retry --full-trace",
+              "tdxedu check-mutants --json"),
+    add_arguments=_check_mutants_args))
 
 
 def build_parser() -> argparse.ArgumentParser:

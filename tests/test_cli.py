@@ -19,12 +19,12 @@ def test_help_lists_subcommands_with_examples(capsys):
     assert "lab" in out and "examples:" in out and "tdxedu lab --no-browser" in out
 
 
-def test_lab_opens_the_tour_or_welcome_and_forwards_args(tmp_path):
-    (tmp_path / "welcome.ipynb").write_text("{}")
+def test_lab_opens_the_tour_and_forwards_args(tmp_path):
+    (tmp_path / "00_tour.ipynb").write_text("{}")
     cmd = cli.lab_command(tmp_path, ["--no-browser", "--port", "8899"])
     assert cmd[1:3] == ["-m", "jupyterlab"]
     assert f"--ServerApp.root_dir={tmp_path}" in cmd
-    assert cmd[-4:] == ["--no-browser", "--port", "8899", str(tmp_path / "welcome.ipynb")]
+    assert cmd[-4:] == ["--no-browser", "--port", "8899", str(tmp_path / "00_tour.ipynb")]
     (tmp_path / "00_tour.ipynb").write_text("{}")
     assert cli.lab_command(tmp_path)[-1] == str(tmp_path / "00_tour.ipynb")
 
