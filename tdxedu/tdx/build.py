@@ -192,22 +192,11 @@ class BuildMixin:
     def _h_tdh_mem_sept_add(self, tdr: int, gpa: int, level: int, page: int, lp: int):
         call = Call(f"TDH.MEM.SEPT.ADD@LP{lp}")
         try:
-            td, err = self._lock_tdr(call, tdr, RDX)
+            td, entry, err = self._lock_sept_entry(
+                call, tdr, gpa, level, (OpState.INITIALIZED, OpState.RUNNABLE), (1, 2, 3),
+                tree_exclusive=False)
             if err:
                 return Result("TDH.MEM.SEPT.ADD", err)
-            err = self._td_state_error(call, td, (OpState.INITIALIZED, OpState.RUNNABLE))
-            if err:
-                return Result("TDH.MEM.SEPT.ADD", err)
-            err = self._gpa_error(gpa, level, leaf_levels=(1, 2, 3))
-            if err:
-                return Result("TDH.MEM.SEPT.ADD", err)
-            if not call.shared(td.tdcs.sept_lock):
-                return Result("TDH.MEM.SEPT.ADD", st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_SEPT)
-            entry = td.tdcs.sept.walk(gpa, level)
-            if entry is None:
-                return Result("TDH.MEM.SEPT.ADD", st.TDX_EPT_WALK_FAILED | RCX)
-            if not call.entry(entry.lock):
-                return Result("TDH.MEM.SEPT.ADD", st.TDX_OPERAND_BUSY | RCX)
             if entry.state != SeptState.FREE:
                 return Result("TDH.MEM.SEPT.ADD", st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
             err = self._new_page_error(call, page, R8)
@@ -290,22 +279,11 @@ class BuildMixin:
     def _h_tdh_mem_page_aug(self, tdr: int, gpa: int, level: int, page: int, lp: int):
         call = Call(f"TDH.MEM.PAGE.AUG@LP{lp}")
         try:
-            td, err = self._lock_tdr(call, tdr, RDX)
+            levels = (0, 1) if self.huge_pages else (0,)
+            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, (OpState.RUNNABLE,),
+                                                   levels, tree_exclusive=False)
             if err:
                 return Result("TDH.MEM.PAGE.AUG", err)
-            err = self._td_state_error(call, td, (OpState.RUNNABLE,))
-            if err:
-                return Result("TDH.MEM.PAGE.AUG", err)
-            err = self._gpa_error(gpa, level, leaf_levels=(0, 1) if self.huge_pages else (0,))
-            if err:
-                return Result("TDH.MEM.PAGE.AUG", err)
-            if not call.shared(td.tdcs.sept_lock):
-                return Result("TDH.MEM.PAGE.AUG", st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_SEPT)
-            entry = td.tdcs.sept.walk(gpa, level)
-            if entry is None:
-                return Result("TDH.MEM.PAGE.AUG", st.TDX_EPT_WALK_FAILED | RCX)
-            if not call.entry(entry.lock):
-                return Result("TDH.MEM.PAGE.AUG", st.TDX_OPERAND_BUSY | RCX)
             if entry.state not in AUG_ALLOWED:
                 return Result("TDH.MEM.PAGE.AUG", st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
             if level == 1:  # a 2 MB leaf: PAMT_2M only, no PAMT_4K pair (dpamt.md §2.6)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from ..trace import Preempt, Trace
 from . import status as st
 from .pamt import KEYID_SHIFT, PAGE_SIZE, PageType
-from .sept import GPAW, SHARED_BIT, level_size
+from .sept import ANY_BLOCKED, GPAW, SHARED_BIT, level_size
 from .status import Status
-from .td import Lifecycle
+from .td import Lifecycle, OpState
 
 IN_SEAMCALL = Preempt("in SEAMCALL, locks held")
 
@@ -182,6 +182,45 @@ class CoreMixin:
             return st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_OP_STATE
         if td.tdcs.op_state not in op_states:
             return st.TDX_OP_STATE_INCORRECT
+        return None
+
+    def _lock_sept_entry(self, call: Call, tdr: int, gpa: int, level: int, op_states,
+                         levels, tree_exclusive: bool):
+        """The prologue the memory-management handlers share: lock the TDR (RDX) shared, check
+        the TD state, check GPA | level (RCX), take the S-EPT tree lock shared or exclusive,
+        walk to the entry and take its host lock. Returns (td, entry, None) or
+        (None, None, Status) with the status of the first check that failed
+        (contention.md §3 "S-EPT tree" and "S-EPT entry" columns; module 1.5.01
+        `tdh_mem_range_block.c`, `tdh_mem_page_remove.c`, `tdh_mem_page_aug.c`, ...)."""
+        td, err = self._lock_tdr(call, tdr, st.TDX_OPERAND_ID_RDX)
+        if err:
+            return None, None, err
+        err = self._td_state_error(call, td, op_states)
+        if err:
+            return None, None, err
+        err = self._gpa_error(gpa, level, leaf_levels=levels)
+        if err:
+            return None, None, err
+        tree = td.tdcs.sept_lock
+        if not (call.exclusive(tree) if tree_exclusive else call.shared(tree)):
+            return None, None, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_SEPT
+        entry = td.tdcs.sept.walk(gpa, level)
+        if entry is None:
+            return None, None, st.TDX_EPT_WALK_FAILED | st.TDX_OPERAND_ID_RCX
+        if not call.entry(entry.lock):
+            return None, None, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_RCX
+        return td, entry, None
+
+    @staticmethod
+    def _tracking_error(tdcs, entry, bepoch: int) -> Status | None:
+        """In a running TD a removal needs the entry blocked and its block epoch tracked
+        (`is_tlb_tracked`, contention.md §4.1 and §5); before TDH.MR.FINALIZE neither."""
+        if tdcs.op_state != OpState.RUNNABLE:
+            return None
+        if entry.state not in ANY_BLOCKED:
+            return st.TDX_GPA_RANGE_NOT_BLOCKED | st.TDX_OPERAND_ID_RCX
+        if not tdcs.is_tlb_tracked(bepoch):
+            return st.TDX_TLB_TRACKING_NOT_DONE | st.TDX_OPERAND_ID_RCX
         return None
 
     def _gpa_error(self, gpa: int, level: int, leaf_levels=(0,)) -> Status | None:

@@ -49,7 +49,7 @@ from __future__ import annotations
 from . import status as st
 from .core import IN_SEAMCALL, Call, Result
 from .pamt import KEYID_SHIFT, PAGE_2M, PAGE_SIZE, PageType
-from .sept import ANY_BLOCKED, SeptEntry, SeptState
+from .sept import SeptEntry, SeptState
 from .td import OpState
 
 RCX, RDX, R8 = st.TDX_OPERAND_ID_RCX, st.TDX_OPERAND_ID_RDX, st.TDX_OPERAND_ID_R8
@@ -258,31 +258,18 @@ class DpamtMixin:
         leaf = "TDH.MEM.PAGE.DEMOTE"
         call = Call(f"{leaf}@LP{lp}")
         try:
-            td, err = self._lock_tdr(call, tdr, RDX)
-            if err:
-                return Result(leaf, err)
-            err = self._td_state_error(call, td, (OpState.INITIALIZED, OpState.RUNNABLE))
-            if err:
-                return Result(leaf, err)
-            err = self._gpa_error(gpa, level, leaf_levels=(1,) if self.huge_pages else ())
+            td, entry, err = self._lock_sept_entry(
+                call, tdr, gpa, level, (OpState.INITIALIZED, OpState.RUNNABLE),
+                (1,) if self.huge_pages else (), tree_exclusive=True)
             if err:
                 return Result(leaf, err)
             tdcs = td.tdcs
-            if not call.exclusive(tdcs.sept_lock):
-                return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_SEPT)
-            entry = tdcs.sept.walk(gpa, level)
-            if entry is None:
-                return Result(leaf, st.TDX_EPT_WALK_FAILED | RCX)
-            if not call.entry(entry.lock):
-                return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
             if entry.state not in _DEMOTE_ALLOWED:
                 return Result(leaf, st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
             big = self.pamt.range_entry(entry.hpa)
-            if tdcs.op_state == OpState.RUNNABLE:
-                if entry.state not in ANY_BLOCKED:
-                    return Result(leaf, st.TDX_GPA_RANGE_NOT_BLOCKED | RCX)
-                if not tdcs.is_tlb_tracked(self.pamt.entry(entry.hpa >> 12).bepoch):
-                    return Result(leaf, st.TDX_TLB_TRACKING_NOT_DONE | RCX)
+            err = self._tracking_error(tdcs, entry, self.pamt.entry(entry.hpa >> 12).bepoch)
+            if err:
+                return Result(leaf, err)
             err = self._new_page_error(call, page, R8)
             if err:
                 return Result(leaf, err)
@@ -326,23 +313,12 @@ class DpamtMixin:
         leaf = "TDH.MEM.PAGE.PROMOTE"
         call = Call(f"{leaf}@LP{lp}")
         try:
-            td, err = self._lock_tdr(call, tdr, RDX)
-            if err:
-                return Result(leaf, err)
-            err = self._td_state_error(call, td, (OpState.INITIALIZED, OpState.RUNNABLE))
-            if err:
-                return Result(leaf, err)
-            err = self._gpa_error(gpa, level, leaf_levels=(1,) if self.huge_pages else ())
+            td, entry, err = self._lock_sept_entry(
+                call, tdr, gpa, level, (OpState.INITIALIZED, OpState.RUNNABLE),
+                (1,) if self.huge_pages else (), tree_exclusive=True)
             if err:
                 return Result(leaf, err)
             tdcs = td.tdcs
-            if not call.exclusive(tdcs.sept_lock):
-                return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_SEPT)
-            entry = tdcs.sept.walk(gpa, level)
-            if entry is None:
-                return Result(leaf, st.TDX_EPT_WALK_FAILED | RCX)
-            if not call.entry(entry.lock):
-                return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
             if entry.state not in (SeptState.NL_MAPPED, SeptState.NL_BLOCKED):
                 return Result(leaf, st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
             sept_page = self.pamt.entry(entry.hpa >> 12)

@@ -28,23 +28,11 @@ class MemMixin:
         leaf = "TDH.MEM.RANGE.BLOCK"
         call = Call(f"{leaf}@LP{lp}")
         try:
-            td, err = self._lock_tdr(call, tdr, RDX)
-            if err:
-                return Result(leaf, err)
-            err = self._td_state_error(call, td, LIVE)
-            if err:
-                return Result(leaf, err)
-            err = self._gpa_error(gpa, level, leaf_levels=(0, 1, 2))
+            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, LIVE, (0, 1, 2),
+                                                   tree_exclusive=True)
             if err:
                 return Result(leaf, err)
             tdcs = td.tdcs
-            if not call.exclusive(tdcs.sept_lock):
-                return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_SEPT)
-            entry = tdcs.sept.walk(gpa, level)
-            if entry is None:
-                return Result(leaf, st.TDX_EPT_WALK_FAILED | RCX)
-            if not call.entry(entry.lock):
-                return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
             if entry.state in ANY_BLOCKED:
                 return Result(leaf, st.TDX_GPA_RANGE_ALREADY_BLOCKED | RCX)
             if entry.state not in BLOCK_RESULT:
@@ -61,23 +49,11 @@ class MemMixin:
         leaf = "TDH.MEM.RANGE.UNBLOCK"
         call = Call(f"{leaf}@LP{lp}")
         try:
-            td, err = self._lock_tdr(call, tdr, RDX)
-            if err:
-                return Result(leaf, err)
-            err = self._td_state_error(call, td, LIVE)
-            if err:
-                return Result(leaf, err)
-            err = self._gpa_error(gpa, level, leaf_levels=(0, 1, 2))
+            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, LIVE, (0, 1, 2),
+                                                   tree_exclusive=True)
             if err:
                 return Result(leaf, err)
             tdcs = td.tdcs
-            if not call.exclusive(tdcs.sept_lock):
-                return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_SEPT)
-            entry = tdcs.sept.walk(gpa, level)
-            if entry is None:
-                return Result(leaf, st.TDX_EPT_WALK_FAILED | RCX)
-            if not call.entry(entry.lock):
-                return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
             if entry.state not in UNBLOCK_RESULT:
                 return Result(leaf, st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
             bepoch = self.pamt.entry(entry.hpa >> 12).bepoch
@@ -116,35 +92,21 @@ class MemMixin:
         leaf = "TDH.MEM.PAGE.REMOVE"
         call = Call(f"{leaf}@LP{lp}")
         try:
-            td, err = self._lock_tdr(call, tdr, RDX)
-            if err:
-                return Result(leaf, err)
-            err = self._td_state_error(call, td, LIVE)
-            if err:
-                return Result(leaf, err)
             # verify_page_info_input(LVL_PT, LVL_PDPT): levels 4K..1G (module 1.5
             # `tdh_mem_page_remove.c`); a non-leaf there is EPT_ENTRY_STATE_INCORRECT below.
-            err = self._gpa_error(gpa, level, leaf_levels=(0, 1, 2))
+            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, LIVE, (0, 1, 2),
+                                                   tree_exclusive=False)
             if err:
                 return Result(leaf, err)
             tdcs = td.tdcs
-            if not call.shared(tdcs.sept_lock):
-                return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_SEPT)
-            entry = tdcs.sept.walk(gpa, level)
-            if entry is None:
-                return Result(leaf, st.TDX_EPT_WALK_FAILED | RCX)
-            if not call.entry(entry.lock):
-                return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
             if entry.state not in REMOVE_ALLOWED:
                 return Result(leaf, st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
             page = self.pamt.entry(entry.hpa >> 12)
             if not call.exclusive(page.lock):
                 return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
-            if tdcs.op_state == OpState.RUNNABLE:
-                if entry.state not in ANY_BLOCKED:
-                    return Result(leaf, st.TDX_GPA_RANGE_NOT_BLOCKED | RCX)
-                if not tdcs.is_tlb_tracked(page.bepoch):
-                    return Result(leaf, st.TDX_TLB_TRACKING_NOT_DONE | RCX)
+            err = self._tracking_error(tdcs, entry, page.bepoch)
+            if err:
+                return Result(leaf, err)
             yield IN_SEAMCALL
             hpa = entry.hpa
             entry.state, entry.hpa = SeptState.FREE, 0
@@ -162,31 +124,17 @@ class MemMixin:
         leaf = "TDH.MEM.SEPT.REMOVE"
         call = Call(f"{leaf}@LP{lp}")
         try:
-            td, err = self._lock_tdr(call, tdr, RDX)
-            if err:
-                return Result(leaf, err)
-            err = self._td_state_error(call, td, LIVE)
-            if err:
-                return Result(leaf, err)
-            err = self._gpa_error(gpa, level, leaf_levels=(1, 2, 3))
+            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, LIVE, (1, 2, 3),
+                                                   tree_exclusive=True)
             if err:
                 return Result(leaf, err)
             tdcs = td.tdcs
-            if not call.exclusive(tdcs.sept_lock):
-                return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_SEPT)
-            entry = tdcs.sept.walk(gpa, level)
-            if entry is None:
-                return Result(leaf, st.TDX_EPT_WALK_FAILED | RCX)
-            if not call.entry(entry.lock):
-                return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
             if entry.state not in NON_LEAF:
                 return Result(leaf, st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
             page = self.pamt.entry(entry.hpa >> 12)
-            if tdcs.op_state == OpState.RUNNABLE:
-                if entry.state not in ANY_BLOCKED:
-                    return Result(leaf, st.TDX_GPA_RANGE_NOT_BLOCKED | RCX)
-                if not tdcs.is_tlb_tracked(page.bepoch):
-                    return Result(leaf, st.TDX_TLB_TRACKING_NOT_DONE | RCX)
+            err = self._tracking_error(tdcs, entry, page.bepoch)
+            if err:
+                return Result(leaf, err)
             if tdcs.sept.children(entry):
                 return Result(leaf, st.TDX_EPT_PAGE_NOT_FREE | RCX)
             yield IN_SEAMCALL
