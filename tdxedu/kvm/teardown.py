@@ -54,16 +54,14 @@ def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
                 return
     yield from kt.host.tdx_lock.lock(who)
     try:
-        r = None
+        status = st.TDX_SUCCESS
         if "skip-vpflushdone" not in kt.mutations:  # mutant: FREEID without VPFLUSHDONE
-            r = yield from kt.sc("tdh_mng_vpflushdone", kt.tdr_pa, cpu=cpu)
-        if r is None:
-            pass
-        elif r.status.matches(st.TDX_FLUSHVP_NOT_DONE):
+            status = (yield from kt.sc("tdh_mng_vpflushdone", kt.tdr_pa, cpu=cpu)).status
+        if status.matches(st.TDX_FLUSHVP_NOT_DONE):
             kt.hkid_leaked = True
-            kt.emit("hkid_leaked", kt.hkid, status=r.status, cpu=cpu)
+            kt.emit("hkid_leaked", kt.hkid, status=status, cpu=cpu)
             return
-        if kvm.kvm_bug_on(r.status.is_error, "HKID is leaked", kt.hkid, r.status):
+        if kvm.kvm_bug_on(status.is_error, "HKID is leaked", kt.hkid, status):
             kt.hkid_leaked = True
             return
         if hold_mmu_lock:
