@@ -36,6 +36,9 @@ class Host:
         self.pending_ipis = [0] * self.nr_cpus  # function-call IPIs not yet handled
         self.free_hkids = list(self.module.private_hkids)
         self.fine_seamcalls = fine_seamcalls
+        # False while one thread runs a flow to its end (RunningTd's build and teardown): no
+        # other actor can run, so a preemption point before each SEAMCALL would only cost time.
+        self.preempt = True
         self.last_result: dict[int, object] = {}
 
     def tdx_guest_keyid_alloc(self) -> int:
@@ -54,7 +57,8 @@ class Host:
     def seamcall(self, name: str, *args, cpu: int):
         """Issue a SEAMCALL from `cpu`: a preemption point, then the call (atomic, or with the
         module's own preemption points when `fine_seamcalls`)."""
-        yield PREEMPT
+        if self.preempt:
+            yield PREEMPT
         if self.fine_seamcalls:
             res = yield from self.module.stepwise(name, *args, lp=cpu)
         else:

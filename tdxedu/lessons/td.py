@@ -136,7 +136,7 @@ class RunningTd:
         # every preemption point) for a Stepper to drive; otherwise it runs now.
         self.build_steps = self._build(vcpus, initial_pages, accept)
         if not deferred:
-            run_to_completion(self.build_steps)
+            self._run_alone(self.build_steps)
             self.build_steps = None  # spent; (a generator would also stop deepcopy)
 
     def _build(self, nvcpus: int, initial_pages: int, accept: bool):
@@ -180,7 +180,7 @@ class RunningTd:
         module = self.host.module
         before = dict(module.counts)
         start = len(self.trace)
-        run_to_completion(self._teardown(strategy))
+        self._run_alone(self._teardown(strategy))
         counts = {k: v - before.get(k, 0) for k, v in module.counts.items()
                   if v - before.get(k, 0)}
         kt = self.kt
@@ -193,6 +193,14 @@ class RunningTd:
                               pamt.pairs_installed() if pamt else 0,
                               sum(pamt.pamt_refcounts.values()) if pamt else 0,
                               list(pamt.warnings) if pamt else [])
+
+    def _run_alone(self, gen) -> None:
+        """Run a flow to its end with nothing interleaved (no preemption points needed)."""
+        self.host.preempt = False
+        try:
+            run_to_completion(gen)
+        finally:
+            self.host.preempt = True
 
     def teardown_steps(self, strategy: str = "v6.16"):
         """The teardown as a generator (one yield per preemption point), for steppers; use
