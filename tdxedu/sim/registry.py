@@ -23,7 +23,7 @@ class Scenario:
 
 SCENARIOS: dict[str, Scenario] = {}
 _MODULES = ("tdxedu.lessons.scenarios", "tdxedu.lessons.root_scenarios",
-            "tdxedu.lessons.pamt_scenarios")
+            "tdxedu.lessons.pamt_scenarios", "tdxedu.mutants.scenarios")
 
 
 def scenario(name: str, description: str, max_steps: int = 200):

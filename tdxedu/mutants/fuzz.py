@@ -1,0 +1,276 @@
+"""Fuzzers for the module and KVM layers (issue 9), shared by tests/fuzz (bounded, driven by
+hypothesis) and bench/fuzz.py (long runs). Every function takes a `random.Random`-like `rng`
+(hypothesis' `randoms()` in tests, so failures shrink) and returns counts; a problem is
+recorded in `FuzzStats.problems`, never swallowed.
+
+* `fuzz_seamcalls`: register-level SEAMCALLs (`TdxModule.seamcall`) with random leaves,
+  registers and LPs, plus guest TD exits, on a module with a built TD (static PAMT) or a
+  Dynamic-PAMT module; after each call the status must be a `Status` and
+  `check_invariants()` empty.
+* `fuzz_interleaving`: `run_seeded` over a registered scenario; no run may end in
+  ``exception``, and the correct-policy scenarios never in ``invariant_violated``.
+* `fuzz_kvm_flow`: a `RunningTd` driven through random KVM flows (fault in, runtime zap,
+  vCPU entry/exit, migration between pCPUs, guest accepts) and torn down with a random
+  correct strategy: the report must be clean and the module consistent throughout.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+
+from ..kvm.kvm import OUTSIDE_GUEST_MODE
+from ..kvm.pamt import tdx_topup_pamt_cache, vcpu_pamt_cache
+from ..kvm.tdx import (
+    tdx_map_private_gfn,
+    tdx_sept_remove_private_spte,
+    tdx_vcpu_enter,
+    tdx_vcpu_exit,
+)
+from ..lessons.td import RunningTd
+from ..sim.engine import run_seeded
+from ..sim.registry import load_all
+from ..tdx import Leaf, TdxModule
+from ..tdx.pamt import KEYID_SHIFT, PAGE_SIZE
+from ..tdx.status import Status
+from ..tdx.testing import TdBuilder
+from ..trace import run_to_completion
+
+CORRECT_TEARDOWNS = ("v6.16", "terminate-vm", "flush-at-vcpu-free")
+
+
+@dataclass
+class FuzzStats:
+    seamcalls: int = 0
+    td_exits: int = 0
+    interleavings: int = 0
+    kvm_flows: int = 0
+    kvm_ops: int = 0
+    outcomes: dict = field(default_factory=dict)
+    statuses: dict = field(default_factory=dict)  # status class -> count
+    problems: list[str] = field(default_factory=list)
+
+    def merge(self, other: FuzzStats) -> None:
+        self.seamcalls += other.seamcalls
+        self.td_exits += other.td_exits
+        self.interleavings += other.interleavings
+        self.kvm_flows += other.kvm_flows
+        self.kvm_ops += other.kvm_ops
+        for d, o in ((self.outcomes, other.outcomes), (self.statuses, other.statuses)):
+            for k, v in o.items():
+                d[k] = d.get(k, 0) + v
+        self.problems += other.problems
+
+
+# --- module layer ----------------------------------------------------------------------------
+
+_LEAVES = [int(x) for x in Leaf] + [1 << 16 | 22, 1 << 16 | 3, 2 << 16 | 3, 1 << 24, 63]
+
+
+def _module_world(rng, dynamic_pamt: bool):
+    """A module with something in it: a TD built to a random stage (static PAMT), or a DPAMT
+    module with one PAMT pair installed by hand (TdBuilder hands out 4K pages without pairs)."""
+    m = TdxModule(memory=8 << 20, num_packages=2, lps_per_package=2,
+                  cache_wb_rounds=rng.choice((1, 2)), dynamic_pamt=dynamic_pamt,
+                  huge_pages=dynamic_pamt and rng.random() < 0.5)
+    b = TdBuilder(m)
+    pool: list[int] = []
+    if dynamic_pamt:
+        pages = [b.page() for _ in range(6)]
+        m.tdh_phymem_pamt_add(2 << 20, pages[0], pages[1])
+        pool += pages + [2 << 20, 4 << 20, 6 << 20]
+    else:
+        stage = rng.choice(("created", "keys_configured", "initialized", "finalized"))
+        vcpus = rng.choice((1, 2)) if stage in ("initialized", "finalized") else 0
+        td = b.build(stage, vcpus=vcpus, pages=rng.choice((0, 1, 2)) if vcpus else 0)
+        pool += [td.tdr, *td.tdcs, *td.vcpus, *td.sept_pages.values(), *td.private.values()]
+        pool += [pa for v in td.vcpus for pa in td.tdcx[v]]
+    pool += [b.page() for _ in range(4)]
+    return m, pool
+
+
+def _operand(rng, pool: list[int]) -> int:
+    r = rng.random()
+    if r < 0.45:
+        return rng.choice(pool)
+    if r < 0.65:  # GPA | level, the page_info layout
+        return rng.choice((0, 0x1000, 0x2000, 0x20_0000, 0x4000_0000)) | rng.randrange(0, 5)
+    if r < 0.75:
+        return rng.choice(pool) | rng.choice((33, 32, 34)) << KEYID_SHIFT
+    if r < 0.85:
+        return rng.randrange(0, 4)
+    if r < 0.95:
+        return rng.randrange(0, 1 << 64)
+    return rng.choice(pool) + rng.choice((8, 0x800, -PAGE_SIZE)) & ((1 << 64) - 1)
+
+
+# Kernel-wrapper shaped calls (`TdxModule.tdh_*`): operands land in the right registers, so
+# far more calls get past the operand checks than with raw registers.
+_NAMED = {
+    "tdh_mng_key_config": "p", "tdh_mng_addcx": "pp", "tdh_mng_init": "p",
+    "tdh_vp_create": "pp", "tdh_vp_addcx": "pp", "tdh_vp_init": "p",
+    "tdh_mem_sept_add": "pglp", "tdh_mem_page_add": "pgp", "tdh_mr_extend": "pg",
+    "tdh_mr_finalize": "p", "tdh_mem_page_aug": "pglp", "tdh_vp_enter": "p",
+    "tdg_mem_page_accept": "pgl", "tdh_mem_range_block": "pgl",
+    "tdh_mem_range_unblock": "pgl", "tdh_mem_track": "p", "tdh_mem_page_remove": "pgl",
+    "tdh_mem_sept_remove": "pgl", "tdh_vp_flush": "p", "tdh_mng_vpflushdone": "p",
+    "tdh_phymem_cache_wb": "c", "tdh_mng_key_freeid": "p", "tdh_phymem_page_reclaim": "p",
+    "tdh_phymem_page_wbinvd": "p", "tdh_phymem_pamt_add": "ppp",
+    "tdh_phymem_pamt_remove": "p", "tdh_mem_page_demote": "pglppp",
+    "tdh_mem_page_promote": "pgl",
+}
+_NAMES = sorted(_NAMED)
+
+
+def _named_args(rng, kinds: str, pool: list[int]) -> list[int]:
+    out = []
+    for k in kinds:
+        if k == "p":
+            out.append(rng.choice(pool) if rng.random() < 0.9 else _operand(rng, pool))
+        elif k == "g":
+            out.append(rng.choice((0, 0x1000, 0x2000, 0x3000, 0x20_0000, 0x1000 + 8)))
+        elif k == "l":
+            out.append(rng.choice((0, 0, 0, 1, 2, 3, -1)))
+        else:
+            out.append(rng.randrange(0, 3))
+    return out
+
+
+def fuzz_seamcalls(rng, n: int, *, dynamic_pamt: bool | None = None,
+                   check_every: int = 1) -> FuzzStats:
+    """`n` SEAMCALLs (and guest TD exits) on one fresh module."""
+    s = FuzzStats()
+    dp = rng.random() < 0.3 if dynamic_pamt is None else dynamic_pamt
+    m, pool = _module_world(rng, dp)
+    for i in range(n):
+        lp = rng.randrange(m.num_lps)
+        try:
+            if rng.random() < 0.08 and m.vcpus:
+                vp = rng.choice(sorted(m.vcpus))
+                res = m.td_exit(vp, rng.choice(("HLT", "EPT_VIOLATION")), rng.choice((0, 0x1000)),
+                                rng.random() < 0.5, lp=lp)
+                s.td_exits += 1
+            elif rng.random() < 0.6:
+                name = rng.choice(_NAMES)
+                res = getattr(m, name)(*_named_args(rng, _NAMED[name], pool), lp=lp)
+                s.seamcalls += 1
+            else:
+                leaf = rng.choice(_LEAVES)
+                regs = [_operand(rng, pool) for _ in range(4)]
+                res = m.seamcall(leaf, *regs, lp=lp)
+                s.seamcalls += 1
+        except Exception:
+            s.problems.append("exception: " + traceback.format_exc(limit=4))
+            return s
+        if not isinstance(res.status, Status):
+            s.problems.append(f"non-Status result {res!r}")
+        cls = f"{int(res.status) >> 32:#x}"
+        s.statuses[cls] = s.statuses.get(cls, 0) + 1
+        if check_every and (i % check_every == 0 or i == n - 1):
+            bad = m.check_invariants()
+            if bad:
+                s.problems.append(f"invariant after {res!r}: {bad[0]}")
+                return s
+    return s
+
+
+# --- scenario interleavings ------------------------------------------------------------------
+
+def correct_scenarios() -> list[str]:
+    """Registered scenarios that run correct policies (no known-bad variant in the name)."""
+    bad = ("no-retry", "retry-loop", "v19-notifier", "no-pamt-lock", "module-hint", "broken-")
+    return sorted(n for n in load_all() if not any(b in n for b in bad))
+
+
+def fuzz_interleaving(name: str, seed: int) -> FuzzStats:
+    """One seeded random interleaving of a registered scenario."""
+    s = FuzzStats()
+    sc = load_all()[name]
+    r = run_seeded(sc.build, seed, max_steps=sc.max_steps)
+    s.interleavings = 1
+    s.outcomes[r.outcome] = 1
+    if r.outcome == "exception":
+        s.problems.append(f"{name} seed {seed}: exception {r.error}")
+    elif r.outcome == "invariant_violated" and name in correct_scenarios():
+        s.problems.append(f"{name} seed {seed}: {r.violations[0]}")
+    return s
+
+
+# --- KVM layer -------------------------------------------------------------------------------
+
+KVM_OPS = ("map", "zap", "run", "migrate", "accept")
+
+
+def fuzz_kvm_flow(rng, ops: int = 12) -> FuzzStats:
+    """Build a small TD (static or Dynamic PAMT), apply `ops` random KVM operations, tear it
+    down with a random correct strategy; check the module after each op and the report."""
+    s = FuzzStats(kvm_flows=1)
+    pages = rng.randrange(1, 5)
+    dp = rng.random() < 0.4
+    td = RunningTd(memory=pages * PAGE_SIZE, vcpus=rng.randrange(1, 3),
+                   initial_pages=rng.randrange(0, pages + 1), accept=rng.random() < 0.7,
+                   dynamic_pamt=dp, trace=False, cpus_per_package=rng.choice((2, 3)))
+    kvm, m = td.kvm, td.host.module
+    gpas = [i * PAGE_SIZE for i in range(pages + 2)]  # two GPAs beyond the initial memory
+    strategy = rng.choice(CORRECT_TEARDOWNS)
+    try:
+        for _ in range(ops):
+            op = rng.choice(KVM_OPS)
+            v = rng.choice(kvm.vcpus)
+            gpa = rng.choice(gpas)
+            s.kvm_ops += 1
+            if op == "map":
+                if dp:
+                    tdx_topup_pamt_cache(td.host, vcpu_pamt_cache(v))
+                run_to_completion(_locked(kvm, tdx_map_private_gfn(kvm, gpa, v.cpu, v), False))
+            elif op == "zap":
+                run_to_completion(_locked(kvm, tdx_sept_remove_private_spte(kvm, gpa, 0), True))
+            elif op in ("run", "accept"):
+                cpu = v.cpu if v.cpu >= 0 else 0
+                r = run_to_completion(tdx_vcpu_enter(v, cpu))
+                if r is not None and not r.status.is_error and not r.exit_reason:
+                    if op == "accept":
+                        m.tdg_mem_page_accept(v.arch.tdx.tdvpr_pa, gpa, 0, lp=cpu)
+                    run_to_completion(tdx_vcpu_exit(v, "HLT"))
+                elif r is not None:
+                    v.mode = OUTSIDE_GUEST_MODE
+            elif op == "migrate":
+                cpu = rng.randrange(td.host.nr_cpus)
+                r = run_to_completion(tdx_vcpu_enter(v, cpu))
+                if r is not None and not r.status.is_error and not r.exit_reason:
+                    run_to_completion(tdx_vcpu_exit(v, "HLT"))
+                elif r is not None:
+                    v.mode = OUTSIDE_GUEST_MODE
+            bad = m.check_invariants() + list(td.host.allocator.errors)
+            if bad or kvm.bugs:
+                s.problems.append(f"after {op}({gpa:#x}, {v.name}): {(bad or kvm.bugs)[0]}")
+                return s
+        rep = td.teardown(strategy)
+    except Exception:
+        s.problems.append("exception: " + traceback.format_exc(limit=5))
+        return s
+    if not rep.ok or rep.hkid_state != "free":
+        s.problems.append(f"teardown {strategy} (dpamt={dp}) not clean: {rep.summary()}")
+    bad = m.check_invariants()
+    if bad:
+        s.problems.append(f"after teardown {strategy}: {bad[0]}")
+    return s
+
+
+def _locked(kvm, gen, write: bool):
+    who = "fuzz"
+    if write:
+        yield from kvm.mmu_lock.write_lock(who)
+    else:
+        yield from kvm.mmu_lock.read_lock(who)
+    try:
+        return (yield from gen)
+    finally:
+        if write:
+            kvm.mmu_lock.write_unlock(who)
+        else:
+            kvm.mmu_lock.read_unlock(who)
+
+
+__all__ = ["FuzzStats", "fuzz_seamcalls", "fuzz_interleaving", "fuzz_kvm_flow",
+           "correct_scenarios", "KVM_OPS", "CORRECT_TEARDOWNS"]
