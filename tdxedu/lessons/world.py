@@ -59,11 +59,12 @@ class TdWorld(World):
 
     def __init__(self, spec, *, vcpus: int = 1, pages: int = 2, accept: bool = True,
                  busy_policy: str = "kick-retry-once", teardown_policy: str = "v6.16",
-                 packages: int = 1, cpus_per_package: int = 2):
+                 packages: int = 1, cpus_per_package: int = 2, **td_options):
+        """`td_options` go to `RunningTd` (e.g. dynamic_pamt=True, pamt_policy=...)."""
         self.spec = spec
         self.td = RunningTd(memory=pages * 4096, vcpus=vcpus, busy_policy=busy_policy,
                             accept=accept, packages=packages, initial_pages=0,
-                            cpus_per_package=cpus_per_package)
+                            cpus_per_package=cpus_per_package, **td_options)
         self.td.kt.teardown_policy = teardown_policy
         self.kvm, self.kt, self.host = self.td.kvm, self.td.kt, self.td.host
         self.module = self.host.module

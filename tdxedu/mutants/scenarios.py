@@ -38,7 +38,6 @@ from ..lessons.root_scenarios import (
     vm_destroy_world,
 )
 from ..lessons.scenarios import busy_accept, busy_zero_step, hkid_release
-from ..lessons.td import RunningTd
 from ..lessons.world import TdWorld
 from ..sim.engine import World
 from ..sim.registry import scenario
@@ -200,27 +199,18 @@ def _hkid_release(cfg: Config):
 
 
 class TeardownWorld(TdWorld):
-    """A built TD torn down by one actor following `RunningTd._teardown(strategy)`."""
+    """A built TD torn down by one actor following `RunningTd.teardown_steps(strategy)`."""
 
     def __init__(self, strategy: str, *, vcpus: int = 1, pages: int = 2,
                  dynamic_pamt: bool = False, pamt_policy: str = "vcpu-cache",
                  pamt_lock: bool = True):
-        # TdWorld.__init__ without its RunningTd: this one may use Dynamic PAMT.
-        self.spec = None
-        self.td = RunningTd(memory=pages * PAGE, vcpus=vcpus, initial_pages=0,
-                            cpus_per_package=2, dynamic_pamt=dynamic_pamt,
-                            pamt_policy=pamt_policy, pamt_lock=pamt_lock)
-        self.td.kt.teardown_policy = strategy
+        super().__init__(None, vcpus=vcpus, pages=pages, teardown_policy=strategy,
+                         dynamic_pamt=dynamic_pamt, pamt_policy=pamt_policy,
+                         pamt_lock=pamt_lock)
         self.strategy = strategy
-        self.kvm, self.kt, self.host = self.td.kvm, self.td.kt, self.td.host
-        self.module = self.host.module
-        self.trace = self.td.trace
-        self.trace.events.clear()
-        self.flags: dict[str, bool] = {}
-        self.done: set[str] = set()
 
     def actors(self):
-        return {"teardown": self.td._teardown(self.strategy)}
+        return {"teardown": self.td.teardown_steps(self.strategy)}
 
     def conditions(self) -> dict[str, bool]:
         c = super().conditions()
@@ -290,7 +280,7 @@ class DpamtFaultWorld(TeardownWorld):
 
         def closer():
             yield WaitUntil(lambda: "vcpu0" in self.done, "vCPU 0 done")
-            yield from self.td._teardown(self.strategy)
+            yield from self.td.teardown_steps(self.strategy)
 
         return {"vcpu0": self.vcpu_thread(v, [("accept", self.gpa)], v.cpu, "vcpu0"),
                 "close": closer()}
