@@ -10,9 +10,22 @@ from __future__ import annotations
 
 from . import status as st
 from .core import IN_SEAMCALL, Call, Result
-from .pamt import PageType
-from .sept import AUG_ALLOWED, SeptState
-from .td import KotState, Lifecycle, OpState, Tdcs, Tdr, Tdvps, VcpuState
+from .pamt import PT_EPT, PT_REG, PT_TDCX, PT_TDR, PT_TDVPR, PageType
+from .sept import AUG_ALLOWED, SEPT_FREE, SEPT_MAPPED, SEPT_PENDING, SeptState
+from .td import (
+    HKID_ASSIGNED,
+    HKID_FREE,
+    OP_INITIALIZED,
+    OP_RUNNABLE,
+    OP_UNINITIALIZED,
+    TD_HKID_ASSIGNED,
+    TD_KEYS_CONFIGURED,
+    VCPU_READY,
+    VCPU_UNINITIALIZED,
+    Tdcs,
+    Tdr,
+    Tdvps,
+)
 
 RCX, RDX, R8 = st.TDX_OPERAND_ID_RCX, st.TDX_OPERAND_ID_RDX, st.TDX_OPERAND_ID_R8
 OK = st.TDX_SUCCESS
@@ -43,15 +56,15 @@ class BuildMixin:
                 return Result("TDH.MNG.CREATE", err)
             if not call.exclusive(self.kot_lock):
                 return Result("TDH.MNG.CREATE", st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_KOT)
-            if self.kot[hkid] != KotState.HKID_FREE:
+            if self.kot[hkid] != HKID_FREE:
                 return Result("TDH.MNG.CREATE", st.TDX_HKID_NOT_FREE)
             yield IN_SEAMCALL
             td = Tdr(tdr, hkid)
             e = self.pamt.entry(tdr >> 12)
-            e.pt, e.owner = PageType.PT_TDR, 0
+            e.pt, e.owner = PT_TDR, 0
             self._dirty(tdr, self.global_keyid)
             self.tds[tdr] = td
-            self.kot[hkid] = KotState.HKID_ASSIGNED
+            self.kot[hkid] = HKID_ASSIGNED
             return Result("TDH.MNG.CREATE", OK)
         finally:
             call.release()
@@ -63,7 +76,7 @@ class BuildMixin:
             td, err = self._lock_tdr(call, tdr, RCX, exclusive=True)
             if err:
                 return Result("TDH.MNG.KEY.CONFIG", err)
-            if td.lifecycle != Lifecycle.TD_HKID_ASSIGNED:
+            if td.lifecycle != TD_HKID_ASSIGNED:
                 return Result("TDH.MNG.KEY.CONFIG", st.TDX_LIFECYCLE_STATE_INCORRECT)
             pkg = self.package_of(lp)
             if pkg in td.pkg_config:
@@ -71,7 +84,7 @@ class BuildMixin:
             yield IN_SEAMCALL
             td.pkg_config.add(pkg)
             if len(td.pkg_config) == self.num_packages:
-                td.lifecycle = Lifecycle.TD_KEYS_CONFIGURED
+                td.lifecycle = TD_KEYS_CONFIGURED
             return Result("TDH.MNG.KEY.CONFIG", OK)
         finally:
             call.release()
@@ -83,7 +96,7 @@ class BuildMixin:
             td, err = self._lock_tdr(call, tdr, RDX, exclusive=True)
             if err:
                 return Result("TDH.MNG.ADDCX", err)
-            if td.lifecycle != Lifecycle.TD_KEYS_CONFIGURED:
+            if td.lifecycle != TD_KEYS_CONFIGURED:
                 return Result("TDH.MNG.ADDCX", st.TDX_TD_KEYS_NOT_CONFIGURED)
             if len(td.tdcx_pa) >= self.tdcs_pages:
                 return Result("TDH.MNG.ADDCX", st.TDX_TDCX_NUM_INCORRECT)
@@ -91,7 +104,7 @@ class BuildMixin:
             if err:
                 return Result("TDH.MNG.ADDCX", err)
             yield IN_SEAMCALL
-            self._give_page(page, PageType.PT_TDCX, td)
+            self._give_page(page, PT_TDCX, td)
             td.tdcx_pa.append(page)
             if len(td.tdcx_pa) == self.tdcs_pages:
                 td.tdcs = Tdcs(td, td.tdcx_pa[SEPT_ROOT_PAGE_INDEX])
@@ -106,14 +119,14 @@ class BuildMixin:
             td, err = self._lock_tdr(call, tdr, RCX, exclusive=True)
             if err:
                 return Result("TDH.MNG.INIT", err)
-            if td.lifecycle != Lifecycle.TD_KEYS_CONFIGURED:
+            if td.lifecycle != TD_KEYS_CONFIGURED:
                 return Result("TDH.MNG.INIT", st.TDX_TD_KEYS_NOT_CONFIGURED)
             if td.tdcs is None:
                 return Result("TDH.MNG.INIT", st.TDX_TDCS_NOT_ALLOCATED)
-            if td.tdcs.op_state != OpState.UNINITIALIZED:
+            if td.tdcs.op_state != OP_UNINITIALIZED:
                 return Result("TDH.MNG.INIT", st.TDX_OP_STATE_INCORRECT)
             yield IN_SEAMCALL
-            td.tdcs.op_state = OpState.INITIALIZED
+            td.tdcs.op_state = OP_INITIALIZED
             return Result("TDH.MNG.INIT", OK)
         finally:
             call.release()
@@ -125,14 +138,14 @@ class BuildMixin:
             td, err = self._lock_tdr(call, tdr, RDX)
             if err:
                 return Result("TDH.VP.CREATE", err)
-            err = self._td_state_error(call, td, (OpState.INITIALIZED,))
+            err = self._td_state_error(call, td, (OP_INITIALIZED,))
             if err:
                 return Result("TDH.VP.CREATE", err)
             err = self._new_page_error(call, tdvpr, RCX)
             if err:
                 return Result("TDH.VP.CREATE", err)
             yield IN_SEAMCALL
-            self._give_page(tdvpr, PageType.PT_TDVPR, td)
+            self._give_page(tdvpr, PT_TDVPR, td)
             vp = self.vcpus[tdvpr] = td.vcpus[tdvpr] = Tdvps(tdvpr, td)
             del vp  # state stays VCPU_UNINITIALIZED until TDH.VP.INIT
             return Result("TDH.VP.CREATE", OK)
@@ -146,7 +159,7 @@ class BuildMixin:
             vp, err = self._lock_vcpu(call, tdvpr, RDX, exclusive=True)
             if err:
                 return Result("TDH.VP.ADDCX", err)
-            if vp.state != VcpuState.VCPU_UNINITIALIZED:
+            if vp.state != VCPU_UNINITIALIZED:
                 return Result("TDH.VP.ADDCX", st.TDX_VCPU_STATE_INCORRECT)
             if len(vp.tdcx_pa) >= self.tdcx_per_vcpu:
                 return Result("TDH.VP.ADDCX", st.TDX_TDCX_NUM_INCORRECT)
@@ -154,7 +167,7 @@ class BuildMixin:
             if err:
                 return Result("TDH.VP.ADDCX", err)
             yield IN_SEAMCALL
-            self._give_page(page, PageType.PT_TDCX, vp.td)
+            self._give_page(page, PT_TDCX, vp.td)
             vp.tdcx_pa.append(page)
             return Result("TDH.VP.ADDCX", OK)
         finally:
@@ -170,7 +183,7 @@ class BuildMixin:
             vp, err = self._lock_vcpu(call, tdvpr, RCX, exclusive=True)
             if err:
                 return Result("TDH.VP.INIT", err)
-            if vp.state != VcpuState.VCPU_UNINITIALIZED:
+            if vp.state != VCPU_UNINITIALIZED:
                 return Result("TDH.VP.INIT", st.TDX_VCPU_STATE_INCORRECT)
             if len(vp.tdcx_pa) != self.tdcx_per_vcpu:
                 return Result("TDH.VP.INIT", st.TDX_TDCX_NUM_INCORRECT)
@@ -178,7 +191,7 @@ class BuildMixin:
                 return Result("TDH.VP.INIT", st.TDX_VCPU_ASSOCIATED)
             yield IN_SEAMCALL
             self._associate(vp, lp)
-            vp.state = VcpuState.VCPU_READY
+            vp.state = VCPU_READY
             return Result("TDH.VP.INIT", OK)
         finally:
             call.release()
@@ -193,17 +206,17 @@ class BuildMixin:
         call = Call(f"TDH.MEM.SEPT.ADD@LP{lp}")
         try:
             td, entry, err = self._lock_sept_entry(
-                call, tdr, gpa, level, (OpState.INITIALIZED, OpState.RUNNABLE), (1, 2, 3),
+                call, tdr, gpa, level, (OP_INITIALIZED, OP_RUNNABLE), (1, 2, 3),
                 tree_exclusive=False)
             if err:
                 return Result("TDH.MEM.SEPT.ADD", err)
-            if entry.state != SeptState.FREE:
+            if entry.state != SEPT_FREE:
                 return Result("TDH.MEM.SEPT.ADD", st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
             err = self._new_page_error(call, page, R8)
             if err:
                 return Result("TDH.MEM.SEPT.ADD", err)
             yield IN_SEAMCALL
-            self._give_page(page, PageType.PT_EPT, td)
+            self._give_page(page, PT_EPT, td)
             entry.state, entry.hpa = SeptState.NL_MAPPED, page
             return Result("TDH.MEM.SEPT.ADD", OK)
         finally:
@@ -217,7 +230,7 @@ class BuildMixin:
             td, err = self._lock_tdr(call, tdr, RDX, exclusive=True)
             if err:
                 return Result("TDH.MEM.PAGE.ADD", err)
-            err = self._td_state_error(call, td, (OpState.INITIALIZED,))
+            err = self._td_state_error(call, td, (OP_INITIALIZED,))
             if err:
                 return Result("TDH.MEM.PAGE.ADD", err)
             err = self._gpa_error(gpa, 0)
@@ -226,14 +239,14 @@ class BuildMixin:
             entry = td.tdcs.sept.walk(gpa, 0)
             if entry is None:
                 return Result("TDH.MEM.PAGE.ADD", st.TDX_EPT_WALK_FAILED | RCX)
-            if entry.state != SeptState.FREE:
+            if entry.state != SEPT_FREE:
                 return Result("TDH.MEM.PAGE.ADD", st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
             err = self._new_page_error(call, page, R8)
             if err:
                 return Result("TDH.MEM.PAGE.ADD", err)
             yield IN_SEAMCALL
-            self._give_page(page, PageType.PT_REG, td)
-            entry.state, entry.hpa = SeptState.MAPPED, page
+            self._give_page(page, PT_REG, td)
+            entry.state, entry.hpa = SEPT_MAPPED, page
             return Result("TDH.MEM.PAGE.ADD", OK)
         finally:
             call.release()
@@ -245,7 +258,7 @@ class BuildMixin:
             td, err = self._lock_tdr(call, tdr, RDX, exclusive=True)
             if err:
                 return Result("TDH.MR.EXTEND", err)
-            err = self._td_state_error(call, td, (OpState.INITIALIZED,))
+            err = self._td_state_error(call, td, (OP_INITIALIZED,))
             if err:
                 return Result("TDH.MR.EXTEND", err)
             if gpa < 0 or gpa % 256 or self._gpa_error(gpa & ~0xFFF, 0):
@@ -253,7 +266,7 @@ class BuildMixin:
             entry = td.tdcs.sept.walk(gpa & ~0xFFF, 0)
             if entry is None:
                 return Result("TDH.MR.EXTEND", st.TDX_EPT_WALK_FAILED | RCX)
-            if entry.state != SeptState.MAPPED:
+            if entry.state != SEPT_MAPPED:
                 return Result("TDH.MR.EXTEND", st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
             yield IN_SEAMCALL
             return Result("TDH.MR.EXTEND", OK)
@@ -266,11 +279,11 @@ class BuildMixin:
             td, err = self._lock_tdr(call, tdr, RCX, exclusive=True)
             if err:
                 return Result("TDH.MR.FINALIZE", err)
-            err = self._td_state_error(call, td, (OpState.INITIALIZED,))
+            err = self._td_state_error(call, td, (OP_INITIALIZED,))
             if err:
                 return Result("TDH.MR.FINALIZE", err)
             yield IN_SEAMCALL
-            td.tdcs.op_state = OpState.RUNNABLE
+            td.tdcs.op_state = OP_RUNNABLE
             return Result("TDH.MR.FINALIZE", OK)
         finally:
             call.release()
@@ -280,7 +293,7 @@ class BuildMixin:
         call = Call(f"TDH.MEM.PAGE.AUG@LP{lp}")
         try:
             levels = (0, 1) if self.huge_pages else (0,)
-            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, (OpState.RUNNABLE,),
+            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, (OP_RUNNABLE,),
                                                    levels, tree_exclusive=False)
             if err:
                 return Result("TDH.MEM.PAGE.AUG", err)
@@ -296,8 +309,8 @@ class BuildMixin:
             if level == 1:
                 self._give_2m_page(page, td)
             else:
-                self._give_page(page, PageType.PT_REG, td)
-            entry.state, entry.hpa = SeptState.PENDING, page
+                self._give_page(page, PT_REG, td)
+            entry.state, entry.hpa = SEPT_PENDING, page
             return Result("TDH.MEM.PAGE.AUG", OK)
         finally:
             call.release()

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from ..trace import Preempt, Trace
 from . import status as st
-from .pamt import KEYID_SHIFT, PAGE_SIZE, PageType
-from .sept import ANY_BLOCKED, GPAW, SHARED_BIT, level_size
+from .pamt import KEYID_SHIFT, PAGE_SIZE, PT_NDA, PT_TDR, PT_TDVPR
+from .sept import ANY_BLOCKED, GPAW, LEVEL_SIZES, SHARED_BIT
 from .status import Status
-from .td import Lifecycle, OpState
+from .td import OP_RUNNABLE, TD_KEYS_CONFIGURED
 
 IN_SEAMCALL = Preempt("in SEAMCALL, locks held")
 
@@ -78,18 +78,16 @@ class Call:
         return kept
 
     def release(self) -> None:
-        release(self.held, self.who)
+        """Release in reverse order of acquisition."""
+        who = self.who
+        for lock, excl in reversed(self.held):
+            if excl is None:
+                lock.release(who)
+            elif excl:
+                lock.release_exclusive(who)
+            else:
+                lock.release_shared(who)
         self.held = []
-
-
-def release(held: list, who: str) -> None:
-    for lock, excl in reversed(held):
-        if excl is None:
-            lock.release(who)
-        elif excl:
-            lock.release_exclusive(who)
-        else:
-            lock.release_shared(who)
 
 
 def need_int(leaf: str, name: str, value, what: str) -> int:
@@ -121,7 +119,7 @@ class CoreMixin:
         e = self.pamt.entry(pa >> 12)
         if not call.exclusive(e.lock):
             return st.TDX_OPERAND_BUSY | operand
-        if e.pt != PageType.PT_NDA:
+        if e.pt != PT_NDA:
             return st.TDX_PAGE_METADATA_INCORRECT | operand
         return self._pamt_4k_backing_error(call, pa, operand)
 
@@ -148,7 +146,7 @@ class CoreMixin:
     def _lock_tdr(self, call: Call, tdr_pa: int, operand: int, exclusive: bool = False):
         """Find and lock the TDR named by an operand. Returns (Tdr, None) or (None, Status).
         `check_lock_and_map_explicit_tdr` (module helpers.c)."""
-        e, err = self._lock_explicit(call, tdr_pa, operand, PageType.PT_TDR, exclusive)
+        e, err = self._lock_explicit(call, tdr_pa, operand, PT_TDR, exclusive)
         if err:
             return None, err
         return self.tds[tdr_pa], None
@@ -157,7 +155,7 @@ class CoreMixin:
         """The TDVPR operand (`check_and_lock_explicit_4k_private_hpa`), then its TD's TDR
         shared as an implicit operand (`lock_and_map_implicit_tdr`, BUSY | TDR), as in module
         1.5 `tdh_vp_flush.c`, `tdh_vp_enter.c`, `tdh_vp_addcx.c`, `tdh_vp_init.c`."""
-        e, err = self._lock_explicit(call, tdvpr_pa, operand, PageType.PT_TDVPR, exclusive)
+        e, err = self._lock_explicit(call, tdvpr_pa, operand, PT_TDVPR, exclusive)
         if err:
             return None, err
         vp = self.vcpus[tdvpr_pa]
@@ -174,7 +172,7 @@ class CoreMixin:
         FATAL is tested before the lifecycle."""
         if td.fatal:
             return st.TDX_TD_FATAL
-        if td.lifecycle != Lifecycle.TD_KEYS_CONFIGURED:
+        if td.lifecycle != TD_KEYS_CONFIGURED:
             return st.TDX_TD_KEYS_NOT_CONFIGURED
         if td.tdcs is None:
             return st.TDX_TDCS_NOT_ALLOCATED
@@ -215,7 +213,7 @@ class CoreMixin:
     def _tracking_error(tdcs, entry, bepoch: int) -> Status | None:
         """In a running TD a removal needs the entry blocked and its block epoch tracked
         (`is_tlb_tracked`, contention.md §4.1 and §5); before TDH.MR.FINALIZE neither."""
-        if tdcs.op_state != OpState.RUNNABLE:
+        if tdcs.op_state != OP_RUNNABLE:
             return None
         if entry.state not in ANY_BLOCKED:
             return st.TDX_GPA_RANGE_NOT_BLOCKED | st.TDX_OPERAND_ID_RCX
@@ -228,7 +226,7 @@ class CoreMixin:
         inside the GPA width and private (shared bit clear)."""
         if level not in leaf_levels or gpa < 0 or gpa >> GPAW or gpa & SHARED_BIT:
             return st.TDX_OPERAND_INVALID | st.TDX_OPERAND_ID_RCX
-        if gpa % level_size(level):
+        if gpa % LEVEL_SIZES[level]:  # `level` is one of leaf_levels (0..3) here
             return st.TDX_OPERAND_INVALID | st.TDX_OPERAND_ID_RCX
         return None
 

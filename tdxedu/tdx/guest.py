@@ -11,8 +11,8 @@ from __future__ import annotations
 from ..trace import Preempt
 from . import status as st
 from .core import Result
-from .sept import GUEST_ACCESSIBLE, NON_LEAF, SEPT_LEVELS, SeptState, level_size
-from .td import VcpuState
+from .sept import GUEST_ACCESSIBLE, NON_LEAF, SEPT_LEVELS, SEPT_MAPPED, SEPT_PENDING, level_size
+from .td import VCPU_ACTIVE
 
 RCX = st.TDX_OPERAND_ID_RCX
 OK = st.TDX_SUCCESS
@@ -23,7 +23,7 @@ class GuestMixin:
     def _h_tdg_mem_page_accept(self, tdvpr: int, gpa: int, level: int, lp: int):
         leaf = "TDG.MEM.PAGE.ACCEPT"
         vp = self.vcpus.get(tdvpr)
-        if vp is None or vp.state != VcpuState.VCPU_ACTIVE or vp.assoc_lpid != lp:
+        if vp is None or vp.state != VCPU_ACTIVE or vp.assoc_lpid != lp:
             # Model rule: a TDCALL can only come from a vCPU that is in the guest on this LP.
             return Result(leaf, st.TDX_VCPU_STATE_INCORRECT)
         if level not in (0, 1) or gpa < 0 or gpa % level_size(level) or self._gpa_error(gpa, 0):
@@ -56,12 +56,12 @@ class GuestMixin:
         if entry.state in GUEST_ACCESSIBLE:
             entry.lock.release(who)
             return Result(leaf, st.TDX_PAGE_ALREADY_ACCEPTED | level)
-        if entry.state != SeptState.PENDING:
+        if entry.state != SEPT_PENDING:
             entry.lock.release(who)
             return self._accept_violation(vp, gpa)
         try:
             yield ZEROING
-            entry.state = SeptState.MAPPED
+            entry.state = SEPT_MAPPED
             return Result(leaf, OK)
         finally:
             entry.lock.release(who)

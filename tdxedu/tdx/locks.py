@@ -58,23 +58,30 @@ class SharexHpLock(SharexLock):
         super().__init__(name)
         self.host_priority = False
 
+    # The base class's checks written out again (not via super()): several run per SEAMCALL.
     def try_shared(self, who: str, host: bool = True) -> bool:
         if not host and self.host_priority:
             return False
-        ok = super().try_shared(who)
-        self._after(ok, host)
-        return ok
+        if self.writer is not None:
+            if host:
+                self.host_priority = True  # a host attempt failed
+            return False
+        if host:
+            self.host_priority = False  # a host attempt succeeded
+        self.readers.append(who)
+        return True
 
     def try_exclusive(self, who: str, host: bool = True) -> bool:
         if not host and self.host_priority:
             return False
-        ok = super().try_exclusive(who)
-        self._after(ok, host)
-        return ok
-
-    def _after(self, ok: bool, host: bool) -> None:
+        if self.writer is not None or self.readers:
+            if host:
+                self.host_priority = True
+            return False
         if host:
-            self.host_priority = not ok
+            self.host_priority = False
+        self.writer = who
+        return True
 
 
 class EntryLock:

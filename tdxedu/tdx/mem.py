@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from . import status as st
 from .core import IN_SEAMCALL, Call, Result
-from .pamt import PageType
-from .sept import ANY_BLOCKED, BLOCK_RESULT, NON_LEAF, REMOVE_ALLOWED, UNBLOCK_RESULT, SeptState
-from .td import OpState
+from .pamt import PT_NDA, PT_REG
+from .sept import ANY_BLOCKED, BLOCK_RESULT, NON_LEAF, REMOVE_ALLOWED, SEPT_FREE, UNBLOCK_RESULT
+from .td import OP_INITIALIZED, OP_RUNNABLE
 
 RCX = st.TDX_OPERAND_ID_RCX
 RDX = st.TDX_OPERAND_ID_RDX
 OK = st.TDX_SUCCESS
-LIVE = (OpState.INITIALIZED, OpState.RUNNABLE)
+LIVE = (OP_INITIALIZED, OP_RUNNABLE)
 
 
 class MemMixin:
@@ -57,7 +57,7 @@ class MemMixin:
             if entry.state not in UNBLOCK_RESULT:
                 return Result(leaf, st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
             bepoch = self.pamt.entry(entry.hpa >> 12).bepoch
-            if tdcs.op_state == OpState.RUNNABLE and not tdcs.is_tlb_tracked(bepoch):
+            if tdcs.op_state == OP_RUNNABLE and not tdcs.is_tlb_tracked(bepoch):
                 return Result(leaf, st.TDX_TLB_TRACKING_NOT_DONE | st.TDX_OPERAND_ID_SEPT)
             yield IN_SEAMCALL
             entry.state = UNBLOCK_RESULT[entry.state]
@@ -109,11 +109,11 @@ class MemMixin:
                 return Result(leaf, err)
             yield IN_SEAMCALL
             hpa = entry.hpa
-            entry.state, entry.hpa = SeptState.FREE, 0
-            if level == 1 and self.pamt.range_pt(hpa) == PageType.PT_REG:
+            entry.state, entry.hpa = SEPT_FREE, 0
+            if level == 1 and self.pamt.range_pt(hpa) == PT_REG:
                 self._free_2m_page(hpa, td)  # a 2 MB leaf (tdx.dpamt)
                 return Result(leaf, OK, rcx=hpa)
-            page.pt, page.owner, page.bepoch = PageType.PT_NDA, 0, 0
+            page.pt, page.owner, page.bepoch = PT_NDA, 0, 0
             td.chldcnt -= 1
             return self._removal_hint(Result(leaf, OK, rcx=hpa), hpa)
         finally:
@@ -139,8 +139,8 @@ class MemMixin:
                 return Result(leaf, st.TDX_EPT_PAGE_NOT_FREE | RCX)
             yield IN_SEAMCALL
             hpa = entry.hpa
-            entry.state, entry.hpa = SeptState.FREE, 0
-            page.pt, page.owner, page.bepoch = PageType.PT_NDA, 0, 0
+            entry.state, entry.hpa = SEPT_FREE, 0
+            page.pt, page.owner, page.bepoch = PT_NDA, 0, 0
             td.chldcnt -= 1
             return self._removal_hint(Result(leaf, OK, rcx=hpa), hpa)
         finally:

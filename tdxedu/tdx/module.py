@@ -115,12 +115,16 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
         return self._steps(name, lp, args, handler(*args, lp=lp))
 
     def _call(self, name: str, lp, args: tuple, what: tuple) -> Result:
+        """Check the Python types (a plain int passes at once; anything else gets
+        `need_int`'s TypeError or is accepted as an int subclass), then run the handler."""
         if type(lp) is not int or not 0 <= lp < self.num_lps:
             lp = self._lp(lp)  # raises with a clear message
-        for (argname, desc), value in zip(what, args, strict=True):
+        for value in args:
             if type(value) is not int:
-                need_int(name, argname, value, desc)
-        return self._run(name, lp, args, getattr(self, f"_h_{name}")(*args, lp=lp))
+                for (argname, desc), v in zip(what, args, strict=True):
+                    need_int(name, argname, v, desc)
+                break
+        return self._run(name, lp, args, getattr(self, _HANDLER[name])(*args, lp=lp))
 
     # --- TD build ------------------------------------------------------------------------
     def tdh_mng_create(self, td: int, hkid: int, *, lp: int = 0) -> Result:
@@ -225,8 +229,9 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
 
     def tdh_phymem_page_wbinvd_hkid(self, hkid: int, page: int, *, lp: int = 0) -> Result:
         """Kernel wrapper: WBINVD a page under a TD's private HKID (teardown.md §1.2 step 4)."""
-        need_int("tdh_phymem_page_wbinvd_hkid", "hkid", hkid, "host KeyID")
-        need_int("tdh_phymem_page_wbinvd_hkid", "page", page, "page PA")
+        if type(hkid) is not int or type(page) is not int:
+            need_int("tdh_phymem_page_wbinvd_hkid", "hkid", hkid, "host KeyID")
+            need_int("tdh_phymem_page_wbinvd_hkid", "page", page, "page PA")
         return self.tdh_phymem_page_wbinvd(page | hkid << KEYID_SHIFT, lp=lp)
 
     def tdh_phymem_page_wbinvd_tdr(self, td: int, *, lp: int = 0) -> Result:
@@ -431,6 +436,9 @@ _VERSIONED = frozenset({
 })
 # Leaves that run a model handler through `seamcall` (plus the no-op KEY.RECLAIMID).
 SEAMCALL_MODELLED = frozenset(_ROUTES) | {Leaf.TDH_MNG_KEY_RECLAIMID}
+
+# SEAMCALL name -> its handler's method name (`_h_<name>`), so `_call` formats no string.
+_HANDLER = {name[3:]: name for name in dir(TdxModule) if name.startswith("_h_")}
 
 _TDR = ("td", "TDR page PA")
 _TDVPR = ("vp", "TDVPR page PA")

@@ -37,12 +37,17 @@ class PageType(IntEnum):
     PT_PAMT = 15
 
 
+# The members as plain names, as the module's C code spells them. Hot paths use these:
+# on Python 3.11 `PageType.PT_NDA` goes through `EnumType.__getattr__` (about 5x a global).
+PT_NDA, PT_RSVD, PT_REG, PT_TDR, PT_TDCX, PT_TDVPR, PT_EPT, PT_PAMT = PageType
+
+
 class PamtEntry:
     __slots__ = ("pfn", "pt", "owner", "bepoch", "lock")
 
     def __init__(self, pfn: int):
         self.pfn = pfn
-        self.pt = PageType.PT_NDA
+        self.pt = PT_NDA
         self.owner = 0  # PA of the owning TD's TDR; 0 for none
         self.bepoch = 0
         self.lock = SharexHpLock(f"PAMT[{pfn << PAGE_SHIFT:#x}]")
@@ -61,7 +66,7 @@ class Pamt2MEntry:
 
     def __init__(self, index: int):
         self.index = index
-        self.pt = PageType.PT_NDA
+        self.pt = PT_NDA
         self.owner = 0
         self.page0 = self.page1 = 0
         self.bepoch = 0
@@ -93,7 +98,7 @@ class Pamt:
         self.ranges: dict[int, Pamt2MEntry] = {}
         self.pamt_pages: set[int] = set()
         for pa in reserved:
-            self.entry(pa >> PAGE_SHIFT).pt = PageType.PT_RSVD
+            self.entry(pa >> PAGE_SHIFT).pt = PT_RSVD
 
     def covers(self, pa: int) -> bool:
         return self.base <= pa < self.base + self.size
@@ -114,7 +119,7 @@ class Pamt:
 
     def range_pt(self, pa: int) -> PageType:
         r = self.ranges.get(pa >> 21)
-        return PageType.PT_NDA if r is None else r.pt
+        return PT_NDA if r is None else r.pt
 
     def pages_in_use_4k(self, pa: int) -> int:
         """How many 4K pages of `pa`'s 2 MB range are assigned (the count a PT_PAMT node keeps,
@@ -123,17 +128,17 @@ class Pamt:
         n = 0
         for pfn in range(first, first + 512):
             e = self.entries.get(pfn)
-            if e is not None and e.pt not in (PageType.PT_NDA, PageType.PT_RSVD):
+            if e is not None and e.pt not in (PT_NDA, PT_RSVD):
                 n += 1
         return n
 
     def page_type(self, pa: int) -> PageType:
         e = self.entries.get(pa >> PAGE_SHIFT)
-        return PageType.PT_NDA if e is None else e.pt
+        return PT_NDA if e is None else e.pt
 
     def owned_by(self, tdr_pa: int) -> list[PamtEntry]:
-        return [e for e in self.entries.values() if e.owner == tdr_pa and e.pt != PageType.PT_NDA]
+        return [e for e in self.entries.values() if e.owner == tdr_pa and e.pt != PT_NDA]
 
     def in_use(self) -> list[PamtEntry]:
         """Every page the module considers assigned (not NDA, not RSVD)."""
-        return [e for e in self.entries.values() if e.pt not in (PageType.PT_NDA, PageType.PT_RSVD)]
+        return [e for e in self.entries.values() if e.pt not in (PT_NDA, PT_RSVD)]

@@ -28,6 +28,7 @@ def level_shift(level: int) -> int:
 
 _SIZES = tuple(1 << (12 + 9 * lvl) for lvl in range(SEPT_LEVELS + 1))
 _MASKS = tuple(~(size - 1) for size in _SIZES)
+LEVEL_SIZES = _SIZES  # bytes an entry maps at levels 0..4
 
 
 def level_size(level: int) -> int:
@@ -56,6 +57,8 @@ class SeptState(IntEnum):
 
 
 S = SeptState
+# Plain names for the states hot paths write (see `tdx.pamt.PT_NDA`).
+SEPT_FREE, SEPT_MAPPED, SEPT_PENDING = S.FREE, S.MAPPED, S.PENDING
 NON_LEAF = frozenset({S.NL_MAPPED, S.NL_BLOCKED})
 ANY_BLOCKED = frozenset({S.NL_BLOCKED, S.BLOCKED, S.PENDING_BLOCKED})
 GUEST_ACCESSIBLE = frozenset(
@@ -94,7 +97,7 @@ class SeptEntry:
     def __init__(self, level: int, gpa: int):
         self.level = level
         self.gpa = gpa
-        self.state = SeptState.FREE
+        self.state = SEPT_FREE
         self.hpa = 0
         self.lock = EntryLock()
 
@@ -133,7 +136,7 @@ class SecureEpt:
         return [
             e
             for (lv, g), e in self.entries.items()
-            if lv == lvl and lo <= g < hi and e.state != SeptState.FREE
+            if lv == lvl and lo <= g < hi and e.state != SEPT_FREE
         ]
 
     def leaves(self) -> list[SeptEntry]:
@@ -146,7 +149,7 @@ class SecureEpt:
         """The present leaf that maps `gpa`, if any (what the guest would hit)."""
         for lvl in range(SEPT_LEVELS - 1, -1, -1):
             e = self.entries.get((lvl, gpa & ~(level_size(lvl) - 1)))
-            if e is None or e.state == SeptState.FREE:
+            if e is None or e.state == SEPT_FREE:
                 return None
             if e.state not in NON_LEAF:
                 return e

@@ -138,7 +138,7 @@ class Status(int):
     @property
     def is_error(self) -> bool:
         """Bit 63: the module reports a failure (TDX_GPA_RANGE_ALREADY_BLOCKED is not one)."""
-        return bool(int(self) >> 63)
+        return self >> 63 == 1
 
     @property
     def is_non_recoverable(self) -> bool:
@@ -153,7 +153,7 @@ class Status(int):
 
     def matches(self, other: int) -> bool:
         """True when the status halves are equal, as KVM compares after masking."""
-        return (int(self) & TDX_SEAMCALL_STATUS_MASK) == (int(other) & TDX_SEAMCALL_STATUS_MASK)
+        return (self & TDX_SEAMCALL_STATUS_MASK) == (other & TDX_SEAMCALL_STATUS_MASK)
 
     def __or__(self, other):
         if isinstance(other, int) and not isinstance(other, bool):

@@ -25,12 +25,19 @@ class Lifecycle(IntEnum):
     TD_TEARDOWN = 3
 
 
+# Plain names for the members, for hot paths (see `tdx.pamt.PT_NDA`).
+TD_HKID_ASSIGNED, TD_KEYS_CONFIGURED, TD_BLOCKED, TD_TEARDOWN = Lifecycle
+
+
 class OpState(IntEnum):
     """TDCS OP_STATE, orthogonal to the lifecycle (teardown.md §3.1; import/export omitted)."""
 
     UNINITIALIZED = 0
     INITIALIZED = 1
     RUNNABLE = 2
+
+
+OP_UNINITIALIZED, OP_INITIALIZED, OP_RUNNABLE = OpState  # plain names for hot paths
 
 
 class KotState(IntEnum):
@@ -42,12 +49,18 @@ class KotState(IntEnum):
     HKID_RESERVED = 3
 
 
+HKID_FREE, HKID_ASSIGNED, HKID_FLUSHED, HKID_RESERVED = KotState  # plain names for hot paths
+
+
 class VcpuState(IntEnum):
     """Model names for TDVPS init/run state: created, initialised (TDH.VP.INIT), in guest."""
 
     VCPU_UNINITIALIZED = 0
     VCPU_READY = 1
     VCPU_ACTIVE = 2
+
+
+VCPU_UNINITIALIZED, VCPU_READY, VCPU_ACTIVE = VcpuState  # plain names for hot paths
 
 
 NO_LP = -1

@@ -13,8 +13,16 @@ from __future__ import annotations
 from . import status as st
 from .core import IN_SEAMCALL, Call, Result
 from .leaves import TDH_PHYMEM_CACHEWB_RESUME_CMD, TDH_PHYMEM_CACHEWB_START_CMD
-from .pamt import KEYID_SHIFT, PA_MASK, PageType
-from .td import KotState, Lifecycle, OpState
+from .pamt import KEYID_SHIFT, PA_MASK, PT_NDA, PT_PAMT, PT_RSVD, PT_TDR
+from .td import (
+    HKID_FLUSHED,
+    HKID_FREE,
+    OP_UNINITIALIZED,
+    TD_BLOCKED,
+    TD_HKID_ASSIGNED,
+    TD_KEYS_CONFIGURED,
+    TD_TEARDOWN,
+)
 
 RCX = st.TDX_OPERAND_ID_RCX
 OK = st.TDX_SUCCESS
@@ -31,16 +39,16 @@ class TeardownMixin:
                 return Result(leaf, err)
             if not call.exclusive(self.kot_lock):
                 return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_KOT)
-            if td.lifecycle not in (Lifecycle.TD_KEYS_CONFIGURED, Lifecycle.TD_HKID_ASSIGNED):
+            if td.lifecycle not in (TD_KEYS_CONFIGURED, TD_HKID_ASSIGNED):
                 return Result(leaf, st.TDX_LIFECYCLE_STATE_INCORRECT)
             # Module 1.5 `tdh_mng_vpflushdone.c`: only if the TDCS exists and its OP_STATE is
             # any initialised state is num_assoc_vcpus looked at.
-            if (td.tdcs is not None and td.tdcs.op_state != OpState.UNINITIALIZED
+            if (td.tdcs is not None and td.tdcs.op_state != OP_UNINITIALIZED
                     and td.tdcs.num_assoc_vcpus):
                 return Result(leaf, st.TDX_FLUSHVP_NOT_DONE)
             yield IN_SEAMCALL
-            td.lifecycle = Lifecycle.TD_BLOCKED
-            self.kot[td.hkid] = KotState.HKID_FLUSHED
+            td.lifecycle = TD_BLOCKED
+            self.kot[td.hkid] = HKID_FLUSHED
             self.wbinvd_bitmap[td.hkid] = set(range(self.num_packages))
             return Result(leaf, OK)
         finally:
@@ -75,7 +83,7 @@ class TeardownMixin:
                 hkids, left = saved
             else:
                 self.wbcache_saved[pkg] = None
-                hkids = [h for h, s in self.kot.items() if s == KotState.HKID_FLUSHED]
+                hkids = [h for h, s in self.kot.items() if s == HKID_FLUSHED]
                 if not hkids:
                     return Result(leaf, st.TDX_NO_HKID_READY_TO_WBCACHE)
                 left = self.cache_wb_rounds
@@ -104,15 +112,15 @@ class TeardownMixin:
                 return Result(leaf, err)
             # Module 1.5 `tdh_mng_key_freeid.c`: the lifecycle is checked *before* the KOT
             # lock is taken (VPFLUSHDONE takes the KOT lock first).
-            if td.lifecycle != Lifecycle.TD_BLOCKED:
+            if td.lifecycle != TD_BLOCKED:
                 return Result(leaf, st.TDX_LIFECYCLE_STATE_INCORRECT)
             if not call.exclusive(self.kot_lock):
                 return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_KOT)
             if self.wbinvd_bitmap.get(td.hkid):
                 return Result(leaf, st.TDX_WBCACHE_NOT_COMPLETE)
             yield IN_SEAMCALL
-            self.kot[td.hkid] = KotState.HKID_FREE
-            td.lifecycle = Lifecycle.TD_TEARDOWN
+            self.kot[td.hkid] = HKID_FREE
+            td.lifecycle = TD_TEARDOWN
             return Result(leaf, OK)
         finally:
             call.release()
@@ -134,19 +142,19 @@ class TeardownMixin:
             e = self.pamt.entry(page >> 12)
             if not call.exclusive(e.lock):
                 return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
-            if e.pt in (PageType.PT_NDA, PageType.PT_RSVD, PageType.PT_PAMT):
+            if e.pt in (PT_NDA, PT_RSVD, PT_PAMT):
                 return Result(leaf, st.TDX_PAGE_METADATA_INCORRECT | RCX)
-            is_tdr = e.pt == PageType.PT_TDR
+            is_tdr = e.pt == PT_TDR
             td = self.tds[page] if is_tdr else self.tds[e.owner]
             if not is_tdr and not call.shared(self.pamt.entry(td.pa >> 12).lock):
                 return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_TDR)
-            if td.lifecycle != Lifecycle.TD_TEARDOWN:
+            if td.lifecycle != TD_TEARDOWN:
                 return Result(leaf, st.TDX_LIFECYCLE_STATE_INCORRECT)
             if is_tdr and td.chldcnt:
                 return Result(leaf, st.TDX_TD_ASSOCIATED_PAGES_EXIST)
             yield IN_SEAMCALL
             pt, owner = e.pt, e.owner
-            e.pt, e.owner, e.bepoch = PageType.PT_NDA, 0, 0
+            e.pt, e.owner, e.bepoch = PT_NDA, 0, 0
             if is_tdr:
                 del self.tds[td.pa]
                 for vpa in td.vcpus:
@@ -170,7 +178,7 @@ class TeardownMixin:
         if err:
             return Result(leaf, err)
         yield from ()
-        if self.pamt.page_type(pa) != PageType.PT_NDA:
+        if self.pamt.page_type(pa) != PT_NDA:
             return Result(leaf, st.TDX_PAGE_METADATA_INCORRECT | RCX)
         lines = self.dirty_keyids.get(keyid)
         if lines is not None:
