@@ -8,7 +8,7 @@ cache lines under a private KeyID, is recorded as a bug rather than accepted sil
 
 from __future__ import annotations
 
-from ..tdx.pamt import PAGE_SIZE, PageType
+from ..tdx.pamt import PAGE_SIZE, PT_NDA
 
 
 class HostPageAllocator:
@@ -41,7 +41,7 @@ class HostPageAllocator:
             self.errors.append(f"free of page {pa:#x} that was not allocated (double free?)")
             return
         pt = self.module.pamt.page_type(pa)
-        if pt != PageType.PT_NDA:
+        if pt != PT_NDA:
             self.errors.append(f"page {pa:#x} freed while the TDX module owns it ({pt.name})")
         keyid = self.module.has_dirty_lines(pa)
         if keyid is not None and keyid != 0:

@@ -107,8 +107,9 @@ class Kvm:
             if v.mode == IN_GUEST_MODE:
                 v.kicked = True
                 targets.append(v)
-        self.trace.emit("kvm_make_all_cpus_request", req, f"ipi={len(targets)}",
-                        source="virt/kvm/kvm_main.c")
+        if self.trace.enabled:
+            self.trace.emit("kvm_make_all_cpus_request", req, f"ipi={len(targets)}",
+                            source="virt/kvm/kvm_main.c")
         if targets and wait:
             yield WaitUntil(lambda: all(t.mode != IN_GUEST_MODE for t in targets),
                             f"IPI acknowledgement from {', '.join(t.name for t in targets)}")

@@ -98,7 +98,8 @@ class KvmTdx:
         skips it unless X86_BUG_TDX_PW_MCE: teardown.md §1.2 step 5)."""
         if self.clear_pages:
             self.cleared_pages += 1
-            self.emit("tdx_clear_page", pa, cpu=cpu)
+            if self.kvm.trace.enabled:
+                self.emit("tdx_clear_page", pa, cpu=cpu)
 
 
 class VcpuTdx:

@@ -22,7 +22,7 @@ import copy
 from dataclasses import dataclass, field
 
 from ..tdx import TdxModule
-from ..tdx.locks import EntryLock, SharexLock
+from ..tdx.locks import EntryLock, SharexHpLock, SharexLock
 from ..tdx.pamt import PAGE_SIZE
 from ..tdx.testing import TdBuilder
 
@@ -116,18 +116,22 @@ def lock_spy():
     got: list = []
     orig = (SharexLock.try_shared, SharexLock.try_exclusive, EntryLock.try_host,
             EntryLock.try_guest)
+    # SharexHpLock (PAMT entries, OP_STATE) has its own try_* methods, not calling the base's.
+    orig_hp = (SharexHpLock.try_shared, SharexHpLock.try_exclusive)
 
-    def shared(self, who, host=True):
-        ok = orig[0](self, who, host)
-        if ok:
-            got.append((self, "S", who))
-        return ok
+    def spy_sharex(try_shared, try_exclusive):
+        def shared(self, who, host=True):
+            ok = try_shared(self, who, host)
+            if ok:
+                got.append((self, "S", who))
+            return ok
 
-    def exclusive(self, who, host=True):
-        ok = orig[1](self, who, host)
-        if ok:
-            got.append((self, "X", who))
-        return ok
+        def exclusive(self, who, host=True):
+            ok = try_exclusive(self, who, host)
+            if ok:
+                got.append((self, "X", who))
+            return ok
+        return shared, exclusive
 
     def host(self, who):
         ok = orig[2](self, who)
@@ -141,13 +145,15 @@ def lock_spy():
             got.append((self, "G", who))
         return r
 
-    SharexLock.try_shared, SharexLock.try_exclusive = shared, exclusive
+    SharexLock.try_shared, SharexLock.try_exclusive = spy_sharex(*orig[:2])
+    SharexHpLock.try_shared, SharexHpLock.try_exclusive = spy_sharex(*orig_hp)
     EntryLock.try_host, EntryLock.try_guest = host, guest
     try:
         yield got
     finally:
         (SharexLock.try_shared, SharexLock.try_exclusive, EntryLock.try_host,
          EntryLock.try_guest) = orig
+        SharexHpLock.try_shared, SharexHpLock.try_exclusive = orig_hp
 
 
 def _column(lab: Lab, lock) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..trace import Preempt
 from . import status as st
 from .core import Result
-from .sept import GUEST_ACCESSIBLE, NON_LEAF, SEPT_LEVELS, SEPT_MAPPED, SEPT_PENDING, level_size
+from .sept import GUEST_ACCESSIBLE, LEVEL_SIZES, NON_LEAF, SEPT_LEVELS, SEPT_MAPPED, SEPT_PENDING
 from .td import VCPU_ACTIVE
 
 RCX = st.TDX_OPERAND_ID_RCX
@@ -26,14 +26,14 @@ class GuestMixin:
         if vp is None or vp.state != VCPU_ACTIVE or vp.assoc_lpid != lp:
             # Model rule: a TDCALL can only come from a vCPU that is in the guest on this LP.
             return Result(leaf, st.TDX_VCPU_STATE_INCORRECT)
-        if level not in (0, 1) or gpa < 0 or gpa % level_size(level) or self._gpa_error(gpa, 0):
+        if level not in (0, 1) or gpa < 0 or gpa % LEVEL_SIZES[level] or self._gpa_error(gpa, 0):
             return Result(leaf, st.TDX_OPERAND_INVALID | RCX)
         sept = vp.td.tdcs.sept
         # Module 1.5 `tdg_mem_page_accept.c`, in its order. (1) The walk stops above the
         # requested level: at a guest-accessible leaf -> PAGE_ALREADY_ACCEPTED; at anything
         # else (missing table, blocked/pending leaf) -> EPT-violation TD exit, no error.
         for lvl in range(SEPT_LEVELS - 1, level, -1):
-            above = sept.entries.get((lvl, gpa & ~(level_size(lvl) - 1)))
+            above = sept.entries.get((lvl, gpa & -LEVEL_SIZES[lvl]))  # aligned down to the level
             if above is not None and above.state in NON_LEAF:
                 continue
             if above is not None and above.state in GUEST_ACCESSIBLE:
