@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 import random
 import traceback
 from collections import Counter, deque
@@ -137,16 +138,29 @@ class Execution:
             return True
         return False
 
-    def state_key(self) -> Hashable:
+    def state_key(self, depth: bool = True) -> Hashable:
+        """What decides the rest of this run: the world's fingerprint, the position and pending
+        yield of every live actor, and which actors have finished (a finished actor has no
+        future, so its step count is left out). `depth` adds the run's length, which matters
+        only when `max_steps` can cut a run short. None when the world has no fingerprint."""
         fp = self.world.fingerprint()
         if fp is None:
             return None
-        acts = tuple(
+        live = tuple(
             (n, self.pos[n], getattr(self.pending[n], "label", None) or
              getattr(self.pending[n], "reason", None))
-            for n in sorted(self.gens)
-        )
-        return (fp, acts)
+            for n in sorted(self.gens) if n not in self.finished)
+        key = (fp, live, tuple(sorted(self.finished)))
+        return (key, len(self.choices)) if depth else key
+
+    def final_key(self, r: RunResult) -> Hashable:
+        """A finished run's identity: nothing follows it, so only its outcome, its conditions
+        and the model state it ended in count (not how many steps each actor took)."""
+        fp = self.world.fingerprint()
+        if fp is None:
+            return None
+        return ("final", r.outcome, fp, tuple(sorted(r.conditions.items())),
+                tuple(r.violations), r.error)
 
     def result(self) -> RunResult:
         conds = {}
@@ -215,17 +229,21 @@ class Exploration:
     verdicts: dict[str, Verdict]
     complete: bool
     build: Callable[[], World] | None = None
+    max_steps: int = 500  # replays of witnesses end where the explored runs ended
+    check: str = "step"
 
     def verdict(self, condition: str) -> str:
         return self.verdicts[condition].verdict
 
     def witness(self, condition: str) -> RunResult | None:
         v = self.verdicts[condition]
-        return None if v.witness is None else replay(self.build, v.witness)
+        return None if v.witness is None else replay(self.build, v.witness,
+                                                      max_steps=self.max_steps, check=self.check)
 
     def counterexample(self, condition: str) -> RunResult | None:
         v = self.verdicts[condition]
-        return None if v.counterexample is None else replay(self.build, v.counterexample)
+        return None if v.counterexample is None else replay(
+            self.build, v.counterexample, max_steps=self.max_steps, check=self.check)
 
     def to_text(self) -> str:
         lines = [f"scenario {self.name}: {self.executions} executions"
@@ -246,6 +264,116 @@ class Exploration:
         return json.dumps(d, sort_keys=True)
 
 
+def _cloner(build: Callable[[], World]) -> Callable[[], World]:
+    """For a cloneable world: build it once and hand out copies. Pickling is ~5x faster than
+    `copy.deepcopy`; a world that cannot be pickled (e.g. a lambda in its state) is deep-copied."""
+    template = build()
+    if not template.cloneable:
+        return build
+    try:
+        blob = pickle.dumps(template, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.loads(blob)
+
+        def clone():
+            return pickle.loads(blob)
+    except Exception:  # noqa: BLE001 - anything unpicklable falls back to deepcopy
+        def clone():
+            return copy.deepcopy(template)
+
+    clone.original = build
+    return clone
+
+
+def _longest_path(root: Hashable, edges: dict) -> int:
+    """Length of the longest path from `root` in the explored graph of states (a DAG: every
+    step moves a live actor forward or finishes it)."""
+    best: dict = {}
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            best[node] = max((best[c] + 1 for c in edges.get(node, ())), default=0)
+            continue
+        if node in best:
+            continue
+        stack.append((node, True))
+        stack.extend((c, False) for c in edges.get(node, ()) if c not in best)
+    return best.get(root, 0)
+
+
+#: explore() keeps at most this many live executions in its queue; others are replayed
+LIVE_LIMIT = 4096
+
+
+def _bfs(build, max_steps, prune, max_executions, check, depth_key, give_up_depth):
+    """One breadth-first pass: (results, outcomes, pruned, complete, edges, root key), or None
+    when a depth-free pass reaches `give_up_depth` (the caller then keys on depth)."""
+    seen: set = set()
+    edges: dict | None = None if depth_key or not prune else {}
+    root = Execution(build(), max_steps, check)
+    results: list[tuple[list[str], dict[str, bool]]] = []
+    outcomes: Counter = Counter()
+    pruned = 0
+
+    def finish(ex: Execution, parent_key) -> tuple[bool, Hashable]:
+        """Record a state; (False, key) when it was seen before (pruned)."""
+        nonlocal pruned
+        term = ex.terminal()
+        r = ex.result() if term else None
+        key = None
+        if prune:
+            key = ex.final_key(r) if term else ex.state_key(depth_key)
+            if edges is not None and parent_key is not None and key is not None:
+                edges.setdefault(parent_key, set()).add(key)
+            if key is not None:
+                if key in seen:
+                    pruned += 1
+                    return False, key
+                seen.add(key)
+        if term:
+            results.append((r.choices, r.conditions))
+            outcomes[r.outcome] += 1
+        return True, key
+
+    queue: deque = deque()
+    new, root_key = finish(root, None)
+    if new and not root.outcome:
+        queue.append((root, root_key))
+    live = len(queue)
+    while queue:
+        if len(results) >= max_executions:
+            return results, outcomes, pruned, False, edges, root_key
+        ex, key = queue.popleft()
+        if isinstance(ex, list):  # a prefix whose execution was not kept: replay it
+            ex = _replay(build, ex, max_steps, check)
+        else:
+            live -= 1
+        if edges is not None and len(ex.choices) >= give_up_depth:
+            return None
+        names = ex.runnable()
+        prefix = list(ex.choices)
+        for i, n in enumerate(names):
+            # the last child continues the parent's own execution; the others replay it
+            child = ex if i == len(names) - 1 else _replay(build, prefix, max_steps, check)
+            child.step(n)
+            new, ckey = finish(child, key)
+            if not new or child.outcome:
+                continue
+            if live < LIVE_LIMIT:
+                queue.append((child, ckey))
+                live += 1
+            else:
+                queue.append((list(child.choices), ckey))
+    return results, outcomes, pruned, True, edges, root_key
+
+
+def _replay(build, choices: list[str], max_steps: int, check: str) -> Execution:
+    ex = Execution(build(), max_steps, check)
+    for n in choices:
+        ex.step(n)
+    return ex
+
+
 def explore(
     build: Callable[[], World],
     *,
@@ -255,43 +383,26 @@ def explore(
     max_executions: int = 200_000,
     check: str = "step",
 ) -> Exploration:
-    """Every interleaving of a small world, breadth first (so witnesses are shortest)."""
-    template = build()
-    if template.cloneable:
-        original = build
+    """Every interleaving of a small world, breadth first (so witnesses are shortest).
 
-        def build():  # noqa: F811 - every replay starts from a copy of one built world
-            return copy.deepcopy(template)
-
-        build.original = original
-    seen: set = set()
-    queue: deque[list[str]] = deque([[]])
-    results: list[tuple[list[str], dict[str, bool]]] = []
-    outcomes: Counter = Counter()
-    pruned = 0
-    complete = True
-    while queue:
-        if len(results) >= max_executions:
-            complete = False
-            break
-        prefix = queue.popleft()
-        ex = Execution(build(), max_steps, check)
-        for name_ in prefix:
-            ex.step(name_)
-        if prune:
-            key = ex.state_key()
-            if key is not None:
-                if key in seen:
-                    pruned += 1
-                    continue
-                seen.add(key)
-        if ex.terminal():
-            r = ex.result()
-            results.append((r.choices, r.conditions))
-            outcomes[r.outcome] += 1
-            continue
-        for n in ex.runnable():
-            queue.append(prefix + [n])
+    With `prune`, a state already reached is not explored again. A state is the world's
+    fingerprint plus each live actor's position and pending yield and the set of finished
+    actors (`Execution.state_key`); a finished run is its outcome, conditions and final
+    fingerprint (`Execution.final_key`). Breadth first, a state is first reached by a
+    shortest run, so witnesses stay shortest. The run's length is left out of the key only
+    when it cannot matter: a first pass without it is kept if the longest run it found is
+    shorter than `max_steps` (no run was or could have been cut short); otherwise the
+    exploration runs again with the length in the key."""
+    build = _cloner(build)
+    out = None
+    if prune:
+        out = _bfs(build, max_steps, True, max_executions, check, False, max_steps // 2)
+        if out is not None and out[5] is not None and (
+                not out[3] or _longest_path(out[5], out[4]) >= max_steps):
+            out = None  # a run could be cut short (or the pass was capped): key on length
+    if out is None:
+        out = _bfs(build, max_steps, prune, max_executions, check, True, max_steps)
+    results, outcomes, pruned, complete = out[:4]
     verdicts: dict[str, Verdict] = {}
     names: list[str] = []
     for _, conds in results:
@@ -306,4 +417,5 @@ def explore(
         verdicts[c] = Verdict(c, v, len(trues), n,
                               min(trues, key=len) if trues else None,
                               min(falses, key=len) if falses else None)
-    return Exploration(name, len(results), pruned, outcomes, verdicts, complete, build)
+    return Exploration(name, len(results), pruned, outcomes, verdicts, complete, build,
+                       max_steps, check)

@@ -23,7 +23,7 @@ def test_pamt_lock_never_loses_or_leaks():
     """[V6-05]/[V6-06]: one global lock around read-decide-SEAMCALL-update, fast paths only
     for !=0 counts: no lost pair, no leaked pair, no BUSY, no failed get, refcounts 0."""
     e = run("pamt-get-put")
-    assert e.complete and e.executions > 5
+    assert e.complete and e.executions + e.pruned > 5  # many interleavings, merged
     for c in ("pair_lost", "pair_leaked", "busy", "get_failed", "refcount_nonzero",
               "invariant_violated", "exception"):
         assert e.verdict(c) == "never", c
