@@ -5,9 +5,12 @@ An actor is a generator that yields at preemption points (`Preempt`) or when it 
 `fingerprint()` (for pruning), `invariants()` (violations, checked after every step) and
 `conditions()` (named facts about a finished run, e.g. "kvm_bug" or "hkid_leaked").
 
-`explore()` runs every interleaving breadth-first, replaying each prefix from a fresh world
-(generators cannot be copied), and prunes a branch whose state was already reached (same model
-fingerprint and same position of every actor). Like herd7 for a litmus test, it answers per
+`explore()` runs every interleaving breadth-first, replaying a prefix from a fresh (pickled)
+copy of the world only where it must (generators cannot be copied; the last child of a state
+continues its parent's execution, and new states keep their live execution in the queue). It
+prunes a branch whose state was already reached: same model fingerprint, same position and
+pending yield of every live actor, same finished actors; a finished run is identified by its
+outcome, conditions and final fingerprint. Like herd7 for a litmus test, it answers per
 condition: always / sometimes / never, with the shortest run that shows it.
 """
 

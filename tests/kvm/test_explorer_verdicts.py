@@ -69,7 +69,10 @@ def test_pruning_keeps_the_verdicts(name):
     full = verdicts(name, prune=False)
     assert {c: v.verdict for c, v in pruned.verdicts.items()} == {
         c: v.verdict for c, v in full.verdicts.items()}
-    assert pruned.executions < full.executions
+    assert pruned.executions * 10 <= full.executions  # issue 3's target
+    for c, v in full.verdicts.items():  # still the shortest witnesses
+        w = pruned.verdicts[c].witness
+        assert (w is None) == (v.witness is None) and (w is None or len(w) == len(v.witness))
 
 
 def test_same_seed_same_trace_byte_for_byte():
