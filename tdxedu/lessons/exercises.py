@@ -193,10 +193,12 @@ class Solution:
         return f"<solution {self.name}: hidden, click to show>"
 
 
-def show_solution(name: str) -> Solution:
-    if name not in SOLUTIONS:
-        raise KeyError(f"no solution named {name!r}; known: {', '.join(sorted(SOLUTIONS))}")
-    sol = SOLUTIONS[name]
+def show_solution(name: str, solutions: dict | None = None) -> Solution:
+    """The hidden solution `name` from `solutions` (default: this lesson set's)."""
+    solutions = SOLUTIONS if solutions is None else solutions
+    if name not in solutions:
+        raise KeyError(f"no solution named {name!r}; known: {', '.join(sorted(solutions))}")
+    sol = solutions[name]
     body = inspect.getsource(sol) if callable(sol) else repr(sol)
     return Solution(name, body)
 

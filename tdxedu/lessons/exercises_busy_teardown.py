@@ -18,6 +18,7 @@ from ..tdx import TdxModule
 from ..tdx.pamt import PageType
 from ..tdx.testing import TdBuilder
 from .exercises import Check, Solution
+from .exercises import show_solution as _show_solution
 
 
 def _wrong(msg: str) -> Check:
@@ -284,11 +285,7 @@ SOLUTIONS = {
 
 
 def show_solution(name: str) -> Solution:
-    if name not in SOLUTIONS:
-        raise KeyError(f"no solution named {name!r}; known: {', '.join(sorted(SOLUTIONS))}")
-    sol = SOLUTIONS[name]
-    body = inspect.getsource(sol) if callable(sol) else repr(sol)
-    return Solution(name, body)
+    return _show_solution(name, SOLUTIONS)
 
 
 __all__ = ["check_busy_prediction", "check_busy_policy", "policy_verdicts", "HkidLab",

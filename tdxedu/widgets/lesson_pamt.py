@@ -25,9 +25,7 @@ import numpy as np
 from ..kvm.pamt import ALLOC_POLICIES, check_alloc_policy
 from ..kvm.pamt_memory import PAMT_PAIR_BYTES
 from ..kvm.tdx import TEARDOWN_POLICIES
-from ..lessons.td import RunningTd
 from ..tdx.pamt import PageType
-from ..trace import run_to_completion
 from ..viz import draw_pamt, new_figure
 from .panels import PANELS
 from .sources import (
@@ -128,22 +126,10 @@ class DpamtLifeSource(TdLifeSource):
         self.panels = ("dpamt", "timeline")
 
     def reset(self) -> None:
+        self.td_options = {"dynamic_pamt": True, "pamt_policy": self.policy}
         self.error: str | None = None
-        self.td = RunningTd(self.memory, self.vcpus, packages=self.packages, deferred=True,
-                            dynamic_pamt=True, pamt_policy=self.policy)
-        if "build" not in self.phases:
-            run_to_completion(self.td.build_steps)
-        self.start = len(self.td.trace)
-        self.phase = self.phases[0]
-        self._gen = self._whole()
-        self.done = False
-        self.n = 0
-        self._counts0: dict[str, int] = {}
-        self._tdr = self.td.kt.tdr_pa or None
         self.pairs_after_build: int | None = None
-
-    def _whole(self):
-        yield from super()._whole()
+        super().reset()
 
     def step(self):
         if self.done:

@@ -205,8 +205,11 @@ class TdLifeSource:
         self.panels = ("timeline", "lifecycle", "sept", "pamt")
         self.reset()
 
+    td_options: dict = {}  # extra RunningTd options (a Dynamic PAMT host, a policy, ...)
+
     def reset(self) -> None:
-        self.td = RunningTd(self.memory, self.vcpus, packages=self.packages, deferred=True)
+        self.td = RunningTd(self.memory, self.vcpus, packages=self.packages, deferred=True,
+                            **self.td_options)
         if "build" not in self.phases:
             run_to_completion(self.td.build_steps)
         self.start = len(self.td.trace)
