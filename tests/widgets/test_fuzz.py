@@ -17,6 +17,7 @@ from tdxedu.widgets import (
     td_life_stepper,
     teardown_stepper,
 )
+from tdxedu.widgets.testing import random_clicks
 
 N = 1000
 VALUES = {
@@ -42,17 +43,7 @@ def fake_png(fig) -> bytes:
 
 
 def fuzz(st, rng, extra=()):
-    actions = [st.step_button.click] * 6 + [st.reset_button.click] * 2 + [
-        st.run_button.click] + list(extra)
-    controls = list(st.controls.items())
-    for _ in range(N):
-        if controls and rng.random() < 0.3:
-            name, w = rng.choice(controls)
-            options = getattr(w, "options", None)
-            w.value = rng.choice(list(options) if options else VALUES[name])
-        else:
-            rng.choice(actions)()
-        assert "Traceback" not in st.message.value and "Traceback" not in st.status.value
+    random_clicks(st, rng, VALUES, N, extra)
 
 
 @pytest.mark.parametrize("build", [

@@ -16,6 +16,7 @@ from tdxedu.widgets.lesson_pamt import (
     draw_dpamt,
 )
 from tdxedu.widgets.lesson_roots import BROKEN_CASES, broken_roots_stepper, draw_storm
+from tdxedu.widgets.testing import random_clicks
 
 N = 1000
 
@@ -99,17 +100,7 @@ VALUES = {"memory": ["16K", "64K", "2M", "banana", "", "0", "3K", "8M", "256K"],
 
 
 def _fuzz(st, rng, extra=()):
-    actions = [st.step_button.click] * 6 + [st.reset_button.click] * 2 + [
-        st.run_button.click] + list(extra)
-    controls = list(st.controls.items())
-    for _ in range(N):
-        if controls and rng.random() < 0.3:
-            name, w = rng.choice(controls)
-            options = getattr(w, "options", None)
-            w.value = rng.choice(list(options) if options else VALUES[name])
-        else:
-            rng.choice(actions)()
-        assert "Traceback" not in st.message.value and "Traceback" not in st.status.value
+    random_clicks(st, rng, VALUES, N, extra)
 
 
 def test_dpamt_stepper_random_clicks_never_raise(cheap_pictures):
