@@ -78,15 +78,19 @@ class Call:
         return kept
 
     def release(self) -> None:
-        """Release in reverse order of acquisition."""
+        """Release in reverse order of acquisition. The locks' `release_*` methods are
+        written out here (a dozen releases per removed page): drop this call's name from
+        the readers, or clear the writer / the entry's holder."""
         who = self.who
         for lock, excl in reversed(self.held):
-            if excl is None:
-                lock.release(who)
+            if excl is False:
+                lock.readers.remove(who)
             elif excl:
-                lock.release_exclusive(who)
+                assert lock.writer == who, (lock.name, lock.writer, who)
+                lock.writer = None
             else:
-                lock.release_shared(who)
+                assert lock.holder == who, (lock.holder, who)
+                lock.holder = None
         self.held = []
 
 
@@ -114,7 +118,8 @@ class CoreMixin:
         """Checks every host-physical operand makes: 4K aligned, no KeyID bits, in a TDMR."""
         if pa < 0 or pa % PAGE_SIZE or pa >> KEYID_SHIFT:
             return st.TDX_OPERAND_INVALID | operand
-        if not self.pamt.covers(pa):
+        pamt = self.pamt
+        if not pamt.base <= pa < pamt.end:  # pamt.covers(pa), written out: every call checks
             return st.TDX_OPERAND_ADDR_RANGE_ERROR | operand
         return None
 
@@ -142,7 +147,8 @@ class CoreMixin:
         err = self._hpa_error(pa, operand)
         if err:
             return None, err
-        e = self.pamt.entry(pa >> 12)
+        pamt = self.pamt
+        e = pamt.entries.get(pa >> 12) or pamt.entry(pa >> 12)
         got = call.exclusive(e.lock) if exclusive else call.shared(e.lock)
         if not got:
             return None, st.TDX_OPERAND_BUSY | operand
@@ -253,8 +259,11 @@ class CoreMixin:
         return res
 
     def _emit(self, leaf: str, lp: int, args: tuple, res: Result) -> None:
+        """Count the call; trace it when the trace is on."""
         self.counts[leaf] = self.counts.get(leaf, 0) + 1
         if self.trace is not None and self.trace.enabled:
-            shown = args
-            status = str(res.status) + (f" ({res.exit_reason})" if res.exit_reason else "")
-            self.trace.emit(leaf, *shown, status=status, cpu=lp, source="tdx-module")
+            self._emit_trace(leaf, lp, args, res)
+
+    def _emit_trace(self, leaf: str, lp: int, args: tuple, res: Result) -> None:
+        status = str(res.status) + (f" ({res.exit_reason})" if res.exit_reason else "")
+        self.trace.emit(leaf, *args, status=status, cpu=lp, source="tdx-module")

@@ -92,6 +92,7 @@ class Pamt:
             raise ValueError("a TDMR must be 2 MiB aligned and a positive multiple of 2 MiB")
         self.base = base
         self.size = size
+        self.end = base + size
         self.first_pfn = base >> PAGE_SHIFT
         self.end_pfn = (base + size) >> PAGE_SHIFT
         self.entries: dict[int, PamtEntry] = {}
@@ -101,7 +102,7 @@ class Pamt:
             self.entry(pa >> PAGE_SHIFT).pt = PT_RSVD
 
     def covers(self, pa: int) -> bool:
-        return self.base <= pa < self.base + self.size
+        return self.base <= pa < self.end
 
     def entry(self, pfn: int) -> PamtEntry:
         e = self.entries.get(pfn)

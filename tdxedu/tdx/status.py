@@ -117,14 +117,19 @@ class Status(int):
     masking with TDX_SEAMCALL_STATUS_MASK (KVM's `tdx_operand_busy()`).
     """
 
-    __slots__ = ()
-
     def __new__(cls, value: int = 0):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"Status needs an int, got {type(value).__name__}")
         if not 0 <= value <= _U64:
             raise ValueError(f"Status must fit in 64 bits, got {value:#x}")
-        return super().__new__(cls, value)
+        self = super().__new__(cls, value)
+        # Bit 63: the module reports a failure (TDX_GPA_RANGE_ALREADY_BLOCKED is not one).
+        # Stored, not a property: KVM tests it after every SEAMCALL on the hot path.
+        self.is_error = value >> 63 == 1
+        return self
+
+    def __reduce__(self):
+        return (Status, (int(self),))
 
     @property
     def code(self) -> Status:
@@ -134,11 +139,6 @@ class Status(int):
     @property
     def operand_id(self) -> int:
         return int(self) & _OPERAND_MASK
-
-    @property
-    def is_error(self) -> bool:
-        """Bit 63: the module reports a failure (TDX_GPA_RANGE_ALREADY_BLOCKED is not one)."""
-        return self >> 63 == 1
 
     @property
     def is_non_recoverable(self) -> bool:
