@@ -143,11 +143,13 @@ class CoreMixin:
         """`check_and_lock_explicit_*_hpa` / `non_shared_hpa_metadata_check_and_lock` (module
         1.5 `src/common/helpers/helpers.c`): alignment and KeyID bits (OPERAND_INVALID), inside
         a TDMR (OPERAND_ADDR_RANGE_ERROR), PAMT walk taking the entry lock (OPERAND_BUSY), and
-        only then the page type (PAGE_METADATA_INCORRECT) -- the lock comes before the type."""
-        err = self._hpa_error(pa, operand)
-        if err:
-            return None, err
+        only then the page type (PAGE_METADATA_INCORRECT) -- the lock comes before the type.
+        (`_hpa_error`'s two checks are written out: three of these run per removed page.)"""
+        if pa < 0 or pa % PAGE_SIZE or pa >> KEYID_SHIFT:
+            return None, st.TDX_OPERAND_INVALID | operand
         pamt = self.pamt
+        if not pamt.base <= pa < pamt.end:
+            return None, st.TDX_OPERAND_ADDR_RANGE_ERROR | operand
         e = pamt.entries.get(pa >> 12) or pamt.entry(pa >> 12)
         got = call.exclusive(e.lock) if exclusive else call.shared(e.lock)
         if not got:
