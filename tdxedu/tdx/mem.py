@@ -13,13 +13,26 @@ from __future__ import annotations
 from . import status as st
 from .core import IN_SEAMCALL, Call, Result
 from .pamt import PT_NDA, PT_REG
-from .sept import ANY_BLOCKED, BLOCK_RESULT, NON_LEAF, REMOVE_ALLOWED, SEPT_FREE, UNBLOCK_RESULT
+from .sept import (
+    ANY_BLOCKED,
+    BLOCK_RESULT,
+    NON_LEAF,
+    REMOVE_ALLOWED,
+    SEPT_FREE,
+    SEPT_LEVELS,
+    UNBLOCK_RESULT,
+)
 from .td import OP_INITIALIZED, OP_RUNNABLE
 
 RCX = st.TDX_OPERAND_ID_RCX
 RDX = st.TDX_OPERAND_ID_RDX
 OK = st.TDX_SUCCESS
 LIVE = (OP_INITIALIZED, OP_RUNNABLE)
+# RANGE.BLOCK accepts levels LVL_PT..EPTP.ept_pwl (module 1.5, niooss-ledger/tdx-module
+# @0ea5e5f9 `src/vmm_dispatcher/api_calls/tdh_mem_range_block.c`, `verify_page_info_input`):
+# 0..3 with our 4-level S-EPT, so a level-3 table entry can be blocked too. PAGE.REMOVE
+# accepts LVL_PT..LVL_PDPT (`tdh_mem_page_remove.c`).
+BLOCK_LEVELS = tuple(range(SEPT_LEVELS))
 
 
 class MemMixin:
@@ -28,7 +41,7 @@ class MemMixin:
         leaf = "TDH.MEM.RANGE.BLOCK"
         call = Call(f"{leaf}@LP{lp}")
         try:
-            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, LIVE, (0, 1, 2),
+            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, LIVE, BLOCK_LEVELS,
                                                    tree_exclusive=True)
             if err:
                 return Result(leaf, err)
