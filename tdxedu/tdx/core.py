@@ -11,12 +11,11 @@ from __future__ import annotations
 from ..trace import Preempt, Trace
 from . import status as st
 from .pamt import KEYID_SHIFT, PAGE_SIZE, PT_NDA, PT_TDR, PT_TDVPR
-from .sept import ANY_BLOCKED, GPAW, LEVEL_SIZES, SEPT_LEVELS, SHARED_BIT, SeptState
+from .sept import ANY_BLOCKED, GPAW, LEVEL_SIZES, SHARED_BIT
 from .status import Status
 from .td import OP_RUNNABLE, TD_KEYS_CONFIGURED
 
 IN_SEAMCALL = Preempt("in SEAMCALL, locks held")
-_NL_MAPPED = SeptState.NL_MAPPED
 
 
 class Result:
@@ -210,8 +209,7 @@ class CoreMixin:
         `src/common/memory_handlers/sept_manager.c`, via `lock_sept_check_and_walk_private_gpa`
         in `src/common/helpers/helpers.c`): it stops at any entry above
         the requested level that is a leaf or has RWX = 0 -- FREE, and NL_BLOCKED too -- so
-        that level is not reached: EPT_WALK_FAILED | RCX. Written out here, as
-        `SecureEpt.walk` also passes NL_BLOCKED tables."""
+        that level is not reached: EPT_WALK_FAILED | RCX (`SecureEpt.walk`)."""
         td, err = self._lock_tdr(call, tdr, st.TDX_OPERAND_ID_RDX)
         if err:
             return None, None, err
@@ -224,14 +222,9 @@ class CoreMixin:
         tree = td.tdcs.sept_lock
         if not (call.exclusive(tree) if tree_exclusive else call.shared(tree)):
             return None, None, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_SEPT
-        sept = td.tdcs.sept
-        entries = sept.entries
-        for lvl in range(SEPT_LEVELS - 1, level, -1):
-            up = entries.get((lvl, gpa & -LEVEL_SIZES[lvl]))
-            if up is None or up.state != _NL_MAPPED:
-                return None, None, st.TDX_EPT_WALK_FAILED | st.TDX_OPERAND_ID_RCX
-        # `gpa` is aligned to `level` (_gpa_error); walk() creates a FREE entry on first use.
-        entry = entries.get((level, gpa)) or sept.walk(gpa, level)
+        entry = td.tdcs.sept.walk(gpa, level)
+        if entry is None:
+            return None, None, st.TDX_EPT_WALK_FAILED | st.TDX_OPERAND_ID_RCX
         if not call.entry(entry.lock):
             return None, None, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_RCX
         return td, entry, None

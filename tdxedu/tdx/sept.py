@@ -60,6 +60,7 @@ S = SeptState
 # Plain names for the states hot paths write (see `tdx.pamt.PT_NDA`).
 SEPT_FREE, SEPT_MAPPED, SEPT_PENDING = S.FREE, S.MAPPED, S.PENDING
 NON_LEAF = frozenset({S.NL_MAPPED, S.NL_BLOCKED})
+_NL_MAPPED = S.NL_MAPPED  # a plain name: Enum attribute access is slow on the walk's hot path
 ANY_BLOCKED = frozenset({S.NL_BLOCKED, S.BLOCKED, S.PENDING_BLOCKED})
 GUEST_ACCESSIBLE = frozenset(
     {S.MAPPED, S.BLOCKEDW, S.EXPORTED_BLOCKEDW, S.EXPORTED_DIRTY, S.EXPORTED_DIRTY_BLOCKEDW}
@@ -117,11 +118,14 @@ class SecureEpt:
         self.entries: dict[tuple[int, int], SeptEntry] = {}
 
     def walk(self, gpa: int, level: int) -> SeptEntry | None:
-        """The entry at `level` for `gpa`, or None when a table above it is missing."""
+        """The entry at `level` for `gpa`, or None (EPT_WALK_FAILED) when an entry above it is
+        not a mapped table: missing, a leaf, or a *blocked* table (RWX = 0). The host-side
+        `secure_ept_walk` (module 1.5 `src/common/memory_handlers/sept_manager.c`, checked
+        against niooss-ledger/tdx-module @0ea5e5f9) stops at any of those."""
         entries = self.entries
         for lvl in range(SEPT_LEVELS - 1, level, -1):
             e = entries.get((lvl, gpa & _MASKS[lvl]))
-            if e is None or e.state not in NON_LEAF:
+            if e is None or e.state != _NL_MAPPED:
                 return None
         key = (level, gpa & _MASKS[level])
         e = self.entries.get(key)
