@@ -28,10 +28,11 @@ RCX = st.TDX_OPERAND_ID_RCX
 RDX = st.TDX_OPERAND_ID_RDX
 OK = st.TDX_SUCCESS
 LIVE = (OP_INITIALIZED, OP_RUNNABLE)
-# RANGE.BLOCK accepts levels LVL_PT..EPTP.ept_pwl (module 1.5, niooss-ledger/tdx-module
-# @0ea5e5f9 `src/vmm_dispatcher/api_calls/tdh_mem_range_block.c`, `verify_page_info_input`):
-# 0..3 with our 4-level S-EPT, so a level-3 table entry can be blocked too. PAGE.REMOVE
-# accepts LVL_PT..LVL_PDPT (`tdh_mem_page_remove.c`).
+# RANGE.BLOCK and RANGE.UNBLOCK accept levels LVL_PT..EPTP.ept_pwl (module 1.5,
+# niooss-ledger/tdx-module @0ea5e5f9 `src/vmm_dispatcher/api_calls/tdh_mem_range_block.c`,
+# `tdh_mem_range_unblock.c`, `verify_page_info_input`): 0..3 with our 4-level S-EPT, so a
+# level-3 table entry can be blocked and unblocked. PAGE.REMOVE accepts LVL_PT..LVL_PDPT
+# (`tdh_mem_page_remove.c`).
 BLOCK_LEVELS = tuple(range(SEPT_LEVELS))
 
 
@@ -62,7 +63,7 @@ class MemMixin:
         leaf = "TDH.MEM.RANGE.UNBLOCK"
         call = Call(f"{leaf}@LP{lp}")
         try:
-            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, LIVE, (0, 1, 2),
+            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, LIVE, BLOCK_LEVELS,
                                                    tree_exclusive=True)
             if err:
                 return Result(leaf, err)

@@ -37,6 +37,18 @@ def test_block_accepts_levels_up_to_ept_pwl(td_at):
     assert not w.m.check_invariants()
 
 
+def test_unblock_accepts_levels_up_to_ept_pwl(td_at):
+    """tdh_mem_range_unblock.c: verify_page_info_input(LVL_PT, EPTP.ept_pwl), as BLOCK: a
+    blocked level-3 table entry unblocks once the block epoch is tracked; level 4 is invalid."""
+    w = td_at("finalized")
+    assert w.m.tdh_mem_range_unblock(w.tdr, 0, 4).status == st.TDX_OPERAND_INVALID | RCX
+    assert w.m.tdh_mem_range_block(w.tdr, 0, 3).status == OK
+    assert w.m.tdh_mem_track(w.tdr).status == OK
+    assert w.m.tdh_mem_range_unblock(w.tdr, 0, 3).status == OK
+    assert w.m.td(w.tdr).tdcs.sept.entries[(3, 0)].state == SeptState.NL_MAPPED
+    assert not w.m.check_invariants()
+
+
 def test_remove_levels_stop_at_pdpt(td_at):
     """tdh_mem_page_remove.c: verify_page_info_input(LVL_PT, LVL_PDPT): level 3 is invalid."""
     w = td_at("finalized")
