@@ -143,13 +143,11 @@ class CoreMixin:
         """`check_and_lock_explicit_*_hpa` / `non_shared_hpa_metadata_check_and_lock` (module
         1.5 `src/common/helpers/helpers.c`): alignment and KeyID bits (OPERAND_INVALID), inside
         a TDMR (OPERAND_ADDR_RANGE_ERROR), PAMT walk taking the entry lock (OPERAND_BUSY), and
-        only then the page type (PAGE_METADATA_INCORRECT) -- the lock comes before the type.
-        (`_hpa_error`'s two checks are written out: three of these run per removed page.)"""
-        if pa < 0 or pa % PAGE_SIZE or pa >> KEYID_SHIFT:
-            return None, st.TDX_OPERAND_INVALID | operand
+        only then the page type (PAGE_METADATA_INCORRECT) -- the lock comes before the type."""
+        err = self._hpa_error(pa, operand)
+        if err:
+            return None, err
         pamt = self.pamt
-        if not pamt.base <= pa < pamt.end:
-            return None, st.TDX_OPERAND_ADDR_RANGE_ERROR | operand
         e = pamt.entries.get(pa >> 12) or pamt.entry(pa >> 12)
         got = call.exclusive(e.lock) if exclusive else call.shared(e.lock)
         if not got:
@@ -269,8 +267,5 @@ class CoreMixin:
         """Count the call; trace it when the trace is on."""
         self.counts[leaf] = self.counts.get(leaf, 0) + 1
         if self.trace is not None and self.trace.enabled:
-            self._emit_trace(leaf, lp, args, res)
-
-    def _emit_trace(self, leaf: str, lp: int, args: tuple, res: Result) -> None:
-        status = str(res.status) + (f" ({res.exit_reason})" if res.exit_reason else "")
-        self.trace.emit(leaf, *args, status=status, cpu=lp, source="tdx-module")
+            status = str(res.status) + (f" ({res.exit_reason})" if res.exit_reason else "")
+            self.trace.emit(leaf, *args, status=status, cpu=lp, source="tdx-module")

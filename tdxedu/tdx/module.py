@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..trace import Trace
 from . import status as st
 from .build import BuildMixin
-from .core import CoreMixin, Result, _returning_into, need_int
+from .core import CoreMixin, Result, need_int
 from .dpamt import DpamtMixin, pamt_page_info
 from .guest import GuestMixin
 from .leaves import TDX_VERSION_SHIFT, Leaf
@@ -124,15 +124,7 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
                 for (argname, desc), v in zip(what, args, strict=True):
                     need_int(name, argname, v, desc)
                 break
-        # `_run`, written out: one call fewer per SEAMCALL
-        out: list = []
-        for _ in _returning_into(out, getattr(self, _HANDLER[name])(*args, lp=lp)):
-            pass
-        res = out[0]
-        self.counts[name] = self.counts.get(name, 0) + 1
-        if self.trace is not None and self.trace.enabled:
-            self._emit_trace(name, lp, args, res)
-        return res
+        return self._run(name, lp, args, getattr(self, _HANDLER[name])(*args, lp=lp))
 
     # --- TD build ------------------------------------------------------------------------
     def tdh_mng_create(self, td: int, hkid: int, *, lp: int = 0) -> Result:
