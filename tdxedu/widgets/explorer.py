@@ -11,7 +11,7 @@ import ipywidgets as widgets
 from ..sim import registry
 from ..sim.engine import explore
 from .sources import ExplorerSource
-from .stepper import Stepper
+from .stepper import Stepper, mimebundle
 
 
 class Explorer:
@@ -69,12 +69,7 @@ class Explorer:
         self.stepper.load(ExplorerSource(self.result.name, choices=v.witness))
 
     def _repr_mimebundle_(self, **kw):
-        data = self.widget._repr_mimebundle_(**kw)
-        if isinstance(data, tuple):
-            data = data[0]
-        data = dict(data or {})
-        data["text/plain"] = f"<tdxedu Explorer: {self.scenario.value}>"
-        return data
+        return mimebundle(self.widget, f"<tdxedu Explorer: {self.scenario.value}>", **kw)
 
 
 def verdict_table(ex) -> str:

@@ -40,6 +40,17 @@ def _esc(s) -> str:
     return html.escape(str(s))
 
 
+
+def mimebundle(widget, text: str, **kw) -> dict:
+    """Display a lesson object as its ipywidget, with a short text/plain for non-widget
+    front ends (nbval compares that text, so it must not be the widget's model id)."""
+    data = widget._repr_mimebundle_(**kw)
+    if isinstance(data, tuple):
+        data = data[0]
+    data = dict(data or {})
+    data["text/plain"] = text
+    return data
+
 class Stepper:
     """Drive a step source built by `make_source(**control values)`.
 
@@ -207,12 +218,8 @@ class Stepper:
             self._keys[name] = key
 
     def _repr_mimebundle_(self, **kw):
-        data = self.widget._repr_mimebundle_(**kw)
-        if isinstance(data, tuple):
-            data = data[0]
-        data = dict(data or {})
-        data["text/plain"] = f"<tdxedu Stepper: {self.source.title if self.source else '-'}>"
-        return data
+        title = self.source.title if self.source else "-"
+        return mimebundle(self.widget, f"<tdxedu Stepper: {title}>", **kw)
 
 
 # --- builders: one line in a notebook ---------------------------------------------------------
