@@ -113,7 +113,7 @@ class TdWorld(World):
                 self.flags["vp_enter_failed"] = True
                 return
             if r.exit_reason == "EPT_VIOLATION":
-                yield from self.handle_private_fault(vcpu, r.rcx, cpu, name)
+                yield from self.handle_private_fault(vcpu, r.r8, cpu, name)  # R8: the GPA (td_exit.c)
                 continue
             while ops:
                 yield PREEMPT

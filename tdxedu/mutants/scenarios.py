@@ -41,7 +41,7 @@ from ..lessons.scenarios import busy_accept, busy_zero_step, hkid_release
 from ..lessons.world import TdWorld
 from ..sim.engine import World
 from ..sim.registry import scenario
-from ..tdx.td import STEPPING_EPF_THRESHOLD
+from ..tdx.td import EPF_FAULTS_TO_ARM
 from ..trace import WaitUntil
 
 PAGE = 4096
@@ -183,7 +183,7 @@ def _zap_zero_step_2(cfg: Config):
                 cpus_per_package=3)
     for v in w.kvm.vcpus:
         vp = v.arch.tdx.tdvpr_pa
-        for _ in range(STEPPING_EPF_THRESHOLD):
+        for _ in range(EPF_FAULTS_TO_ARM):
             w.module.tdh_vp_enter(vp, lp=v.cpu)
             w.module.td_exit(vp, "EPT_VIOLATION", PAGE, progressed=False, lp=v.cpu)
     w.trace.events.clear()

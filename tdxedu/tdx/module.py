@@ -189,6 +189,17 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
         """Guest TDCALL from the vCPU running on `lp`."""
         return self._call("tdg_mem_page_accept", lp, (vp, gpa, level), (_TDVPR, _GPA, _LEVEL))
 
+    def tdg_mem_page_attr_rd(self, vp: int, gpa: int, *, lp: int = 0):
+        """Guest TDCALL: the mapping level, PENDING bit and attributes of `gpa`."""
+        return self._call("tdg_mem_page_attr_rd", lp, (vp, gpa), (_TDVPR, _GPA))
+
+    def tdg_mem_page_attr_wr(self, vp: int, gpa: int, level: int = 0, attrs: int = 0,
+                             flags: int = 0, *, lp: int = 0):
+        """Guest TDCALL: write the L2 attributes of a page (RDX attributes, R8 flags)."""
+        return self._call("tdg_mem_page_attr_wr", lp, (vp, gpa, level, attrs, flags),
+                          (_TDVPR, _GPA, _LEVEL, ("attrs", "GPA attributes"),
+                           ("flags", "attribute flags")))
+
     # --- runtime removal ------------------------------------------------------------------
     def tdh_mem_range_block(self, td: int, gpa: int, level: int = 0, *, lp: int = 0):
         return self._call("tdh_mem_range_block", lp, (td, gpa, level), (_TDR, _GPA, _LEVEL))
@@ -352,10 +363,13 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
                         e is None or e.pt != PageType.PT_REG or e.owner != pa
                     ):
                         bad.append(f"S-EPT leaf {leaf.gpa:#x} maps a page the TD does not own")
-                running = sum(1 for v in td.vcpus.values() if v.state == VcpuState.VCPU_ACTIVE)
-                if sum(td.tdcs.refcount) != running:
-                    bad.append(f"TD {pa:#x}: epoch refcounts {td.tdcs.refcount} != {running} "
-                               "vCPUs in guest")
+                # Counted: in the guest, or inside VP.ENTER past its epoch step (0-step check).
+                counted = sum(1 for v in td.vcpus.values() if v.counted)
+                if sum(td.tdcs.refcount) != counted or any(
+                        v.state == VcpuState.VCPU_ACTIVE and not v.counted
+                        for v in td.vcpus.values()):
+                    bad.append(f"TD {pa:#x}: epoch refcounts {td.tdcs.refcount} != {counted} "
+                               "vCPUs in guest or entering")
             kot = self.kot.get(td.hkid)
             if td.lifecycle == Lifecycle.TD_TEARDOWN and kot == KotState.HKID_ASSIGNED:
                 bad.append(f"TD {pa:#x} in TD_TEARDOWN but its HKID is still assigned")

@@ -76,6 +76,12 @@ PENDING_STATES = frozenset(
     }
 )
 LEAF_PRESENT = GUEST_ACCESSIBLE | PENDING_STATES | {S.BLOCKED}
+# `guest_fully_accessible_leaf` (module `sept_state_lookup.c` special flags): readable, writable
+# and executable by the guest. The 0-step check of TDH.VP.ENTER asks for RWX, so a BLOCKEDW
+# page (no W) still counts as a fault to come (`td_exit_stepping.c` is_epf_expected).
+GUEST_FULLY_ACCESSIBLE = frozenset({S.MAPPED, S.EXPORTED_DIRTY})
+# `any_pending_and_guest_acceptable`: what TDG.MEM.PAGE.ACCEPT turns into a mapped page.
+ACCEPTABLE = frozenset({S.PENDING, S.PENDING_EXPORTED_DIRTY})
 
 # Allowed source states and results per call (contention.md §4.1).
 BLOCK_RESULT = {
@@ -90,6 +96,54 @@ REMOVE_ALLOWED = frozenset(
     {S.MAPPED, S.BLOCKED, S.BLOCKEDW, S.PENDING, S.PENDING_BLOCKED, S.PENDING_BLOCKEDW}
 )
 AUG_ALLOWED = frozenset({S.FREE, S.REMOVED})
+# `tdcall_sept_state_lookup` rows 23 and 24 (module `sept_state_lookup.c`).
+ATTR_RD_ALLOWED = GUEST_ACCESSIBLE | (PENDING_STATES - {S.PENDING_BLOCKED})
+ATTR_WR_ALLOWED = frozenset({S.MAPPED, S.EXPORTED_DIRTY, S.PENDING, S.PENDING_EXPORTED_DIRTY})
+
+# The architectural ("public") state the module reports for each of our states in RDX bits
+# 15:8 (`sept_special_flags_lookup[].public_state`, module `sept_state_lookup.c`).
+PUBLIC_STATE = {
+    S.FREE: 0, S.REMOVED: 5, S.NL_MAPPED: 0x84, S.NL_BLOCKED: 0x81, S.MAPPED: 4, S.BLOCKED: 1,
+    S.BLOCKEDW: 8, S.EXPORTED_BLOCKEDW: 9, S.EXPORTED_DIRTY: 11, S.EXPORTED_DIRTY_BLOCKEDW: 12,
+    S.PENDING: 2, S.PENDING_BLOCKED: 3, S.PENDING_BLOCKEDW: 16, S.PENDING_EXPORTED_BLOCKEDW: 17,
+    S.PENDING_EXPORTED_DIRTY: 19, S.PENDING_EXPORTED_DIRTY_BLOCKEDW: 20,
+}
+_NO_W = frozenset({S.BLOCKEDW, S.EXPORTED_BLOCKEDW, S.EXPORTED_DIRTY_BLOCKEDW})
+_SVE = 1 << 63  # suppress #VE
+_LEAF_BITS = (6 << 3) | (1 << 6) | (1 << 7) | _SVE  # MT = WB, IPAT, PS (leaf), SVE
+
+
+def entry_rwx(entry: SeptEntry | None) -> int:
+    """The R/W/X bits the module keeps in an entry: a mapped table or a fully accessible leaf
+    RWX, a write-blocked leaf R+X, anything else (free, blocked, pending) none."""
+    if entry is None:
+        return 0
+    state = entry.state
+    if state == S.NL_MAPPED or state in GUEST_FULLY_ACCESSIBLE:
+        return 7
+    return 5 if state in _NO_W else 0
+
+
+def is_leaf(entry: SeptEntry | None) -> bool:
+    """`is_secure_ept_leaf_entry` (module `sept_manager.h`): PS set, i.e. a page in any state."""
+    return entry is not None and entry.state not in NON_LEAF and entry.state not in (
+        SEPT_FREE, S.REMOVED)
+
+
+def septe_details(entry: SeptEntry | None, level: int) -> tuple[int, int]:
+    """RCX and RDX as `set_arch_septe_details_in_vmm_regs` (module 1.5 `sept_manager.c`) fills
+    them after a failed walk, a busy entry or a wrong state: RCX the architectural S-EPT entry
+    (FREE: only SVE; a table: its RWX; a leaf: HPA, RWX, MT = WB, IPAT, PS, SVE), RDX the
+    entry's level (bits 2:0) and public state (bits 15:8). `None` is an entry never written
+    (FREE)."""
+    state = SEPT_FREE if entry is None else entry.state
+    if state == SEPT_FREE:
+        raw = _SVE
+    elif is_leaf(entry):
+        raw = entry.hpa | entry_rwx(entry) | _LEAF_BITS
+    else:
+        raw = entry_rwx(entry)  # a table: RWX and PS only (SEPT_ARCH_ENTRY_NON_LEAF_MASK)
+    return raw, level | PUBLIC_STATE[state] << 8
 
 
 class SeptEntry:
@@ -133,6 +187,24 @@ class SecureEpt:
             e = self.entries[key] = SeptEntry(level, key[1])
         return e
 
+    def entry_at(self, gpa: int, level: int) -> SeptEntry:
+        """The entry at `level` for `gpa`, created FREE if never written (no walk)."""
+        key = (level, gpa & _MASKS[level])
+        e = self.entries.get(key)
+        if e is None:
+            e = self.entries[key] = SeptEntry(level, key[1])
+        return e
+
+    def walk_stop(self, gpa: int, level: int) -> tuple[SeptEntry | None, int]:
+        """Where `secure_ept_walk` stops on the way to `level`: the entry (None if never
+        written, i.e. FREE) and its level. The requested entry itself when every table above
+        is NL_MAPPED. Off the hot path: for failure details and guest-side walks."""
+        for lvl in range(SEPT_LEVELS - 1, level, -1):
+            e = self.entries.get((lvl, gpa & _MASKS[lvl]))
+            if e is None or e.state != _NL_MAPPED:
+                return e, lvl
+        return self.entries.get((level, gpa & _MASKS[level])), level
+
     def children(self, entry: SeptEntry) -> list[SeptEntry]:
         """Entries in the table a non-leaf entry points at that are not FREE."""
         lvl = entry.level - 1
@@ -150,10 +222,12 @@ class SecureEpt:
         return [e for e in self.entries.values() if e.state in NON_LEAF]
 
     def translate(self, gpa: int) -> SeptEntry | None:
-        """The present leaf that maps `gpa`, if any (what the guest would hit)."""
+        """The leaf that maps `gpa` if every table above it is NL_MAPPED, else None: what a
+        guest access would reach (`gpa_translate`, module `sept_manager.c`: a blocked table has
+        RWX = 0 and stops the walk like a missing one)."""
         for lvl in range(SEPT_LEVELS - 1, -1, -1):
             e = self.entries.get((lvl, gpa & ~(level_size(lvl) - 1)))
-            if e is None or e.state == SEPT_FREE:
+            if e is None or e.state == SEPT_FREE or e.state == S.NL_BLOCKED:
                 return None
             if e.state not in NON_LEAF:
                 return e

@@ -64,8 +64,13 @@ VCPU_UNINITIALIZED, VCPU_READY, VCPU_ACTIVE = VcpuState  # plain names for hot p
 
 
 NO_LP = -1
-STEPPING_EPF_THRESHOLD = 6  # faults at one RIP before 0-step mitigation (contention.md §3.1)
+# 0-step mitigation (module 1.5 `src/td_transitions/td_exit_stepping.h`): EPT-violation exits
+# at one guest RIP are counted up to STEPPING_EPF_THRESHOLD; every further one records its GPA
+# in a per-vCPU list of at most EPF_GPA_LIST_SIZE (`td_exit_epf_stepping_log`).
+STEPPING_EPF_THRESHOLD = 6
 EPF_GPA_LIST_SIZE = 32
+# So the first fault that arms the 0-step check of the next TDH.VP.ENTER is this one.
+EPF_FAULTS_TO_ARM = STEPPING_EPF_THRESHOLD + 1
 
 
 class Tdcs:
@@ -116,9 +121,12 @@ class Tdvps:
         self.state = VcpuState.VCPU_UNINITIALIZED
         self.assoc_lpid = NO_LP
         self.vcpu_epoch = 0
+        # Counted in TDCS.REFCOUNT[vcpu_epoch & 1]: from VP.ENTER's epoch step (before its
+        # 0-step check) until the TD exit, or until VP.ENTER gives up after counting itself.
+        self.counted = False
         self.enter_locks: list = []  # (lock, who) held from VP.ENTER until TD exit
-        self.epf_count = 0  # EPT faults at the same RIP (0-step detection)
-        self.epf_gpas: list[int] = []  # GPAs that must be mapped before the next entry
+        self.epf_count = 0  # TDVPS possibly_epf_stepping: EPT faults at the same RIP
+        self.epf_gpas: list[int] = []  # TDVPS last_epf_gpa_list: checked at every VP.ENTER
 
     @property
     def in_guest(self) -> bool:

@@ -59,6 +59,21 @@ class TdBuilder:
                 self._used.add(pa)
                 return pa
 
+    def page_2m(self) -> int:
+        """A fresh 2 MB-aligned range whose 512 pages the module has as PT_NDA (for a 2 MB
+        TD page, TDH.MEM.PAGE.AUG at level 1); taken from the top of the TDMR."""
+        top = getattr(self, "_next_2m", self.m.pamt.end)
+        while True:
+            top -= 1 << 21
+            if top < self._next:
+                raise BuildError("out of TDMR memory: give the TdxModule more `memory`")
+            pages = [top + i * PAGE_SIZE for i in range(512)]
+            if all(pa not in self._used and self.m.pamt.page_type(pa) == PageType.PT_NDA
+                   for pa in pages):
+                self._used.update(pages)
+                self._next_2m = top
+                return top
+
     def lp_for_vcpu(self, i: int) -> int:
         """vCPU i's LP: round-robin over packages first, so vCPUs span every package."""
         m = self.m

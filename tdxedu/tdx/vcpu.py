@@ -1,11 +1,24 @@
 """Running a vCPU: TDH.VP.ENTER and its TD exit, TDH.VP.FLUSH.
 
-VP.ENTER holds the TDR and the TDVPR shared for the whole time the vCPU is in the guest and
-releases them at TD exit; it holds the TD epoch lock only to bump REFCOUNT[epoch & 1]; with
-0-step mitigation active it holds the S-EPT tree exclusively during the entry path only
-(reference/contention.md §3, §3.1, §5; module 1.5.01 `tdh_vp_enter.c`, `td_exit.c`,
-`td_exit_stepping.c`). So entry and exit are two observable steps here.
-VP.FLUSH must run on the LP the vCPU is associated with (teardown.md §5.1, `tdh_vp_flush.c`).
+TDH.VP.ENTER in the order of module 1.5 `src/td_transitions/tdh_vp_enter.c`:
+1. the TDVPR (RCX) shared, then its TD's TDR shared as an implicit operand (BUSY | TDR);
+2. `check_state_map_tdcs_and_lock`: fatal, keys configured, TDCS, OP_STATE lock shared, op-state;
+3. `map_tdvps` (every TDCX page added, else TDX_TDCX_NUM_INCORRECT);
+4. `check_and_associate_vcpu`: VCPU_READY, then associate with this LP (VCPU_ASSOCIATED if it is
+   associated elsewhere). The association stays even if a later step fails;
+5. `adjust_tlb_tracking_state` (`helpers.c`): the TD epoch lock shared *only* around sampling
+   TD_EPOCH and incrementing REFCOUNT[epoch & 1], released at once (BUSY | TD_EPOCH);
+6. the 0-step filter (`td_exit_stepping.c` td_entry_stepping_filter), only when the vCPU's
+   list of faulting GPAs is not empty: the S-EPT tree exclusively (BUSY | SEPT, after undoing the
+   REFCOUNT increment), then each listed GPA must translate with RWX; if one does not, the tree
+   is released, the increment undone and an EPT-violation TD exit is emulated: the guest is
+   never entered (RAX = exit reason 48, RCX = exit qualification, R8 = the GPA). The list is
+   *not* cleared by a successful check: only a TD exit after guest progress clears it;
+7. OP_STATE released, then the tree (if the filter took it); VCPU_ACTIVE, and the guest runs
+   holding the TDR and the TDVPR shared until the TD exit (`td_exit.c` td_vmexit_to_vmm).
+So during the 0-step check the vCPU holds the tree exclusively but *not* the epoch lock, and it
+is already counted in the current epoch.
+VP.FLUSH must run on the LP the vCPU is associated with (`tdh_vp_flush.c`).
 """
 
 from __future__ import annotations
@@ -13,12 +26,15 @@ from __future__ import annotations
 from ..trace import Preempt
 from . import status as st
 from .core import Call, Result
-from .sept import GUEST_ACCESSIBLE
+from .sept import GUEST_FULLY_ACCESSIBLE, SHARED_BIT
 from .td import EPF_GPA_LIST_SIZE, NO_LP, STEPPING_EPF_THRESHOLD, Lifecycle, OpState, VcpuState
 
 RCX = st.TDX_OPERAND_ID_RCX
 OK = st.TDX_SUCCESS
 IN_ZERO_STEP_CHECK = Preempt("VP.ENTER 0-step check, S-EPT tree held exclusively")
+# Exit qualification of the EPT violation VP.ENTER emulates: a write access (bit 1), as
+# `emulate_ept_violation_td_exit` in module 1.5 `tdh_vp_enter.c` sets it.
+EPT_QUAL_DATA_WRITE = 1 << 1
 
 
 class VcpuMixin:
@@ -31,43 +47,40 @@ class VcpuMixin:
             if err:
                 return Result(leaf, err)
             td = vp.td
-            if td.lifecycle != Lifecycle.TD_KEYS_CONFIGURED:
-                return Result(leaf, st.TDX_TD_KEYS_NOT_CONFIGURED)
-            if td.fatal:
-                return Result(leaf, st.TDX_TD_FATAL)
-            tdcs = td.tdcs
-            if not call.shared(tdcs.op_state_lock):
-                return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_OP_STATE)
-            if tdcs.op_state != OpState.RUNNABLE:
-                return Result(leaf, st.TDX_OP_STATE_INCORRECT)
+            err = self._td_state_error(call, td, (OpState.RUNNABLE,))
+            if err:
+                return Result(leaf, err)
+            if len(vp.tdcx_pa) != self.tdcx_per_vcpu:
+                return Result(leaf, st.TDX_TDCX_NUM_INCORRECT)
             if vp.state != VcpuState.VCPU_READY:
                 return Result(leaf, st.TDX_VCPU_STATE_INCORRECT)
             if vp.assoc_lpid not in (NO_LP, lp):
                 return Result(leaf, st.TDX_VCPU_ASSOCIATED)
-            # Epoch lock shared, just long enough to count this vCPU in the current epoch.
-            if not call.shared(tdcs.epoch_lock):
+            self._associate(vp, lp)
+            tdcs = td.tdcs
+            # adjust_tlb_tracking_state: the epoch lock only around the increment.
+            if not tdcs.epoch_lock.try_shared(call.who):
                 return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_TD_EPOCH)
-            epoch = tdcs.td_epoch
+            vp.vcpu_epoch = tdcs.td_epoch
+            tdcs.refcount[vp.vcpu_epoch & 1] += 1
+            vp.counted = True
+            tdcs.epoch_lock.release_shared(call.who)
             if vp.epf_gpas:
-                # 0-step mitigation: the tree exclusively while the listed GPAs are checked.
                 if not call.exclusive(tdcs.sept_lock):
+                    self._uncount(vp)
                     return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_SEPT)
                 yield IN_ZERO_STEP_CHECK
                 for gpa in vp.epf_gpas:
                     leaf_entry = tdcs.sept.translate(gpa)
-                    if leaf_entry is None or leaf_entry.state not in GUEST_ACCESSIBLE:
-                        # Would fault again: synthesise an EPT-violation exit, do not enter.
-                        self._associate(vp, lp)
-                        return Result(leaf, OK, rcx=gpa, exit_reason="EPT_VIOLATION")
-                vp.epf_gpas.clear()
-                vp.epf_count = 0
-            # Enter the guest: keep TDR + TDVPR shared until TD exit; drop the rest.
-            self._associate(vp, lp)
-            tdcs.refcount[epoch & 1] += 1
-            vp.vcpu_epoch = epoch
+                    if leaf_entry is None or leaf_entry.state not in GUEST_FULLY_ACCESSIBLE:
+                        # Would fault again: emulate the EPT-violation exit, do not enter.
+                        self._uncount(vp)
+                        return Result(leaf, OK, rcx=EPT_QUAL_DATA_WRITE, r8=gpa,
+                                      exit_reason="EPT_VIOLATION")
+            # Enter the guest: keep TDR + TDVPR shared until the TD exit, drop the rest.
             vp.state = VcpuState.VCPU_ACTIVE
-            keep = [(lk, ex) for lk, ex in call.held if lk is not tdcs.epoch_lock
-                    and lk is not tdcs.sept_lock and lk is not tdcs.op_state_lock]
+            keep = [(lk, ex) for lk, ex in call.held
+                    if lk is not tdcs.sept_lock and lk is not tdcs.op_state_lock]
             for item in keep:
                 call.held.remove(item)
             vp.enter_locks = [(lk, ex, call.who) for lk, ex in keep]
@@ -75,28 +88,38 @@ class VcpuMixin:
         finally:
             call.release()
 
+    @staticmethod
+    def _uncount(vp) -> None:
+        """`revert_tlb_tracking_state` (module `helpers.h`): VP.ENTER gives up after counting."""
+        vp.td.tdcs.refcount[vp.vcpu_epoch & 1] -= 1
+        vp.counted = False
+
     def _h_td_exit(self, tdvpr: int, reason: str = "HLT", gpa: int = 0, progressed: bool = True,
                    *, lp: int):
-        """The TD exit that ends a VP.ENTER: the value VP.ENTER finally returns to KVM."""
+        """The TD exit that ends a VP.ENTER: the value VP.ENTER finally returns to KVM
+        (`td_exit.c`: RCX = exit qualification, R8 = GPA). `progressed` says whether the guest
+        RIP moved since this TD entry. 0-step bookkeeping as `td_exit_stepping.c`: progress
+        resets the count and the GPA list (`vmexit_stepping_filter`, every exit); then an
+        EPT violation on a private GPA counts up to STEPPING_EPF_THRESHOLD, and every one
+        beyond records its GPA (`td_exit_epf_stepping_log`, called from `td_ept_violation.c`)."""
         leaf = "TD_EXIT"
         vp = self.vcpus.get(tdvpr)
         if vp is None or vp.state != VcpuState.VCPU_ACTIVE or vp.assoc_lpid != lp:
             return Result(leaf, st.TDX_VCPU_STATE_INCORRECT)
         yield from ()
         self._leave_guest(vp)
-        if reason == "EPT_VIOLATION" and not progressed:
-            vp.epf_count += 1
-            if vp.epf_count >= STEPPING_EPF_THRESHOLD and len(vp.epf_gpas) < EPF_GPA_LIST_SIZE:
-                if gpa not in vp.epf_gpas:
-                    vp.epf_gpas.append(gpa)
-        elif progressed:
+        if progressed:
             vp.epf_count = 0
             vp.epf_gpas.clear()
-        return Result(leaf, OK, rcx=gpa, exit_reason=reason)
+        if reason == "EPT_VIOLATION" and not gpa & SHARED_BIT:
+            if vp.epf_count < STEPPING_EPF_THRESHOLD:
+                vp.epf_count += 1
+            elif len(vp.epf_gpas) < EPF_GPA_LIST_SIZE and gpa not in vp.epf_gpas:
+                vp.epf_gpas.append(gpa)
+        return Result(leaf, OK, r8=gpa, exit_reason=reason)
 
     def _leave_guest(self, vp) -> None:
-        tdcs = vp.td.tdcs
-        tdcs.refcount[vp.vcpu_epoch & 1] -= 1
+        self._uncount(vp)
         for lock, excl, who in reversed(vp.enter_locks):
             (lock.release_exclusive if excl else lock.release_shared)(who)
         vp.enter_locks = []
