@@ -71,8 +71,7 @@ def _module_world(rng, dynamic_pamt: bool):
     """A module with something in it: a TD built to a random stage (static PAMT), or a DPAMT
     module with one PAMT pair installed by hand (TdBuilder hands out 4K pages without pairs)."""
     m = TdxModule(memory=8 << 20, num_packages=2, lps_per_package=2,
-                  cache_wb_rounds=rng.choice((1, 2)), dynamic_pamt=dynamic_pamt,
-                  huge_pages=dynamic_pamt and rng.random() < 0.5)
+                  cache_wb_rounds=rng.choice((1, 2)), dynamic_pamt=dynamic_pamt)
     b = TdBuilder(m)
     pool: list[int] = []
     if dynamic_pamt:

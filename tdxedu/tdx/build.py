@@ -30,6 +30,7 @@ from .td import (
 RCX, RDX, R8 = st.TDX_OPERAND_ID_RCX, st.TDX_OPERAND_ID_RDX, st.TDX_OPERAND_ID_R8
 OK = st.TDX_SUCCESS
 SEPT_ROOT_PAGE_INDEX = 3  # TDCS page 3 is the S-EPT root (teardown.md §1.2)
+NULL_PA = (1 << 64) - 1  # module `x86_defs.h`: "no page"
 
 
 class BuildMixin:
@@ -203,22 +204,35 @@ class BuildMixin:
 
     # TDH.MEM.SEPT.ADD --------------------------------------------------------------------
     def _h_tdh_mem_sept_add(self, tdr: int, gpa: int, level: int, page: int, lp: int):
-        call = Call(f"TDH.MEM.SEPT.ADD@LP{lp}")
+        """Module 1.5 `tdh_mem_sept_add.c` (version 0): the prologue with the tree shared,
+        levels 2M..ept_pwl; the entry FREE or NL_MAPPED (`sept_state_lookup.c`), else
+        EPT_ENTRY_STATE_INCORRECT | RCX with the entry in RCX / RDX; then `process_l1_page`:
+        a NULL_PA page is OPERAND_INVALID | R8, an existing table (NL_MAPPED) the same state
+        error (the ALLOW_EXISTING flag of RDX is not modelled), and the new page is locked
+        exclusively and must be PT_NDA (R8)."""
+        leaf = "TDH.MEM.SEPT.ADD"
+        call = Call(f"{leaf}@LP{lp}")
         try:
             td, entry, err = self._lock_sept_entry(
                 call, tdr, gpa, level, (OP_INITIALIZED, OP_RUNNABLE), (1, 2, 3),
                 tree_exclusive=False)
             if err:
-                return Result("TDH.MEM.SEPT.ADD", err)
+                return Result(leaf, err, *call.details)
+            if entry.state not in (SEPT_FREE, SeptState.NL_MAPPED):
+                call.septe(entry, level)
+                return Result(leaf, st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX, *call.details)
+            if page == NULL_PA:
+                return Result(leaf, st.TDX_OPERAND_INVALID | R8)
             if entry.state != SEPT_FREE:
-                return Result("TDH.MEM.SEPT.ADD", st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
+                call.septe(entry, level)
+                return Result(leaf, st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX, *call.details)
             err = self._new_page_error(call, page, R8)
             if err:
-                return Result("TDH.MEM.SEPT.ADD", err)
+                return Result(leaf, err)
             yield IN_SEAMCALL
             self._give_page(page, PT_EPT, td)
             entry.state, entry.hpa = SeptState.NL_MAPPED, page
-            return Result("TDH.MEM.SEPT.ADD", OK)
+            return Result(leaf, OK)
         finally:
             call.release()
 
@@ -290,27 +304,33 @@ class BuildMixin:
 
     # TDH.MEM.PAGE.AUG (runtime, S-EPT tree shared) ----------------------------------------
     def _h_tdh_mem_page_aug(self, tdr: int, gpa: int, level: int, page: int, lp: int):
-        call = Call(f"TDH.MEM.PAGE.AUG@LP{lp}")
+        """Module 1.5 `tdh_mem_page_aug.c`: the prologue with the tree shared, levels 4K and
+        2M (`verify_page_info_input(LVL_PT, LVL_PD)`); the entry FREE or REMOVED, else
+        EPT_ENTRY_STATE_INCORRECT | RCX with the entry in RCX / RDX; the page (R8) by
+        `check_and_lock_free_range_hpa` at the entry's size (a 2 MB page: the whole range
+        free). The entry becomes PENDING; child count + 1 (512 for 2 MB)."""
+        leaf = "TDH.MEM.PAGE.AUG"
+        call = Call(f"{leaf}@LP{lp}")
         try:
-            levels = (0, 1) if self.huge_pages else (0,)
             td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, (OP_RUNNABLE,),
-                                                   levels, tree_exclusive=False)
+                                                   (0, 1), tree_exclusive=False)
             if err:
-                return Result("TDH.MEM.PAGE.AUG", err)
+                return Result(leaf, err, *call.details)
             if entry.state not in AUG_ALLOWED:
-                return Result("TDH.MEM.PAGE.AUG", st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
-            if level == 1:  # a 2 MB leaf: PAMT_2M only, no PAMT_4K pair (dpamt.md §2.6)
+                call.septe(entry, level)
+                return Result(leaf, st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX, *call.details)
+            if level == 1:  # a 2 MB page: PAMT_2M only, no PAMT_4K pair (dpamt)
                 err = self._new_2m_page_error(call, page, R8)
             else:
                 err = self._new_page_error(call, page, R8)
             if err:
-                return Result("TDH.MEM.PAGE.AUG", err)
+                return Result(leaf, err)
             yield IN_SEAMCALL
             if level == 1:
                 self._give_2m_page(page, td)
             else:
                 self._give_page(page, PT_REG, td)
             entry.state, entry.hpa = SEPT_PENDING, page
-            return Result("TDH.MEM.PAGE.AUG", OK)
+            return Result(leaf, OK)
         finally:
             call.release()

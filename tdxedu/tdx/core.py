@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from ..trace import Preempt, Trace
 from . import status as st
-from .pamt import KEYID_SHIFT, PAGE_SIZE, PT_NDA, PT_TDR, PT_TDVPR
-from .sept import ANY_BLOCKED, GPAW, LEVEL_SIZES, SHARED_BIT
+from .pamt import KEYID_SHIFT, PAGE_SIZE, PT_NDA, PT_REG, PT_TDR, PT_TDVPR
+from .sept import ANY_BLOCKED, GPAW, LEVEL_SIZES, SHARED_BIT, septe_details
 from .status import Status
 from .td import OP_RUNNABLE, TD_KEYS_CONFIGURED
 
@@ -45,13 +45,20 @@ class Result:
 
 
 class Call:
-    """The locks one in-flight SEAMCALL holds; all released when it returns."""
+    """The locks one in-flight SEAMCALL holds; all released when it returns. `details` is
+    what the leaf leaves in RCX / RDX when it fails on an S-EPT entry (see `septe`)."""
 
-    __slots__ = ("who", "held")
+    __slots__ = ("who", "held", "details")
 
     def __init__(self, who: str):
         self.who = who
         self.held: list = []
+        self.details = (0, 0)
+
+    def septe(self, entry, level: int) -> None:
+        """`set_arch_septe_details_in_vmm_regs` (module 1.5 `sept_manager.c`): RCX = the
+        architectural S-EPT entry, RDX = its level and public state."""
+        self.details = septe_details(entry, level)
 
     def shared(self, lock, host: bool = True) -> bool:
         if lock.try_shared(self.who, host):
@@ -123,20 +130,51 @@ class CoreMixin:
             return st.TDX_OPERAND_ADDR_RANGE_ERROR | operand
         return None
 
+    def _pamt_walk(self, call: Call, pa: int, operand: int, exclusive: bool, new: bool = False):
+        """`pamt_walk` for a 4K operand (module 1.5 `pamt_manager.c`, called by
+        `non_shared_hpa_metadata_check_and_lock` in `helpers.c`): the PAMT_2M entry of the
+        page's range shared (BUSY | operand); if that range is a 2 MB TD page the walk ends
+        there, with the lock promoted for an exclusive request (BUSY), and the page is
+        PAGE_METADATA_INCORRECT (leaf size != 4K); else the 4K entry shared or exclusive
+        (BUSY). The PAMT_1G entry is taken shared first in the module; the model has no 1 GB TD
+        page (AUG maps at most 2 MB, PROMOTE to 1 GB is not modelled), so nothing ever holds
+        it exclusively and it is left out. Dynamic PAMT (module 2.0, `tdx.dpamt`): a page being
+        handed to a TD in a range with no PAMT_4K pair gets the PAMT_2M entry exclusively and
+        TDX_MISSING_PAMT_PAGE_PAIR. Returns (4K entry, None) or (None, Status)."""
+        pamt = self.pamt
+        r = pamt.ranges.get(pa >> 21) or pamt.range_entry(pa)
+        rpt = r.pt
+        if new and rpt == PT_NDA and self.dynamic_pamt:
+            if not call.exclusive(r.lock):
+                return None, st.TDX_OPERAND_BUSY | operand
+            return None, st.TDX_MISSING_PAMT_PAGE_PAIR | operand
+        if not call.shared(r.lock):
+            return None, st.TDX_OPERAND_BUSY | operand
+        if rpt == PT_REG:
+            if exclusive and len(r.lock.readers) > 1:  # promote_sharex_lock_hp fails
+                r.lock.host_priority = True
+                return None, st.TDX_OPERAND_BUSY | operand
+            return None, st.TDX_PAGE_METADATA_INCORRECT | operand
+        e = pamt.entries.get(pa >> 12) or pamt.entry(pa >> 12)
+        if not (call.exclusive(e.lock) if exclusive else call.shared(e.lock)):
+            return None, st.TDX_OPERAND_BUSY | operand
+        return e, None
+
     def _new_page_error(self, call: Call, pa: int, operand: int) -> Status | None:
-        """A page about to be handed to a TD: valid, PT_NDA, and locked exclusively."""
+        """A page about to be handed to a TD (`check_and_lock_explicit_4k_private_hpa` with
+        PT_NDA): valid, PAMT walk locking it exclusively, then PT_NDA."""
         err = self._hpa_error(pa, operand)
         if err:
             return err
-        e = self.pamt.entry(pa >> 12)
-        if not call.exclusive(e.lock):
-            return st.TDX_OPERAND_BUSY | operand
+        e, err = self._pamt_walk(call, pa, operand, True, new=True)
+        if err:
+            return err
         if e.pt != PT_NDA:
             return st.TDX_PAGE_METADATA_INCORRECT | operand
         return self._pamt_4k_backing_error(call, pa, operand)
 
     def _pamt_4k_backing_error(self, call: Call, pa: int, operand: int) -> Status | None:
-        """Dynamic PAMT hook (`tdx.dpamt.DpamtMixin`): static PAMT always has a 4K entry."""
+        """Dynamic PAMT hook (`tdx.dpamt.DpamtMixin`): static PAMT has no PAMT pages."""
         return None
 
     def _lock_explicit(self, call: Call, pa: int, operand: int, expected, exclusive: bool):
@@ -147,11 +185,9 @@ class CoreMixin:
         err = self._hpa_error(pa, operand)
         if err:
             return None, err
-        pamt = self.pamt
-        e = pamt.entries.get(pa >> 12) or pamt.entry(pa >> 12)
-        got = call.exclusive(e.lock) if exclusive else call.shared(e.lock)
-        if not got:
-            return None, st.TDX_OPERAND_BUSY | operand
+        e, err = self._pamt_walk(call, pa, operand, exclusive)
+        if err:
+            return None, err
         if e.pt != expected:
             return None, st.TDX_PAGE_METADATA_INCORRECT | operand
         return e, None
@@ -197,43 +233,55 @@ class CoreMixin:
 
     def _lock_sept_entry(self, call: Call, tdr: int, gpa: int, level: int, op_states,
                          levels, tree_exclusive: bool):
-        """The prologue the memory-management handlers share: lock the TDR (RDX) shared, check
-        the TD state, check GPA | level (RCX), take the S-EPT tree lock shared or exclusive,
-        walk to the entry and take its host lock. Returns (td, entry, None) or
-        (None, None, Status) with the status of the first check that failed
-        (contention.md §3 "S-EPT tree" and "S-EPT entry" columns; module 1.5.01
-        `tdh_mem_range_block.c`, `tdh_mem_page_remove.c`, `tdh_mem_page_aug.c`, ...).
-        The walk is `secure_ept_walk` (module 1.5, niooss-ledger/tdx-module @0ea5e5f9
-        `src/common/memory_handlers/sept_manager.c`, via `lock_sept_check_and_walk_private_gpa`
-        in `src/common/helpers/helpers.c`): it stops at any entry above
-        the requested level that is a leaf or has RWX = 0 -- FREE, and NL_BLOCKED too -- so
-        that level is not reached: EPT_WALK_FAILED | RCX (`SecureEpt.walk`)."""
+        """The prologue the memory-management handlers share (module 1.5
+        `tdh_mem_range_block.c`, `tdh_mem_page_remove.c`, `tdh_mem_page_aug.c`, ...): lock the
+        TDR (RDX) shared, check the TD state, check GPA | level (RCX, `verify_page_info_input`
+        then `check_gpa_validity`), take the S-EPT tree lock shared or exclusive (BUSY | SEPT),
+        walk to the entry (EPT_WALK_FAILED | RCX) and take its host lock (BUSY | RCX).
+        Returns (td, entry, None) or (None, None, Status) with the status of the first check
+        that failed; after a failed walk or a busy entry `call.details` holds the RCX / RDX the
+        module reports (the entry where the walk stopped, or the busy entry).
+        The walk is `secure_ept_walk` (`src/common/memory_handlers/sept_manager.c`, via
+        `lock_sept_check_and_walk_private_gpa` in `src/common/helpers/helpers.c`): it stops
+        at any entry above the requested level that is a leaf or has RWX = 0 -- FREE, and
+        NL_BLOCKED too -- so that level is not reached (`SecureEpt.walk`)."""
         td, err = self._lock_tdr(call, tdr, st.TDX_OPERAND_ID_RDX)
         if err:
             return None, None, err
         err = self._td_state_error(call, td, op_states)
         if err:
             return None, None, err
+        return self._lock_gpa_entry(call, td, gpa, level, levels, tree_exclusive)
+
+    def _lock_gpa_entry(self, call: Call, td, gpa: int, level: int, levels,
+                        tree_exclusive: bool):
+        """The second half of `_lock_sept_entry`, from the GPA | level check on."""
         err = self._gpa_error(gpa, level, leaf_levels=levels)
         if err:
             return None, None, err
-        tree = td.tdcs.sept_lock
+        tdcs = td.tdcs
+        tree = tdcs.sept_lock
         if not (call.exclusive(tree) if tree_exclusive else call.shared(tree)):
             return None, None, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_SEPT
-        entry = td.tdcs.sept.walk(gpa, level)
+        entry = tdcs.sept.walk(gpa, level)
         if entry is None:
+            call.septe(*tdcs.sept.walk_stop(gpa, level))
             return None, None, st.TDX_EPT_WALK_FAILED | st.TDX_OPERAND_ID_RCX
         if not call.entry(entry.lock):
+            call.septe(entry, level)
             return None, None, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_RCX
         return td, entry, None
 
     @staticmethod
-    def _tracking_error(tdcs, entry, bepoch: int) -> Status | None:
-        """In a running TD a removal needs the entry blocked and its block epoch tracked
-        (`is_tlb_tracked`, contention.md §4.1 and §5); before TDH.MR.FINALIZE neither."""
+    def _tracking_error(call: Call, tdcs, entry, bepoch: int) -> Status | None:
+        """In a running TD (`op_state_is_tlb_tracking_required`) a removal needs the entry
+        blocked (GPA_RANGE_NOT_BLOCKED | RCX, with the entry in RCX / RDX) and its block
+        epoch tracked (`is_tlb_tracked`: TLB_TRACKING_NOT_DONE | RCX, registers left 0), as
+        in module 1.5 `tdh_mem_page_remove.c`; before TDH.MR.FINALIZE neither."""
         if tdcs.op_state != OP_RUNNABLE:
             return None
         if entry.state not in ANY_BLOCKED:
+            call.septe(entry, entry.level)
             return st.TDX_GPA_RANGE_NOT_BLOCKED | st.TDX_OPERAND_ID_RCX
         if not tdcs.is_tlb_tracked(bepoch):
             return st.TDX_TLB_TRACKING_NOT_DONE | st.TDX_OPERAND_ID_RCX

@@ -33,7 +33,7 @@ Rules modelled, with sources:
   itself a PAMT page (bitmap bit set) gets PAGE_METADATA_INCORRECT.
 * Removals (PAGE.REMOVE, SEPT.REMOVE, PAGE.RECLAIM, PROMOTE) set `pamt_removal_hint` when
   the range's count of 4K pages in use reaches 0 ([V2-CL]; PAMT_REMOVAL_HINT bit 62).
-* 2 MB leaves (`huge_pages=True`): PAGE.AUG at level 1 needs a free 2 MB range and no pair;
+* 2 MB leaves: PAGE.AUG at level 1 needs a free 2 MB range and no pair;
   TDH.MEM.PAGE.DEMOTE splits it into 512 4K leaves and, with DPAMT, takes the page pair that
   backs them ([V2-CL]: "DEMOTE takes a PAMT page pair as extra input"); PROMOTE merges them
   back and returns the pair in RDX / R8. Module 1.5 `tdh_mem_page_demote.c` for the rest:
@@ -49,7 +49,7 @@ from __future__ import annotations
 from . import status as st
 from .core import IN_SEAMCALL, Call, Result
 from .pamt import KEYID_SHIFT, PAGE_2M, PAGE_SIZE, PageType
-from .sept import SeptEntry, SeptState
+from .sept import SeptState
 from .td import OpState
 
 RCX, RDX, R8 = st.TDX_OPERAND_ID_RCX, st.TDX_OPERAND_ID_RDX, st.TDX_OPERAND_ID_R8
@@ -71,7 +71,6 @@ class DpamtMixin:
     """Dynamic PAMT state checks and the PAMT.ADD / REMOVE / DEMOTE / PROMOTE handlers."""
 
     dynamic_pamt: bool
-    huge_pages: bool
 
     def _dpamt_invariants(self) -> list[str]:
         """Every 4K page in use has PAMT_4K (a PT_PAMT node over its range); the bitmap is
@@ -101,20 +100,11 @@ class DpamtMixin:
 
     # --- the 4K backing check every "give a page to a TD" SEAMCALL makes ---------------------
     def _pamt_4k_backing_error(self, call: Call, pa: int, operand: int):
-        if not self.dynamic_pamt:
-            return None
-        r = self.pamt.range_entry(pa)
-        if r.pt == PageType.PT_PAMT:
-            if not call.shared(r.lock):
-                return st.TDX_OPERAND_BUSY | operand
-            if pa >> 12 in self.pamt.pamt_pages:
-                return st.TDX_PAGE_METADATA_INCORRECT | operand  # "actually used as DPAMT"
-            return None
-        if not call.exclusive(r.lock):
-            return st.TDX_OPERAND_BUSY | operand
-        if r.pt != PageType.PT_NDA:
-            return st.TDX_PAGE_METADATA_INCORRECT | operand  # the range is a 2 MB page
-        return st.TDX_MISSING_PAMT_PAGE_PAIR | operand
+        """After the walk (`CoreMixin._pamt_walk`, which reported a range without a pair): a
+        page that is itself one of the PAMT pages is not a free page."""
+        if self.dynamic_pamt and pa >> 12 in self.pamt.pamt_pages:
+            return st.TDX_PAGE_METADATA_INCORRECT | operand  # "actually used as DPAMT"
+        return None
 
     def _removal_hint(self, res: Result, pa: int) -> Result:
         """PAMT_REMOVAL_HINT: the freed page's 2 MB range has no 4K page in use any more."""
@@ -227,8 +217,11 @@ class DpamtMixin:
     # 2 MB leaves ---------------------------------------------------------------------------
     def _new_2m_page_error(self, call: Call, pa: int, operand: int):
         """`check_and_lock_free_range_hpa(PT_2MB)` (module 1.5 `helpers.c`): 2 MB aligned, no
-        KeyID, in a TDMR, PAMT_2M entry exclusively, PT_NDA and every 4K page of it free (with
-        DPAMT a PT_PAMT node is not free either)."""
+        KeyID (OPERAND_INVALID), in a TDMR (ADDR_RANGE_ERROR), the PAMT_2M entry exclusively
+        (`pamt_walk` to 2M, BUSY), PT_NDA, and every PAMT_4K entry of the range PT_NDA
+        (`pamt_is_2mb_range_free`; a reserved page counts as used), else
+        PAGE_METADATA_INCORRECT. With DPAMT a PT_PAMT node is not free either, nor a range
+        holding PAMT pages."""
         if pa < 0 or pa % PAGE_2M or pa >> KEYID_SHIFT:
             return st.TDX_OPERAND_INVALID | operand
         if not self.pamt.covers(pa):
@@ -236,7 +229,7 @@ class DpamtMixin:
         r = self.pamt.range_entry(pa)
         if not call.exclusive(r.lock):
             return st.TDX_OPERAND_BUSY | operand
-        if r.pt != PageType.PT_NDA or self.pamt.pages_in_use_4k(pa) or any(
+        if r.pt != PageType.PT_NDA or not self.pamt.range_4k_free(pa) or any(
                 (pa >> 12) + i in self.pamt.pamt_pages for i in range(512)):
             return st.TDX_PAGE_METADATA_INCORRECT | operand
         return None
@@ -255,21 +248,31 @@ class DpamtMixin:
     # TDH.MEM.PAGE.DEMOTE (2M -> 4K) --------------------------------------------------------
     def _h_tdh_mem_page_demote(self, tdr: int, gpa: int, level: int, page: int,
                                pamt_page0: int = 0, pamt_page1: int = 0, *, lp: int):
+        """Module 1.5 `tdh_mem_page_demote.c` in its order: the prologue with the S-EPT tree
+        *shared*, levels 2M..1G (`verify_page_info_input(LVL_PD, LVL_PDPT)`); a page in a
+        demotable state (EPT_ENTRY_STATE_INCORRECT | RCX); blocked and tracked in a runnable
+        TD, BEPOCH read from the page's PAMT_2M entry; the new S-EPT page (R8) locked
+        exclusively and PT_NDA; then `pamt_demote` takes the PAMT_2M entry exclusively
+        (BUSY | RCX). The children come out unblocked; child count + 1 (the S-EPT page).
+        The model has no 1 GB page, so a level-2 DEMOTE finds a table or nothing: wrong state.
+        Dynamic PAMT (module 2.0): the pair that backs the new PAMT_4K entries, checked before
+        `pamt_demote` (operand ids R9 / R10 are the model's assumption)."""
         leaf = "TDH.MEM.PAGE.DEMOTE"
         call = Call(f"{leaf}@LP{lp}")
         try:
             td, entry, err = self._lock_sept_entry(
-                call, tdr, gpa, level, (OpState.INITIALIZED, OpState.RUNNABLE),
-                (1,) if self.huge_pages else (), tree_exclusive=True)
+                call, tdr, gpa, level, (OpState.INITIALIZED, OpState.RUNNABLE), (1, 2),
+                tree_exclusive=False)
             if err:
-                return Result(leaf, err)
+                return Result(leaf, err, *call.details)
             tdcs = td.tdcs
-            if entry.state not in _DEMOTE_ALLOWED:
-                return Result(leaf, st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
+            if entry.state not in _DEMOTE_ALLOWED or level != 1:
+                call.septe(entry, level)
+                return Result(leaf, st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX, *call.details)
             big = self.pamt.range_entry(entry.hpa)
-            err = self._tracking_error(tdcs, entry, self.pamt.entry(entry.hpa >> 12).bepoch)
+            err = self._tracking_error(call, tdcs, entry, big.bepoch)
             if err:
-                return Result(leaf, err)
+                return Result(leaf, err, *call.details)
             err = self._new_page_error(call, page, R8)
             if err:
                 return Result(leaf, err)
@@ -280,23 +283,22 @@ class DpamtMixin:
                     err = err or self._pamt_page_busy_or_used(call, entry.hpa, p, op)
                     if err:
                         return Result(leaf, err)
-                if not call.exclusive(big.lock):
-                    return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
+            if not call.exclusive(big.lock):
+                return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
+            if self.dynamic_pamt:
                 err = self._set_pamt_bits(pamt_page0, pamt_page1, R9, R10)
                 if err:
                     return Result(leaf, err)
             yield IN_SEAMCALL
             hpa, small = entry.hpa, _UNBLOCKED.get(entry.state, entry.state)
             owner = big.owner
-            big.pt, big.owner = PageType.PT_NDA, 0
+            big.pt, big.owner, big.bepoch = PageType.PT_NDA, 0, 0
             if self.dynamic_pamt:
                 big.pt, big.page0, big.page1 = PageType.PT_PAMT, pamt_page0, pamt_page1
             for i in range(512):
                 e = self.pamt.entry((hpa >> 12) + i)
                 e.pt, e.owner, e.bepoch = PageType.PT_REG, owner, 0
-                key = (0, gpa + i * PAGE_SIZE)
-                child = tdcs.sept.entries.get(key) or tdcs.sept.entries.setdefault(
-                    key, SeptEntry(0, key[1]))
+                child = tdcs.sept.entry_at(gpa + i * PAGE_SIZE, 0)
                 child.state, child.hpa = small, hpa + i * PAGE_SIZE
             self._give_page(page, PageType.PT_EPT, td)  # chldcnt += 1 (the S-EPT page)
             entry.state, entry.hpa = SeptState.NL_MAPPED, page
@@ -306,33 +308,47 @@ class DpamtMixin:
 
     # TDH.MEM.PAGE.PROMOTE (512 x 4K -> 2M) -------------------------------------------------
     def _h_tdh_mem_page_promote(self, tdr: int, gpa: int, level: int, *, lp: int):
-        """Merge 512 4K leaves mapping one physically contiguous, 2 MB-aligned range (all in
-        the same state) back into a 2 MB leaf; the S-EPT page is freed (RCX) and, with DPAMT,
-        the pair that backed the range is returned in RDX / R8 ([V2-CL]). Model: the parent
-        must be NL_BLOCKED and TLB-tracked while the TD is runnable (as for removal)."""
+        """Module 1.5 `tdh_mem_page_promote.c` in its order: the prologue with the tree
+        *shared*, levels 2M..1G; a table entry (EPT_ENTRY_STATE_INCORRECT | RCX); the S-EPT
+        page's PAMT entry exclusively (BUSY | RCX); blocked and tracked in a runnable TD;
+        `is_sept_page_valid_for_merge`: each of the 512 entries host-locked in turn (BUSY |
+        RCX), the first 2 MB-aligned and MAPPED or PENDING, every other the same state at the
+        next 4K (EPT_INVALID_PROMOTE_CONDITIONS | RCX); then `pamt_promote` takes the PAMT_2M
+        entry exclusively (BUSY | RCX). The merged entry takes the children's state; RCX = the
+        freed S-EPT page; with Dynamic PAMT the pair comes back in RDX / R8 ([V2-CL]).
+        A 1 GB merge (level 2) is not modelled: it reports EPT_INVALID_PROMOTE_CONDITIONS."""
         leaf = "TDH.MEM.PAGE.PROMOTE"
         call = Call(f"{leaf}@LP{lp}")
         try:
             td, entry, err = self._lock_sept_entry(
-                call, tdr, gpa, level, (OpState.INITIALIZED, OpState.RUNNABLE),
-                (1,) if self.huge_pages else (), tree_exclusive=True)
+                call, tdr, gpa, level, (OpState.INITIALIZED, OpState.RUNNABLE), (1, 2),
+                tree_exclusive=False)
             if err:
-                return Result(leaf, err)
+                return Result(leaf, err, *call.details)
             tdcs = td.tdcs
             if entry.state not in (SeptState.NL_MAPPED, SeptState.NL_BLOCKED):
-                return Result(leaf, st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
+                call.septe(entry, level)
+                return Result(leaf, st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX, *call.details)
             sept_page = self.pamt.entry(entry.hpa >> 12)
-            if tdcs.op_state == OpState.RUNNABLE:
-                if entry.state != SeptState.NL_BLOCKED:
-                    return Result(leaf, st.TDX_GPA_RANGE_NOT_BLOCKED | RCX)
-                if not tdcs.is_tlb_tracked(sept_page.bepoch):
-                    return Result(leaf, st.TDX_TLB_TRACKING_NOT_DONE | RCX)
-            kids = [tdcs.sept.entries.get((0, gpa + i * PAGE_SIZE)) for i in range(512)]
-            base = kids[0].hpa if kids[0] is not None else -1
-            if (base < 0 or base % PAGE_2M or any(
-                    k is None or k.state != kids[0].state or k.hpa != base + i * PAGE_SIZE
-                    for i, k in enumerate(kids)) or kids[0].state not in _PROMOTABLE):
-                return Result(leaf, st.TDX_EPT_INVALID_PROMOTE_CONDITIONS | RCX)
+            if not call.exclusive(sept_page.lock):
+                return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
+            err = self._tracking_error(call, tdcs, entry, sept_page.bepoch)
+            if err:
+                return Result(leaf, err, *call.details)
+            kids = []
+            for i in range(512):
+                k = tdcs.sept.entry_at(gpa + i * PAGE_SIZE, level - 1)
+                if not call.entry(k.lock):
+                    call.septe(entry, level)
+                    return Result(leaf, st.TDX_OPERAND_BUSY | RCX, *call.details)
+                first = kids[0] if kids else k
+                if level != 1 or k.state != first.state or k.hpa != first.hpa + i * PAGE_SIZE \
+                        or (i == 0 and (k.hpa % PAGE_2M or k.state not in _PROMOTABLE)):
+                    call.septe(entry, level)
+                    return Result(leaf, st.TDX_EPT_INVALID_PROMOTE_CONDITIONS | RCX,
+                                  *call.details)
+                kids.append(k)
+            base = kids[0].hpa
             big = self.pamt.range_entry(base)
             if not call.exclusive(big.lock):
                 return Result(leaf, st.TDX_OPERAND_BUSY | RCX)

@@ -22,6 +22,7 @@ from .pamt import KEYID_SHIFT, PAGE_SIZE, PageType, Pamt
 from .td import KotState, Lifecycle, VcpuState
 from .teardown import TeardownMixin
 from .vcpu import VcpuMixin
+from .versions import DEFAULT_MODULE_VERSION, check_version
 
 OWNED_TYPES = (PageType.PT_REG, PageType.PT_TDCX, PageType.PT_TDVPR, PageType.PT_EPT)
 
@@ -31,7 +32,9 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
 
     Defaults are assumptions for teaching, not read from a real module: 6 TDCS pages (module
     1.5.01 MIN_NUM_TDCS_PAGES), 5 TDCX pages per vCPU, private HKIDs 33..63 with the global
-    TDX KeyID 32, and one TDMR of `memory` bytes starting at `base`.
+    TDX KeyID 32, and one TDMR of `memory` bytes starting at `base`. `module_version` is the
+    TDX module release whose statuses the model returns where releases differ
+    (`tdxedu.tdx.versions`: "1.5.05", the default, or "1.5.01").
     """
 
     def __init__(
@@ -47,7 +50,7 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
         private_hkids: range = range(33, 64),
         cache_wb_rounds: int = 1,
         dynamic_pamt: bool = False,
-        huge_pages: bool = False,
+        module_version: str = DEFAULT_MODULE_VERSION,
         trace: Trace | None = None,
     ):
         if num_packages < 1 or lps_per_package < 1:
@@ -58,7 +61,10 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
             raise ValueError("cache_wb_rounds must be >= 1")
         self.pamt = Pamt(base, memory)
         self.dynamic_pamt = bool(dynamic_pamt)
-        self.huge_pages = bool(huge_pages)
+        self.module_version = check_version(module_version)
+        # RANGE.UNBLOCK's TLB_TRACKING_NOT_DONE operand (`tdxedu.tdx.versions`).
+        self._unblock_tracking_op = (st.TDX_OPERAND_ID_SEPT if module_version == "1.5.01"
+                                     else st.TDX_OPERAND_ID_RCX)
         self.num_packages = num_packages
         self.lps_per_package = lps_per_package
         self.num_lps = num_packages * lps_per_package
@@ -215,6 +221,10 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
 
     def tdh_mem_sept_remove(self, td: int, gpa: int, level: int, *, lp: int = 0):
         return self._call("tdh_mem_sept_remove", lp, (td, gpa, level), (_TDR, _GPA, _LEVEL))
+
+    def tdh_mem_sept_rd(self, td: int, gpa: int, level: int = 0, *, lp: int = 0):
+        """Read the S-EPT entry of `gpa` at `level`: RCX = the entry, RDX = level | state."""
+        return self._call("tdh_mem_sept_rd", lp, (td, gpa, level), (_TDR, _GPA, _LEVEL))
 
     # --- teardown -------------------------------------------------------------------------
     def tdh_vp_flush(self, vp: int, *, lp: int = 0) -> Result:
@@ -423,6 +433,12 @@ _ROUTES = {
     Leaf.TDH_PHYMEM_CACHE_WB: lambda m, rcx, rdx, r8, r9, lp: m.tdh_phymem_cache_wb(rcx, lp=lp),
     Leaf.TDH_PHYMEM_PAGE_WBINVD: lambda m, rcx, rdx, r8, r9, lp: m.tdh_phymem_page_wbinvd(
         rcx, lp=lp),
+    Leaf.TDH_MEM_PAGE_DEMOTE: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mem_page_demote(
+        rdx, *_page_info(rcx), r8, lp=lp),
+    Leaf.TDH_MEM_PAGE_PROMOTE: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mem_page_promote(
+        rdx, *_page_info(rcx), lp=lp),
+    Leaf.TDH_MEM_SEPT_RD: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mem_sept_rd(
+        rdx, *_page_info(rcx), lp=lp),
     Leaf.TDH_PHYMEM_PAMT_ADD: lambda m, rcx, rdx, r8, r9, lp: _pamt_leaf(
         m, "tdh_phymem_pamt_add", rcx, (rdx, r8), lp),
     Leaf.TDH_PHYMEM_PAMT_REMOVE: lambda m, rcx, rdx, r8, r9, lp: _pamt_leaf(

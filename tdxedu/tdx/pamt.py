@@ -118,6 +118,23 @@ class Pamt:
             r = self.ranges[idx] = Pamt2MEntry(idx)
         return r
 
+    def leaf_entry(self, hpa: int, level: int):
+        """The PAMT entry that describes a TD page of S-EPT `level` at `hpa`: the 4K entry, or
+        the PAMT_2M entry of a 2 MB page (`pamt_implicit_get(pa, leaf_size)`, module 1.5
+        `pamt_manager.c`): where its lock, owner and BEPOCH live."""
+        return self.entry(hpa >> PAGE_SHIFT) if level == 0 else self.range_entry(hpa)
+
+    def range_4k_free(self, pa: int) -> bool:
+        """`pamt_is_2mb_range_free`: every PAMT_4K entry of the 2 MB range is PT_NDA (a
+        reserved page makes the range unusable as a 2 MB page too)."""
+        first = (pa >> 21) << 9
+        entries = self.entries
+        for pfn in range(first, first + 512):
+            e = entries.get(pfn)
+            if e is not None and e.pt != PT_NDA:
+                return False
+        return True
+
     def range_pt(self, pa: int) -> PageType:
         r = self.ranges.get(pa >> 21)
         return PT_NDA if r is None else r.pt

@@ -169,7 +169,7 @@ def test_removal_hint_when_range_becomes_empty():
 def test_2m_leaf_needs_no_pair_split_needs_one_merge_returns_it():
     """§2.6: a 2 MB mapping uses the PAMT_2M leaf (no pair); DEMOTE needs a pair, PROMOTE
     returns it ([V2-CL])."""
-    m = dpamt(huge_pages=True)
+    m = dpamt()
     td = covered_td(m)
     gpa, hpa = 1 << 21, 4 * M2  # the TD has S-EPT tables for GPA range [0, 1G)
     adds = m.counts["tdh_phymem_pamt_add"]
@@ -201,11 +201,16 @@ def test_2m_leaf_needs_no_pair_split_needs_one_merge_returns_it():
     assert m.check_invariants() == []
 
 
-def test_demote_without_huge_pages_is_invalid():
+def test_demote_levels_are_2m_to_1g():
+    """Module 1.5 `tdh_mem_page_demote.c`: verify_page_info_input(LVL_PD, LVL_PDPT): a 4K or
+    512G level is OPERAND_INVALID | RCX; a level-2 entry that is a table is the wrong state."""
     m = dpamt()
     td = covered_td(m)
-    r = m.tdh_mem_page_demote(td.tdr, 1 << 21, 1, 0x18_0000, 6 * M2, 6 * M2 + 4096)
-    assert r.status == st.TDX_OPERAND_INVALID | RCX
+    for level in (0, 3):
+        r = m.tdh_mem_page_demote(td.tdr, 0, level, 0x18_0000, 6 * M2, 6 * M2 + 4096)
+        assert r.status == st.TDX_OPERAND_INVALID | RCX
+    r = m.tdh_mem_page_demote(td.tdr, 0, 2, 0x18_0000, 6 * M2, 6 * M2 + 4096)
+    assert r.status == st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX
 
 
 def test_python_misuse_is_a_type_error():

@@ -4,7 +4,8 @@ niooss-ledger/tdx-module `f99767b`; same in 1.5.01 unless a test says so):
 `src/common/helpers/helpers.c` (`check_any_td_state_map_tdcs_and_lock`,
 `check_and_associate_vcpu`, `adjust_tlb_tracking_state`), and
 `src/td_dispatcher/vm_exits/tdg_mem_page_accept.c`, `tdg_mem_page_attr_rd.c`,
-`tdg_mem_page_attr_wr.c`. Each test failed on the model before the fix it pins.
+`tdg_mem_page_attr_wr.c`. Each test failed on the model before the fix it pins, except those
+marked "(pin)", which keep a rule that was already right.
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ def test_accept_already_accepted_reports_the_walk_level(td_at):
 
 def test_accept_guest_lock_before_state(td_at):
     """tdg_mem_page_accept.c check_tdaccept_failure: the guest lock is taken before the state
-    is read, so an entry a host SEAMCALL holds is BUSY | RCX even if it is not PENDING."""
+    is read, so an entry a host SEAMCALL holds is BUSY | RCX even if it is not PENDING. (pin)"""
     w = td_at("finalized")
     w.enter()
     block = w.m.stepwise("tdh_mem_range_block", w.tdr, 0, 0, lp=3)
