@@ -82,11 +82,12 @@ class Lab:
         return self.module.td_exit(vp, reason, gpa, progressed, lp=self.vcpu_lp[vp])
 
     def arm_zero_step(self, i: int, gpa: int = P) -> None:
-        """Six EPT violations at one RIP on `gpa`: vCPU i's next VP.ENTER does the 0-step
-        check, holding the S-EPT tree exclusively (contention.md §3.1)."""
-        from ..tdx.td import STEPPING_EPF_THRESHOLD
+        """Seven EPT violations at one RIP on `gpa` (six counted, the seventh records the GPA;
+        module 1.5 `td_exit_stepping.c`): vCPU i's next VP.ENTER does the 0-step check,
+        holding the S-EPT tree exclusively."""
+        from ..tdx.td import EPF_FAULTS_TO_ARM
 
-        for _ in range(STEPPING_EPF_THRESHOLD):
+        for _ in range(EPF_FAULTS_TO_ARM):
             self.vp_enter(i)
             self.td_exit(i, "EPT_VIOLATION", gpa, progressed=False)
 

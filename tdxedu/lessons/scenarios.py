@@ -27,7 +27,7 @@ from ..kvm.teardown import (
     kvm_tdx_terminate_vm,
 )
 from ..sim.registry import scenario
-from ..tdx.td import STEPPING_EPF_THRESHOLD
+from ..tdx.td import EPF_FAULTS_TO_ARM
 from ..trace import WaitUntil
 from .world import TdWorld
 
@@ -52,12 +52,13 @@ def _busy_zero_step_actors(w: TdWorld) -> dict:
 
 
 def busy_zero_step(policy: str) -> TdWorld:
-    """0-step mitigation is active on vCPU 0 (six EPT faults at one RIP on page 1), so its
-    next VP.ENTER takes the S-EPT tree exclusively while KVM zaps page 0."""
+    """0-step mitigation is active on vCPU 0 (seven EPT faults at one RIP on page 1: six are
+    counted, the seventh records the GPA), so its next VP.ENTER takes the S-EPT tree
+    exclusively while KVM zaps page 0."""
     w = TdWorld(_busy_zero_step_actors, vcpus=1, pages=2, accept=True, busy_policy=policy)
     v = w.kvm.vcpus[0]
     vp = v.arch.tdx.tdvpr_pa
-    for _ in range(STEPPING_EPF_THRESHOLD):
+    for _ in range(EPF_FAULTS_TO_ARM):
         w.module.tdh_vp_enter(vp, lp=v.cpu)
         w.module.td_exit(vp, "EPT_VIOLATION", PAGE, progressed=False, lp=v.cpu)
     w.trace.events.clear()
