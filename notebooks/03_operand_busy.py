@@ -63,13 +63,14 @@ from tdxedu.lessons.operand_busy import (
     format_busy_matrix,
     format_verdicts,
     host_priority_story,
+    longest_completed_run,
 )
 from tdxedu.lessons.operand_busy_exercises import (
     check_busy_policy,
     check_busy_prediction,
     show_solution,
 )
-from tdxedu.lessons.operand_busy_locks import format_lock_table
+from tdxedu.lessons.operand_busy_locks import format_lock_table, format_vp_enter_phases
 from tdxedu.steps import ExplorerSource
 from tdxedu.widgets import Explorer
 from tdxedu.widgets.lesson_busy import BUSY_SCRIPTS, busy_stepper
@@ -101,7 +102,7 @@ for name in ("busy-accept-no-retry", "busy-accept-kick-retry-once"):
 # %% [markdown]
 # ## 2. Who locks what
 #
-# Every lock in the module is a **try-lock** (module 1.5.01 `tdx_locks.h`, contention.md §2):
+# Every lock in the module is a **try-lock** (module 1.5 `src/common/helpers/tdx_locks.h`):
 #
 # * a *sharex* lock (readers or one writer) for the TD epoch and the S-EPT tree; with a
 #   host-priority variant for OP_STATE and every PAMT entry (which is how the TDR, a TDVPR or
@@ -114,23 +115,40 @@ for name in ("busy-accept-no-retry", "busy-accept-kick-retry-once"):
 #
 # The table below is not typed in: it is **generated** by issuing each call once on a model TD
 # with a spy on the module's try-locks (`tdxedu.lessons.operand_busy_locks.lock_table`), then
-# compared cell by cell with the table transcribed from the module source in contention.md §3.
+# compared cell by cell with a table transcribed from the module's handlers
+# (`tdh_vp_enter.c`, `tdh_mem_*.c`, `tdg_mem_page_*.c`). A page operand is locked through the
+# PAMT walk, which also holds the page's 2 MB PAMT entry shared (not a column here).
 
 # %% tags=["nbval-check-output"]
 print(format_lock_table())
 
 # %% [markdown]
-# Read it with KVM's locking in mind (contention.md §3, Yan's RFC matrix):
+# Read it with KVM's locking in mind (Yan Zhao's RFC matrix, [Y-RFC]):
 #
 # * KVM serialises *its own* S-EPT SEAMCALLs with `mmu_lock`: the zap path (BLOCK, TRACK,
 #   REMOVE) holds it for write, the fault path (AUG, SEPT.ADD) for read.
-# * But **`TDH.VP.ENTER` and the guest's TDCALLs are not under `mmu_lock`.** VP.ENTER takes the
-#   epoch lock shared (to count itself in `REFCOUNT[epoch & 1]`) and, only when 0-step
-#   mitigation is active, the S-EPT tree exclusively. ACCEPT takes the entry's guest lock.
-# * So TRACK can meet VP.ENTER on the epoch lock, and BLOCK / REMOVE can meet a 0-step VP.ENTER
-#   on the tree, or an ACCEPT on the entry ([Y4]'s conclusion).
+# * But **`TDH.VP.ENTER` and the guest's TDCALLs are not under `mmu_lock`.** The guest's
+#   ACCEPT, ATTR.RD and ATTR.WR take the entry's *guest* lock. VP.ENTER takes the epoch lock
+#   shared only to count itself in `REFCOUNT[epoch & 1]`, and releases it at once; only then,
+#   and only when 0-step mitigation is active, it takes the S-EPT tree exclusively.
+# * So TRACK can meet VP.ENTER on the epoch lock (for an instant), and BLOCK / REMOVE / AUG can
+#   meet a 0-step VP.ENTER on the tree, or a TDCALL on the entry.
 # * VPFLUSHDONE and KEY.FREEID take the TDR *exclusively*: every vCPU in the guest holds it
 #   shared (the `*`), so those can only run once no vCPU runs. Lesson 04 uses that.
+#
+# The order inside VP.ENTER decides the contention windows of section 3. Stop a VP.ENTER of a
+# vCPU with a 0-step list inside its check, then let it enter, and read which locks it holds
+# at each point (module `tdh_vp_enter.c`: TDVPR, TDR, OP_STATE, the epoch step, the 0-step
+# filter, then OP_STATE and the tree are released before the guest runs):
+
+# %% tags=["nbval-check-output"]
+print(format_vp_enter_phases())
+
+# %% [markdown]
+# Inside the 0-step check the vCPU holds the tree exclusively but **not** the epoch lock, and
+# it is already counted in the current epoch. A TRACK at that moment succeeds, and leaves the
+# entering vCPU counted in what is now the *previous* epoch: a PAGE.REMOVE right after it gets
+# `TDX_TLB_TRACKING_NOT_DONE` until that vCPU exits (or its entry fails, which undoes the count).
 
 # %% [markdown]
 # ## 3. Who makes whom BUSY
@@ -139,8 +157,8 @@ print(format_lock_table())
 # (a vCPU simply in the guest; VP.ENTER inside its 0-step check; a guest ACCEPT zeroing page
 # P; a BLOCK or a TRACK half-way), then issues the *column* call from another CPU.
 #
-# **Predict** three cells first: *ACCEPT of P* × *BLOCK P*; *0-step check* × *AUG*;
-# *TRACK* × *VP.ENTER vCPU 1*. Then run.
+# **Predict** four cells first: *ACCEPT of P* × *BLOCK P*; *0-step check* × *AUG*;
+# *0-step check* × *TRACK*; *TRACK* × *VP.ENTER vCPU 1*. Then run.
 
 # %% tags=["nbval-check-output"]
 print(format_busy_matrix())
@@ -155,14 +173,17 @@ print(format_busy_matrix())
 # * `NOT_BLOCKED` (`TDX_GPA_RANGE_NOT_BLOCKED`) in the REMOVE column means REMOVE got every
 #   lock and then found P not blocked: the module takes locks **before** it looks at state, so
 #   a busy entry wins over a wrong state.
+# * 0-step check × TRACK is `ok`: the epoch lock was released before the check began (the
+#   phases table of section 2).
 # * TRACK × VP.ENTER: the vCPU can't even enter while TRACK advances the epoch. That is why the
-#   fastpath treats a BUSY VP.ENTER as "exit handled" (contention.md §5).
+#   fastpath treats a BUSY VP.ENTER as "exit handled" (`tdx_vcpu_run`, v6.16).
 #
 # ### Host priority
 #
 # Why is *one* retry enough for the entry lock? When a SEAMCALL loses an entry, the module sets
 # TDHP in the entry; from then on *guest* acquires of that entry fail with
-# `TDX_OPERAND_BUSY_HOST_PRIORITY` until the host wins once (contention.md §2 item 3):
+# `TDX_OPERAND_BUSY_HOST_PRIORITY` until the host wins once (module 1.5 `sept_manager.h`
+# `sept_lock_acquire_guest`):
 
 # %% tags=["nbval-check-output"]
 print(host_priority_story())
@@ -175,16 +196,20 @@ print(host_priority_story())
 # ## 4. 0-step mitigation: the vCPU takes the whole tree
 #
 # A malicious host could keep a guest instruction faulting forever and learn which page it
-# touches (a "zero-step" attack). The module counts EPT-violation exits at the same guest RIP;
-# after `STEPPING_EPF_THRESHOLD` = **6** it records the faulting GPAs (at most 32) and, on the
-# next `TDH.VP.ENTER`, takes the **S-EPT tree exclusively** to check they are mapped before
-# entering (module 1.5.01 `td_exit_stepping.c`; contention.md §3.1). Why 6: an instruction
-# fetch can fault twice (a 15-byte instruction across a page boundary), plus two per memory
-# operand, and most instructions have at most two operands.
+# touches (a "zero-step" attack). The module counts EPT-violation exits on private GPAs at
+# the same guest RIP up to `STEPPING_EPF_THRESHOLD` = **6**; every further one records its GPA
+# (at most 32). From then on every `TDH.VP.ENTER` takes the **S-EPT tree exclusively** to
+# check those GPAs are mapped before entering; if one is not, it emulates the EPT-violation
+# exit instead of entering. The list is only cleared by a TD exit after the guest made
+# progress, so the check repeats on every entry until then (module 1.5
+# `src/td_transitions/td_exit_stepping.c`, `tdh_vp_enter.c`). Why 6: an instruction fetch can
+# fault twice (a 15-byte instruction across a page boundary), plus two per memory operand, and
+# most instructions have at most two operands.
 #
 # **Predict, then Step:** pick `busy-zero-step-kick-retry-once` in the widget of section 1.
-# vCPU 0 has already faulted 6 times at one RIP. Which status does KVM's BLOCK get now, and
-# with which operand? (Then try `busy-zero-step-no-retry`.)
+# vCPU 0 has already faulted **7** times at one RIP: 6 counted, the 7th recorded page 1.
+# Which status does KVM's BLOCK get now, and with which operand? (Then try
+# `busy-zero-step-no-retry`.)
 
 # %% [markdown]
 # ## 5. Three BUSY policies, every interleaving
@@ -214,11 +239,12 @@ explorer = Explorer(sorted(BUSY_SCRIPTS), scenario="busy-accept-no-retry")
 explorer
 
 # %% [markdown]
-# The verdicts for all six scenarios (runs bounded at 30 steps; a completed run takes at most
-# 10), checked by the tests:
+# The verdicts for all six scenarios, runs bounded at 30 scheduler steps (the longest run of
+# the two policies that always finish is printed below it), checked by the tests:
 
 # %% tags=["nbval-check-output"]
 print(format_verdicts(busy_verdicts(max_steps=30)))
+print(f"longest run of no-retry and kick-retry-once: {longest_completed_run()} steps")
 
 # %% [markdown]
 # * **no-retry**: `kvm_bug` *sometimes*. One unlucky interleaving kills the VM and leaks the
@@ -263,13 +289,15 @@ print(format_verdicts(busy_verdicts(max_steps=30)))
 # ## Exercises
 #
 # **1. Predict the matrix.** Fill in the status (`"ok"`, `"BUSY|SEPT"`, `"BUSY|RCX"`,
-# `"BUSY|TD_EPOCH"`, `"NOT_BLOCKED|RCX"`) for these four cells *without* looking back at
-# section 3, using only the lock table. The checker compares with the model.
+# `"BUSY|TD_EPOCH"`, `"NOT_BLOCKED|RCX"`) for these five cells *without* looking back at
+# section 3, using only the lock table and the VP.ENTER phases. The checker compares with the
+# model.
 
 # %%
 my_guess = {
     ("guest ACCEPT of P", "BLOCK P"): "ok",  # fix me
     ("VP.ENTER 0-step check", "AUG"): "ok",  # fix me
+    ("VP.ENTER 0-step check", "TRACK"): "BUSY|TD_EPOCH",  # fix me
     ("TRACK", "VP.ENTER vCPU 1"): "ok",  # fix me
     ("vCPU 0 in the guest", "TRACK"): "ok",
 }

@@ -199,6 +199,17 @@ def busy_verdicts(kinds=("busy-accept", "busy-zero-step"), policies=None, *,
     return out
 
 
+def longest_completed_run(policies=("no-retry", "kick-retry-once"), *, limit: int = 30) -> int:
+    """The number of scheduler steps of the longest run of the busy-* scenarios under
+    `policies` (the ones that always end): the smallest step bound under which no run is
+    cut short. Lesson 03 prints it next to the verdicts' bound instead of stating it."""
+    for n in range(1, limit + 1):
+        v = busy_verdicts(policies=policies, max_steps=n)
+        if all(row["step_bound"] == "never" for row in v.values()):
+            return n
+    raise ValueError(f"some run of {policies} takes more than {limit} steps")
+
+
 def format_verdicts(v: dict[str, dict[str, str]], conditions=BUSY_CONDITIONS) -> str:
     w = max(len(s) for s in v)
     lines = [f"{'scenario':<{w}}  " + " ".join(f"{c:<12}" for c in conditions).rstrip()]
@@ -240,4 +251,4 @@ def host_priority_story() -> str:
 
 __all__ = ["P", "Q", "Lab", "new_lab", "HOLDERS", "CONTENDERS", "busy_matrix",
            "format_busy_matrix", "short_status", "BUSY_CONDITIONS", "busy_verdicts",
-           "format_verdicts", "host_priority_story"]
+           "longest_completed_run", "format_verdicts", "host_priority_story"]

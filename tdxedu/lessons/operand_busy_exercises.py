@@ -127,6 +127,7 @@ def _solution_busy_policy(kt, name, *args, cpu):
 SOLUTIONS = {
     "busy_prediction": {("guest ACCEPT of P", "BLOCK P"): "BUSY|RCX",
                         ("VP.ENTER 0-step check", "AUG"): "BUSY|SEPT",
+                        ("VP.ENTER 0-step check", "TRACK"): "ok",
                         ("TRACK", "VP.ENTER vCPU 1"): "BUSY|TD_EPOCH",
                         ("vCPU 0 in the guest", "TRACK"): "ok"},
     "busy_policy": _solution_busy_policy,

@@ -1,6 +1,8 @@
 """Lesson 03 (TDX_OPERAND_BUSY): which module locks each SEAMCALL/TDCALL takes, found by issuing
-the call on a built TD with a spy on the module's try-locks (contention.md §3 is the reference;
-the comparison is printed by `format_lock_table`).
+the call on a built TD with a spy on the module's try-locks, and compared with a table
+transcribed from the TDX module 1.5 handlers (`REFERENCE_LOCKS`; the comparison is printed by
+`format_lock_table`). `vp_enter_phases` shows which locks TDH.VP.ENTER holds at its two
+observable points: inside the 0-step check, and while the vCPU runs in the guest.
 
 Nothing here changes the model: the spy wraps the lock methods for the duration of one call
 and restores them.
@@ -17,8 +19,12 @@ from .operand_busy import Lab, P, Q, new_lab
 LOCK_COLUMNS = ("TDR", "OP_STATE", "TD epoch", "S-EPT tree", "S-EPT entry", "page",
                 "TDVPR", "KOT")
 
-# contention.md §3 (module 1.5.01 handlers, cross-checked with Yan Zhao's RFC table), in the
-# same notation: S shared, X exclusive, H / G the S-EPT entry's host / guest lock.
+# Transcribed from module 1.5 (TDX 1.5.05) `src/td_transitions/tdh_vp_enter.c`,
+# `src/vmm_dispatcher/api_calls/tdh_mem_*.c`, `tdh_vp_flush.c`, `tdh_mng_vpflushdone.c`,
+# `tdh_mng_key_freeid.c`, `tdh_phymem_page_reclaim.c` and `src/td_dispatcher/vm_exits/
+# tdg_mem_page_*.c`: S shared, X exclusive, H / G the S-EPT entry's host / guest lock. "page"
+# is the PAMT entry of the page operand (or of the removed page). Every explicit page operand
+# is locked through `pamt_walk`, which also holds its PAMT_2M entry shared (not a column).
 REFERENCE_LOCKS = {
     "TDH.VP.ENTER": {"TDR": "S", "OP_STATE": "S", "TD epoch": "S", "TDVPR": "S"},
     "TDH.VP.ENTER (0-step)": {"TDR": "S", "OP_STATE": "S", "TD epoch": "S",
@@ -33,13 +39,16 @@ REFERENCE_LOCKS = {
                          "page": "X"},
     "TDH.MEM.SEPT.ADD": {"TDR": "S", "OP_STATE": "S", "S-EPT tree": "S", "S-EPT entry": "H",
                          "page": "X"},
+    "TDH.MEM.SEPT.RD": {"TDR": "S", "OP_STATE": "S", "S-EPT tree": "S", "S-EPT entry": "H"},
     "TDG.MEM.PAGE.ACCEPT": {"S-EPT entry": "G"},
+    "TDG.MEM.PAGE.ATTR.RD": {"S-EPT entry": "G"},
+    "TDG.MEM.PAGE.ATTR.WR": {"S-EPT entry": "G"},
     "TDH.VP.FLUSH": {"TDR": "S", "TDVPR": "X"},
     "TDH.MNG.VPFLUSHDONE": {"TDR": "X", "KOT": "X"},
     "TDH.MNG.KEY.FREEID": {"TDR": "X", "KOT": "X"},
     "TDH.PHYMEM.PAGE.RECLAIM": {"TDR": "S", "page": "X"},
 }
-# Held by VP.ENTER for the whole guest run, released at TD exit (contention.md §3).
+# Held by VP.ENTER for the whole guest run, released at the TD exit (`td_exit.c`).
 REFERENCE_HELD_IN_GUEST = ("TDR", "TDVPR")
 
 
@@ -104,6 +113,8 @@ def _column(lab: Lab, lock) -> str:
     if lock is lab.module.kot_lock:
         return "KOT"
     name = getattr(lock, "name", "")
+    if name.startswith("PAMT_2M["):
+        return "PAMT 2M"  # a page operand's parent, taken by the PAMT walk
     if name.startswith("PAMT["):
         pa = int(name[5:-1], 16)
         if pa == lab.tdr:
@@ -132,7 +143,8 @@ def _probe(lab: Lab, call: str, fn) -> LockRow:
     held: tuple[str, ...] = ()
     if call.startswith("TDH.VP.ENTER"):
         vp = lab.module.vcpus[lab.vcpus[0]]
-        held = tuple(_column(lab, lk) for lk, _ex, _who in vp.enter_locks)
+        held = tuple(c for c in (_column(lab, lk) for lk, _ex, _who in vp.enter_locks)
+                     if c in LOCK_COLUMNS)
     return LockRow(call, locks, held, str(r.status))
 
 
@@ -142,8 +154,12 @@ def lock_table() -> list[LockRow]:
     m, tdr, h = lab.module, lab.tdr, lab.host_lp
     vp0, vp1 = lab.vcpus
     rows = [_probe(lab, "TDH.VP.ENTER", lambda: lab.vp_enter(0))]
+    lp0 = lab.vcpu_lp[vp0]
     rows.append(_probe(lab, "TDG.MEM.PAGE.ACCEPT",
-                       lambda: m.tdg_mem_page_accept(vp0, P, 0, lp=lab.vcpu_lp[vp0])))
+                       lambda: m.tdg_mem_page_accept(vp0, P, 0, lp=lp0)))
+    rows.append(_probe(lab, "TDG.MEM.PAGE.ATTR.RD", lambda: m.tdg_mem_page_attr_rd(vp0, P, lp=lp0)))
+    rows.append(_probe(lab, "TDG.MEM.PAGE.ATTR.WR",
+                       lambda: m.tdg_mem_page_attr_wr(vp0, P, 0, lp=lp0)))
     lab.td_exit(0)
     lab.arm_zero_step(0, 0x1000)
     rows.append(_probe(lab, "TDH.VP.ENTER (0-step)", lambda: lab.vp_enter(0)))
@@ -152,6 +168,7 @@ def lock_table() -> list[LockRow]:
                        lambda: m.tdh_mem_page_aug(tdr, Q, 0, lab.builder.page(), lp=h)))
     rows.append(_probe(lab, "TDH.MEM.SEPT.ADD",
                        lambda: m.tdh_mem_sept_add(tdr, 0x200000, 1, lab.builder.page(), lp=h)))
+    rows.append(_probe(lab, "TDH.MEM.SEPT.RD", lambda: m.tdh_mem_sept_rd(tdr, P, 0, lp=h)))
     rows.append(_probe(lab, "TDH.MEM.RANGE.BLOCK",
                        lambda: m.tdh_mem_range_block(tdr, 0x1000, 0, lp=h)))
     rows.append(_probe(lab, "TDH.MEM.TRACK", lambda: m.tdh_mem_track(tdr, lp=h)))
@@ -172,7 +189,7 @@ def lock_table() -> list[LockRow]:
 
 
 def lock_differences(rows: list[LockRow]) -> list[str]:
-    """Where the model's locks differ from contention.md §3."""
+    """Where the model's locks differ from the table transcribed from the module."""
     out = []
     for r in rows:
         ref = REFERENCE_LOCKS.get(r.call)
@@ -181,7 +198,7 @@ def lock_differences(rows: list[LockRow]) -> list[str]:
         for col in LOCK_COLUMNS:
             a, b = r.locks.get(col, "-"), ref.get(col, "-")
             if a != b:
-                out.append(f"{r.call}: {col} model {a}, contention.md §3 {b}")
+                out.append(f"{r.call}: {col} model {a}, module {b}")
         if r.call == "TDH.VP.ENTER" and set(r.held_in_guest) != set(REFERENCE_HELD_IN_GUEST):
             out.append(f"{r.call}: held in guest model {r.held_in_guest}, "
                        f"reference {REFERENCE_HELD_IN_GUEST}")
@@ -206,11 +223,57 @@ def format_lock_table(rows: list[LockRow] | None = None) -> str:
     diffs = lock_differences(rows)
     lines.append("")
     lines.append("* held from VP.ENTER until the TD exit")
-    lines.append("compared with contention.md §3: " + (
+    lines.append("compared with the module source: " + (
         "every lock matches" if not diffs else f"{len(diffs)} differences"))
     lines += [f"  {d}" for d in diffs]
     return "\n".join(lines)
 
 
-__all__ = ["LOCK_COLUMNS", "REFERENCE_LOCKS", "REFERENCE_HELD_IN_GUEST", "lock_spy", "LockRow",
-           "lock_table", "lock_differences", "format_lock_table"]
+# --- TDH.VP.ENTER's two observable points ---------------------------------------------------
+PHASE_COLUMNS = ("TDR", "TDVPR", "OP_STATE", "TD epoch", "S-EPT tree")
+
+
+def _held_by(lab: Lab, who: str) -> dict[str, str]:
+    m, tdcs = lab.module, lab.tdcs
+    locks = {"TDR": m.pamt.entry(lab.tdr >> 12).lock,
+             "TDVPR": m.pamt.entry(lab.vcpus[0] >> 12).lock, "OP_STATE": tdcs.op_state_lock,
+             "TD epoch": tdcs.epoch_lock, "S-EPT tree": tdcs.sept_lock}
+    return {col: "X" if lk.writer == who else "S" if who in lk.readers else "-"
+            for col, lk in locks.items()}
+
+
+def vp_enter_phases() -> list[tuple[str, dict[str, str], bool]]:
+    """(phase, locks the entering vCPU holds, counted in REFCOUNT) at the two points where
+    TDH.VP.ENTER of a vCPU with a 0-step GPA list can be observed: stopped inside its 0-step
+    check, and after it entered the guest (the listed GPA is mapped, so the check passes).
+    Read from the lock holders of the model, not typed in."""
+    lab = new_lab()
+    lab.arm_zero_step(0, 0x1000)  # GPA 0x1000 is mapped: the check passes
+    vp = lab.vcpus[0]
+    lp = lab.vcpu_lp[vp]
+    who = f"TDH.VP.ENTER@LP{lp}"
+    gen = lab.module.stepwise("tdh_vp_enter", vp, lp=lp)
+    next(gen)
+    rows = [("inside the 0-step check", _held_by(lab, who), lab.module.vcpus[vp].counted)]
+    for _ in gen:
+        pass
+    rows.append(("in the guest, until the TD exit", _held_by(lab, who),
+                 lab.module.vcpus[vp].counted))
+    return rows
+
+
+def format_vp_enter_phases(rows=None) -> str:
+    rows = vp_enter_phases() if rows is None else rows
+    w = max(len(r[0]) for r in rows)
+    head = f"{'TDH.VP.ENTER (0-step list set)':<{w}}  " + "  ".join(
+        f"{c:<10}" for c in PHASE_COLUMNS) + "  counted in REFCOUNT"
+    lines = [head, "-" * len(head)]
+    for phase, held, counted in rows:
+        lines.append(f"{phase:<{w}}  " + "  ".join(f"{held[c]:<10}" for c in PHASE_COLUMNS)
+                     + f"  {'yes' if counted else 'no'}")
+    return "\n".join(lines)
+
+
+__all__ = ["PHASE_COLUMNS", "vp_enter_phases", "format_vp_enter_phases", "LOCK_COLUMNS",
+           "REFERENCE_LOCKS", "REFERENCE_HELD_IN_GUEST", "lock_spy", "LockRow", "lock_table",
+           "lock_differences", "format_lock_table"]

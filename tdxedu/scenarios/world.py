@@ -113,7 +113,8 @@ class TdWorld(World):
                 self.flags["vp_enter_failed"] = True
                 return
             if r.exit_reason == "EPT_VIOLATION":
-                yield from self.handle_private_fault(vcpu, r.r8, cpu, name)  # R8: the GPA (td_exit.c)
+                # the exit's GPA is in R8 (module td_exit.c, KVM tdexit_gpa())
+                yield from self.handle_private_fault(vcpu, r.r8, cpu, name)
                 continue
             while ops:
                 yield PREEMPT

@@ -14,8 +14,9 @@ TDH.VP.ENTER in the order of module 1.5 `src/td_transitions/tdh_vp_enter.c`:
    is released, the increment undone and an EPT-violation TD exit is emulated: the guest is
    never entered (RAX = exit reason 48, RCX = exit qualification, R8 = the GPA). The list is
    *not* cleared by a successful check: only a TD exit after guest progress clears it;
-7. OP_STATE released, then the tree (if the filter took it); VCPU_ACTIVE, and the guest runs
-   holding the TDR and the TDVPR shared until the TD exit (`td_exit.c` td_vmexit_to_vmm).
+7. OP_STATE released, then the tree (if the filter took it; one step here); VCPU_ACTIVE, and
+   the guest runs holding the TDR and the TDVPR (with its PAMT walk: the PAMT_2M entry above
+   it) shared until the TD exit (`td_exit.c` td_vmexit_to_vmm, `pamt_unwalk`).
 So during the 0-step check the vCPU holds the tree exclusively but *not* the epoch lock, and it
 is already counted in the current epoch.
 VP.FLUSH must run on the LP the vCPU is associated with (`tdh_vp_flush.c`).

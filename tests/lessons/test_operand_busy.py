@@ -84,7 +84,9 @@ def test_busy_policy_rejects_non_generators_and_restores_kvm():
     assert kvm_tdx.tdh_do_no_vcpus is orig
 
 
-def test_lock_table_matches_contention_md():
+def test_lock_table_matches_the_module():
+    """REFERENCE_LOCKS transcribes module 1.5 tdh_vp_enter.c, tdh_mem_*.c and tdg_mem_page_*.c;
+    the spy finds the same locks in the model (the guest TDCALLs: only the entry's guest lock)."""
     rows = obl.lock_table()
     assert obl.lock_differences(rows) == []
     assert {r.call for r in rows} == set(obl.REFERENCE_LOCKS)
@@ -92,6 +94,19 @@ def test_lock_table_matches_contention_md():
     assert set(enter.held_in_guest) == {"TDR", "TDVPR"}
     assert all(not r.status.startswith("TDX_") or r.status == "TDX_SUCCESS" for r in rows)
     assert "every lock matches" in obl.format_lock_table(rows)
+
+
+def test_vp_enter_phases():
+    """tdh_vp_enter.c: in the 0-step check the vCPU holds TDR, TDVPR, OP_STATE shared and the
+    S-EPT tree exclusively, not the epoch lock, and is already counted in REFCOUNT; in the
+    guest only TDR and TDVPR remain (td_exit.c releases them)."""
+    (_, check, counted1), (_, guest, counted2) = obl.vp_enter_phases()
+    assert check == {"TDR": "S", "TDVPR": "S", "OP_STATE": "S", "TD epoch": "-",
+                     "S-EPT tree": "X"}
+    assert guest == {"TDR": "S", "TDVPR": "S", "OP_STATE": "-", "TD epoch": "-",
+                     "S-EPT tree": "-"}
+    assert counted1 and counted2
+    assert "inside the 0-step check" in obl.format_vp_enter_phases()
 
 
 def test_lock_spy_restores_the_lock_methods():
@@ -107,7 +122,9 @@ def test_busy_matrix_cells():
     m = ob.busy_matrix()
     assert m["guest ACCEPT of P"]["BLOCK P"] == "BUSY|RCX"
     assert m["VP.ENTER 0-step check"]["BLOCK P"] == "BUSY|SEPT"
-    assert m["VP.ENTER 0-step check"]["TRACK"] == "BUSY|TD_EPOCH"
+    # tdh_vp_enter.c: the epoch lock is released before the 0-step check (helpers.c
+    # adjust_tlb_tracking_state), so TRACK is not blocked by it
+    assert m["VP.ENTER 0-step check"]["TRACK"] == "ok"
     assert m["TRACK"]["VP.ENTER vCPU 1"] == "BUSY|TD_EPOCH"
     assert m["BLOCK (another page)"]["AUG"] == "BUSY|SEPT"
     assert set(m["vCPU 0 in the guest"].values()) <= {"ok", "NOT_BLOCKED|RCX"}
@@ -155,3 +172,19 @@ def test_solutions_are_hidden():
         assert "hidden" in repr(sol) and "<details>" in sol._repr_html_()
     with pytest.raises(KeyError):
         show_solution("nope")
+
+
+def test_lesson_03_numbers_come_from_the_model():
+    """Lesson 03 states the 0-step threshold (6), the faults that arm it (7) and prints the
+    longest busy run instead of stating it: the prose matches module 1.5 td_exit_stepping.h
+    as the model encodes it."""
+    from pathlib import Path
+
+    from tdxedu.tdx.td import EPF_FAULTS_TO_ARM, STEPPING_EPF_THRESHOLD
+
+    text = (Path(__file__).resolve().parents[2] / "notebooks" / "03_operand_busy.py").read_text()
+    assert f"`STEPPING_EPF_THRESHOLD` = **{STEPPING_EPF_THRESHOLD}**" in text
+    assert f"faulted **{EPF_FAULTS_TO_ARM}** times at one RIP: {STEPPING_EPF_THRESHOLD} counted"\
+        in text
+    assert "longest_completed_run()" in text
+    assert ob.longest_completed_run(limit=30) <= 30
