@@ -1,6 +1,6 @@
 """tdxedu: run how Linux KVM drives Intel TDX.
 
-Layers (dependencies point downwards only, see shared DESIGN.md):
+Layers (dependencies point downwards only, see the Layout section of README.md):
 widgets -> viz -> lessons -> sim/cost -> kvm -> tdx.
 """
 
