@@ -201,6 +201,19 @@ COMMANDS.append(Command(
     examples=("tdxedu sources", "tdxedu sources AH-RFC K616"), add_arguments=_sources_args))
 
 
+def cmd_versions(args: argparse.Namespace) -> int:
+    from .tdx.versions import format_versions
+
+    print(format_versions())
+    return 0
+
+
+COMMANDS.append(Command(
+    "versions", cmd_versions,
+    "TDX module releases the model knows (1.5.01, 1.5.05) and the statuses that differ",
+    examples=("tdxedu versions",)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     examples = "\n".join(f"  {ex}" for c in COMMANDS for ex in c.examples)
     parser = argparse.ArgumentParser(

@@ -7,6 +7,10 @@ recorded in `FuzzStats.problems`, never swallowed.
   registers and LPs, plus guest TD exits, on a module with a built TD (static PAMT) or a
   Dynamic-PAMT module; after each call the status must be a `Status` and
   `check_invariants()` empty.
+* `fuzz_guest`: a running TD driven from both sides: vCPUs entering and leaving (0-step
+  lists armed at random), guest TDCALLs (ACCEPT, ATTR.RD, ATTR.WR) from the vCPU's LP, and
+  the host's memory SEAMCALLs, often with one call paused at its preemption point (its locks
+  held) while another runs; 2 MB pages included.
 * `fuzz_interleaving`: `run_seeded` over a registered scenario; no run may end in
   ``exception``, and the correct-policy scenarios never in ``invariant_violated``.
 * `fuzz_kvm_flow`: a `RunningTd` driven through random KVM flows (fault in, runtime zap,
@@ -33,7 +37,7 @@ from ..sim.engine import run_seeded
 from ..tdx import Leaf, TdxModule
 from ..tdx.pamt import KEYID_SHIFT, PAGE_SIZE
 from ..tdx.status import Status
-from ..tdx.testing import TdBuilder
+from ..tdx.testing import BuildError, TdBuilder
 from ..trace import run_to_completion
 
 CORRECT_TEARDOWNS = ("v6.16", "terminate-vm", "flush-at-vcpu-free")
@@ -116,7 +120,8 @@ _NAMED = {
     "tdh_phymem_cache_wb": "c", "tdh_mng_key_freeid": "p", "tdh_phymem_page_reclaim": "p",
     "tdh_phymem_page_wbinvd": "p", "tdh_phymem_pamt_add": "ppp",
     "tdh_phymem_pamt_remove": "p", "tdh_mem_page_demote": "pglppp",
-    "tdh_mem_page_promote": "pgl",
+    "tdh_mem_page_promote": "pgl", "tdh_mem_sept_rd": "pgl", "tdg_mem_page_attr_rd": "pg",
+    "tdg_mem_page_attr_wr": "pglcc",
 }
 _NAMES = sorted(_NAMED)
 
@@ -169,6 +174,126 @@ def fuzz_seamcalls(rng, n: int, *, dynamic_pamt: bool | None = None,
             bad = m.check_invariants()
             if bad:
                 s.problems.append(f"invariant after {res!r}: {bad[0]}")
+                return s
+    return s
+
+
+# --- guest and host together ----------------------------------------------------------------
+
+_GUEST_GPAS = (0, 0x1000, 0x2000, 0x3000, 0x20_0000, 0x20_1000, 0x40_0000, 0x4000_0000,
+               0x1000 + 8, 1 << 47)
+_HOST_MEM = ("tdh_mem_range_block", "tdh_mem_range_unblock", "tdh_mem_page_remove",
+             "tdh_mem_sept_remove", "tdh_mem_sept_rd", "tdh_mem_page_promote")
+
+
+def _page_2m(b) -> int:
+    try:
+        return b.page_2m()
+    except BuildError:  # no free 2 MB range left: a 4K page (the AUG then fails, as it should)
+        return b.page()
+
+
+def _guest_world(rng):
+    m = TdxModule(memory=16 << 20, num_packages=2, lps_per_package=2)
+    b = TdBuilder(m)
+    td = b.build("finalized", vcpus=2, pages=2)
+    b.aug(td, 0x2000)
+    if rng.random() < 0.5:  # a 2 MB page at GPA 2 MB
+        m.tdh_mem_page_aug(td.tdr, 0x20_0000, 1, _page_2m(b))
+    return m, b, td
+
+
+def _guest_op(rng, m, b, td):
+    """One random operation; returns the SEAMCALL generator when it runs stepwise."""
+    vp = rng.choice(td.vcpus)
+    home = td.vcpu_lp[vp]
+    lp = home if rng.random() < 0.85 else rng.randrange(m.num_lps)
+    gpa, level = rng.choice(_GUEST_GPAS), rng.choice((0, 0, 0, 1, 1, 2, 3, -1))
+    r = rng.random()
+    if r < 0.15:
+        return "tdh_vp_enter", (vp,), lp
+    if r < 0.3:
+        reason = rng.choice(("HLT", "EPT_VIOLATION", "EPT_VIOLATION", "EXTERNAL_INTERRUPT"))
+        return "td_exit", (vp, reason, gpa & ~0xFFF, rng.random() < 0.3), lp
+    if r < 0.55:
+        inside = [v for v in td.vcpus if m.vcpus[v].in_guest]
+        if inside and rng.random() < 0.9:  # mostly from a vCPU that is in the guest
+            vp = rng.choice(inside)
+            lp = m.vcpus[vp].assoc_lpid
+        name = rng.choice(("tdg_mem_page_accept", "tdg_mem_page_attr_rd",
+                           "tdg_mem_page_attr_wr"))
+        args = {"tdg_mem_page_accept": (vp, gpa, level), "tdg_mem_page_attr_rd": (vp, gpa),
+                "tdg_mem_page_attr_wr": (vp, gpa, level, rng.choice((0, 0, 1)),
+                                         rng.choice((0, 0, 1)))}[name]
+        return name, args, lp
+    if r < 0.62:
+        return "tdh_mem_track", (td.tdr,), lp
+    if r < 0.7:
+        page = _page_2m(b) if level == 1 and rng.random() < 0.5 else b.page()
+        return "tdh_mem_page_aug", (td.tdr, gpa, level, page), lp
+    if r < 0.75:
+        return "tdh_mem_sept_add", (td.tdr, gpa, level, b.page()), lp
+    if r < 0.8:
+        return "tdh_mem_page_demote", (td.tdr, gpa, level, b.page()), lp
+    return rng.choice(_HOST_MEM), (td.tdr, gpa, level), lp
+
+
+def _issue(m, name, args, lp, stepwise: bool):
+    if name == "td_exit":
+        return m.td_exit(*args, lp=lp), None
+    if stepwise:
+        g = m.stepwise(name, *args, lp=lp)
+        try:
+            next(g)
+        except StopIteration as stop:
+            return stop.value, None
+        return None, g
+    return getattr(m, name)(*args, lp=lp), None
+
+
+def fuzz_guest(rng, n: int) -> FuzzStats:
+    """`n` operations on a running TD from the guest and the host side (see the module
+    docstring); after each: a `Status`, no exception, `check_invariants()` empty."""
+    s = FuzzStats()
+    m, b, td = _guest_world(rng)
+    paused = None  # (name, generator, LP) of a call stopped at its preemption point
+    for _ in range(n):
+        try:
+            if rng.random() < 0.05:  # arm a 0-step list on a vCPU that is not in the guest
+                vp = rng.choice(td.vcpus)
+                v = m.vcpus[vp]
+                if not v.in_guest:
+                    v.epf_count, v.epf_gpas = 6, [rng.choice(_GUEST_GPAS) & ~0xFFF]
+            name, args, lp = _guest_op(rng, m, b, td)
+            if paused is not None and lp == paused[2]:
+                continue  # an LP runs one SEAMCALL at a time
+            res, g = _issue(m, name, args, lp, paused is None and rng.random() < 0.4)
+            s.seamcalls += 1
+            if g is not None:
+                paused = (name, g, lp)
+                continue
+            if paused is not None and rng.random() < 0.6:
+                try:
+                    next(paused[1])
+                    raise AssertionError(f"{paused[0]}: more than one preemption point")
+                except StopIteration as stop:
+                    s.interleavings += 1
+                    res2 = stop.value
+                    if not isinstance(res2.status, Status):
+                        s.problems.append(f"non-Status result {res2!r}")
+                paused = None
+        except Exception:
+            s.problems.append("exception: " + traceback.format_exc(limit=6))
+            return s
+        if not isinstance(res.status, Status):
+            s.problems.append(f"non-Status result {res!r}")
+            return s
+        cls = f"{int(res.status) >> 32:#x}"
+        s.statuses[cls] = s.statuses.get(cls, 0) + 1
+        if paused is None:
+            bad = m.check_invariants()
+            if bad:
+                s.problems.append(f"invariant after {name}{args} -> {res!r}: {bad[0]}")
                 return s
     return s
 
@@ -271,5 +396,5 @@ def _locked(kvm, gen, write: bool):
             kvm.mmu_lock.read_unlock(who)
 
 
-__all__ = ["FuzzStats", "fuzz_seamcalls", "fuzz_interleaving", "fuzz_kvm_flow",
+__all__ = ["FuzzStats", "fuzz_seamcalls", "fuzz_guest", "fuzz_interleaving", "fuzz_kvm_flow",
            "correct_scenarios", "KVM_OPS", "CORRECT_TEARDOWNS"]

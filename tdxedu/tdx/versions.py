@@ -54,7 +54,7 @@ VERSION_DIFFERENCES: tuple[VersionDifference, ...] = (
         "no: needs 2^63 TRACKs"),
     VersionDifference(
         "TDH.VP.ENTER", "src/td_transitions/tdh_vp_enter.c",
-        "guest extended state (XRSTORS) or a guest MSR fails to load",
+        "guest extended state or a guest MSR fails to load",
         "TD exit with TDX_NON_RECOVERABLE_TD (TDX_SUCCESS for a debug TD)",
         "TD exit with TDX_NON_RECOVERABLE_TD_NON_ACCESSIBLE",
         "no: guest register state is not modelled"),
