@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tdxedu"
 # Top to bottom. A module may import from its own layer or any layer below it. Every
 # subpackage and top-level module of tdxedu must be listed (a new one has to be placed).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__main__", "cli", "explore_cmd", "teardown_cmd"),  # the `tdxedu` command
+    ("__main__", "cli", "explore_cmd", "teardown_cmd", "sources_cmd"),  # the `tdxedu` command
     ("widgets",),  # ipywidgets front ends
     ("viz",),  # matplotlib renderers
     ("lessons",),  # per-lesson helpers and exercises
@@ -29,7 +29,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("kvm",),  # the host kernel
     ("units",),  # sizes ("64M") to bytes
     ("tdx",),  # the TDX module
-    ("trace", ""),  # events and the yield protocol; "" is the package root (__version__)
+    ("trace", "sources", ""),  # events and the yield protocol; the bibliography; "" is the
+    # package root (__version__)
 )
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 
