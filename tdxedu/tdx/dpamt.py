@@ -48,9 +48,9 @@ from __future__ import annotations
 
 from . import status as st
 from .core import IN_SEAMCALL, Call, Result
+from .leaves import Leaf
 from .pamt import KEYID_SHIFT, PAGE_2M, PAGE_SIZE, PageType
 from .sept import SeptState
-from .td import OpState
 
 RCX, RDX, R8 = st.TDX_OPERAND_ID_RCX, st.TDX_OPERAND_ID_RDX, st.TDX_OPERAND_ID_R8
 R9, R10 = st.TDX_OPERAND_ID_R9, 0x0A
@@ -261,7 +261,7 @@ class DpamtMixin:
         call = Call(f"{leaf}@LP{lp}")
         try:
             td, entry, err = self._lock_sept_entry(
-                call, tdr, gpa, level, (OpState.INITIALIZED, OpState.RUNNABLE), (1, 2),
+                call, tdr, gpa, level, Leaf.TDH_MEM_PAGE_DEMOTE, (1, 2),
                 tree_exclusive=False)
             if err:
                 return Result(leaf, err, *call.details)
@@ -321,7 +321,7 @@ class DpamtMixin:
         call = Call(f"{leaf}@LP{lp}")
         try:
             td, entry, err = self._lock_sept_entry(
-                call, tdr, gpa, level, (OpState.INITIALIZED, OpState.RUNNABLE), (1, 2),
+                call, tdr, gpa, level, Leaf.TDH_MEM_PAGE_PROMOTE, (1, 2),
                 tree_exclusive=False)
             if err:
                 return Result(leaf, err, *call.details)

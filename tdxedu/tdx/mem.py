@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from . import status as st
 from .core import IN_SEAMCALL, Call, Result
+from .leaves import Leaf
 from .pamt import PT_NDA, PT_REG
 from .sept import (
     ANY_BLOCKED,
@@ -25,12 +26,11 @@ from .sept import (
     SEPT_LEVELS,
     UNBLOCK_RESULT,
 )
-from .td import OP_INITIALIZED, OP_RUNNABLE
+from .td import OP_RUNNABLE
 
 RCX = st.TDX_OPERAND_ID_RCX
 RDX = st.TDX_OPERAND_ID_RDX
 OK = st.TDX_SUCCESS
-LIVE = (OP_INITIALIZED, OP_RUNNABLE)
 # RANGE.BLOCK, RANGE.UNBLOCK and SEPT.RD accept levels LVL_PT..EPTP.ept_pwl
 # (`verify_page_info_input`): 0..3 with our 4-level S-EPT. PAGE.REMOVE accepts LVL_PT..LVL_PDPT,
 # SEPT.REMOVE LVL_PD..ept_pwl.
@@ -54,7 +54,8 @@ class MemMixin:
         leaf = "TDH.MEM.RANGE.BLOCK"
         call = Call(f"{leaf}@LP{lp}")
         try:
-            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, LIVE, BLOCK_LEVELS,
+            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level,
+                                                   Leaf.TDH_MEM_RANGE_BLOCK, BLOCK_LEVELS,
                                                    tree_exclusive=True)
             if err:
                 return Result(leaf, err, *call.details)
@@ -77,7 +78,8 @@ class MemMixin:
         leaf = "TDH.MEM.RANGE.UNBLOCK"
         call = Call(f"{leaf}@LP{lp}")
         try:
-            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, LIVE, BLOCK_LEVELS,
+            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level,
+                                                   Leaf.TDH_MEM_RANGE_UNBLOCK, BLOCK_LEVELS,
                                                    tree_exclusive=True)
             if err:
                 return Result(leaf, err, *call.details)
@@ -102,7 +104,7 @@ class MemMixin:
             td, err = self._lock_tdr(call, tdr, RCX)
             if err:
                 return Result(leaf, err)
-            err = self._td_state_error(call, td, LIVE)
+            err = self._td_state_error(call, td, Leaf.TDH_MEM_TRACK)
             if err:
                 return Result(leaf, err)
             tdcs = td.tdcs
@@ -126,7 +128,8 @@ class MemMixin:
         leaf = "TDH.MEM.PAGE.REMOVE"
         call = Call(f"{leaf}@LP{lp}")
         try:
-            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, LIVE, REMOVE_LEVELS,
+            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level,
+                                                   Leaf.TDH_MEM_PAGE_REMOVE, REMOVE_LEVELS,
                                                    tree_exclusive=False)
             if err:
                 return Result(leaf, err, *call.details)
@@ -160,8 +163,9 @@ class MemMixin:
         leaf = "TDH.MEM.SEPT.REMOVE"
         call = Call(f"{leaf}@LP{lp}")
         try:
-            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, LIVE,
-                                                   SEPT_REMOVE_LEVELS, tree_exclusive=True)
+            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level,
+                                                   Leaf.TDH_MEM_SEPT_REMOVE, SEPT_REMOVE_LEVELS,
+                                                   tree_exclusive=True)
             if err:
                 return Result(leaf, err, *call.details)
             tdcs = td.tdcs
@@ -200,7 +204,7 @@ class MemMixin:
             td, err = self._lock_tdr(call, tdr, RDX)
             if err:
                 return Result(leaf, err)
-            err = self._td_state_error(call, td, LIVE)
+            err = self._td_state_error(call, td, Leaf.TDH_MEM_SEPT_RD)
             if err:
                 return Result(leaf, err)
             if want_l2:

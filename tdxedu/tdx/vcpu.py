@@ -27,8 +27,9 @@ from __future__ import annotations
 from ..trace import Preempt
 from . import status as st
 from .core import Call, Result
+from .leaves import Leaf
 from .sept import GUEST_FULLY_ACCESSIBLE, SHARED_BIT
-from .td import EPF_GPA_LIST_SIZE, NO_LP, STEPPING_EPF_THRESHOLD, Lifecycle, OpState, VcpuState
+from .td import EPF_GPA_LIST_SIZE, NO_LP, STEPPING_EPF_THRESHOLD, Lifecycle, VcpuState
 
 RCX = st.TDX_OPERAND_ID_RCX
 OK = st.TDX_SUCCESS
@@ -48,7 +49,7 @@ class VcpuMixin:
             if err:
                 return Result(leaf, err)
             td = vp.td
-            err = self._td_state_error(call, td, (OpState.RUNNABLE,))
+            err = self._td_state_error(call, td, Leaf.TDH_VP_ENTER)
             if err:
                 return Result(leaf, err)
             if len(vp.tdcx_pa) != self.tdcx_per_vcpu:
