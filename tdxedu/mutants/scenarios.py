@@ -176,7 +176,7 @@ def _zap_zero_step_2_actors(w: TdWorld) -> dict:
 @factory("zap-zero-step-2", "KVM zaps page 0 while two 0-step vCPUs enter (tree held in "
          "VP.ENTER)", uses=("busy_policy",), max_steps=150)
 def _zap_zero_step_2(cfg: Config):
-    """Both vCPUs have 0-step mitigation armed (six EPT faults at one RIP on page 1), so each
+    """Both vCPUs have 0-step mitigation armed (seven EPT faults at one RIP on page 1), so each
     VP.ENTER takes the S-EPT tree exclusively. The kick waits only for vCPUs in guest mode; a
     vCPU that was outside may enter next unless `wait_for_sept_zap` keeps it out."""
     w = TdWorld(_zap_zero_step_2_actors, vcpus=2, pages=2, busy_policy=cfg.busy_policy,
