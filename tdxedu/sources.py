@@ -277,7 +277,8 @@ SOURCES: tuple[Source, ...] = (
        "[GIT PULL] KVM: x86: MMU changes for 6.18", SEAN, "2025-09-27",
        "the anti-zero-step local retry stops on an invalid memslot (a deadlock fix)"),
     _s("AH-clear", "mail", "20250819155811.136099-4-adrian.hunter@intel.com",
-       "x86/tdx: Skip clearing reclaimed pages unless X86_BUG_TDX_PW_MCE is present", ADRIAN,
+       "[PATCH V7 3/3] x86/tdx: Skip clearing reclaimed pages unless X86_BUG_TDX_PW_MCE is "
+       "present", ADRIAN,
        "2025-08-19", "'up to 40%' shorter shutdown without the MOVDIR64B clear; clearing a large "
        "guest can take minutes"),
     _s("PULL619", "mail", "20251126014455.788131-8-seanjc@google.com",
