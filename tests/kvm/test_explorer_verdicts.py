@@ -3,8 +3,8 @@ and HKID release ([K616], [M15])."""
 
 import pytest
 
+from tdxedu.scenarios.registry import get, load_all
 from tdxedu.sim import explore, run_seeded
-from tdxedu.sim.registry import get, load_all
 
 
 def verdicts(name, **kw):

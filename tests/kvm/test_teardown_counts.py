@@ -3,8 +3,9 @@ is the closed form of `tdxedu.cost.counts` (the flows of [K616])."""
 
 import pytest
 
-from tdxedu.lessons.td import RunningTd, parse_size
+from tdxedu.scenarios import RunningTd
 from tdxedu.tdx.pamt import PageType
+from tdxedu.units import parse_size
 
 
 def expected_counts(td: RunningTd, strategy: str) -> dict[str, int]:
