@@ -35,10 +35,9 @@ from tdxedu.sources import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-# Where [TAG]s must resolve, and where no fact-sheet file, outside path or tracker may be named.
-# (Trees join these lists as their citations are rewritten.)
-CITING = ("docs", "README.md")
-TEXT = ("docs", "README.md", "binder", "dev.py", "pyproject.toml")
+CITING = ("tdxedu", "notebooks", "docs", "README.md", "bench")  # where [TAG]s must resolve
+TEXT = ("tdxedu", "notebooks", "docs", "README.md", "bench", "tests", "binder", "dev.py",
+        "pyproject.toml")  # where no fact-sheet file, outside path or tracker may be named
 SUFFIXES = {".py", ".md", ".ipynb", ".csv", ".cfg", ".txt", ".toml", ".json", ".yml", ""}
 NOT_TAGS = {"PATCH", "RFC", "TAG"}
 CITATION = re.compile(r"(?<![\w\]])\[(" + TAG_RE.pattern + r")\](?![(?*+{])")

@@ -167,7 +167,8 @@ def test_get_root_fails_at_zero():
 
 
 def test_invalidate_without_write_lock_is_reported_and_invalid_bit_stripped():
-    """[SC-preserve], [TDXPREP]: write lock asserted outside destruction; passing KVM_INVALID_ROOTS WARNs."""
+    """[SC-preserve], [TDXPREP]: write lock asserted outside destruction; passing KVM_INVALID_ROOTS
+    WARNs."""
     kvm = vm("v6.16")
     run(kvm.vcpus[0])
     kvm_tdp_mmu_invalidate_roots(kvm, KVM_DIRECT_ROOTS | KVM_INVALID_ROOTS, who="t")
@@ -247,7 +248,8 @@ def test_tdp_mmu_pages_counts_non_root_page_tables():
 
 @pytest.mark.parametrize("policy", list(POLICIES))
 def test_vm_destruction_frees_every_root(policy):
-    """inv13 / [RE-P2]: after kvm_destroy_vm no root is left, tdp_mmu_pages is 0, on every policy."""
+    """inv13 / [RE-P2]: after kvm_destroy_vm no root is left, tdp_mmu_pages is 0, on every
+    policy."""
     kvm = vm(policy, 2)
     v0, v1 = kvm.vcpus
     run(v0)

@@ -44,7 +44,8 @@ def test_every_interleaving_keeps_every_invariant(name):
 
 @pytest.mark.parametrize("policy", list(POLICIES))
 def test_smm_round_trip_reallocates_roots_only_on_v63(policy):
-    """[SC-Apr23-diag], [SC-preserve]: up to v6.3 the last vCPU reference frees the root, so every SMI/RSM
+    """[SC-Apr23-diag], [SC-preserve]: up to v6.3 the last vCPU reference frees the root, so every
+    SMI/RSM
     reallocates; from v6.4 the TDP MMU's reference keeps it."""
     e = explore(lambda: smm_storm_world(policy, 1, 1), max_steps=300)
     assert e.verdict("root_reallocated") == ("always" if policy == "v6.3" else "never")
@@ -72,7 +73,8 @@ def test_invalid_root_can_outlive_the_memslot_update():
 
 
 def test_td_memslot_update_keeps_the_mirror_root():
-    """[YZ-zapquirk], [RE-P2]: for a TD a memslot deletion zaps leaves only; no root is ever invalidated."""
+    """[YZ-zapquirk], [RE-P2]: for a TD a memslot deletion zaps leaves only; no root is ever
+    invalidated."""
     e = explore(lambda: memslot_update_world("v6.16", 2, 2, td=True), max_steps=300)
     assert set(e.outcomes) == {"completed"}
     assert e.verdict("invalid_root_outlived_fast_zap") == "never"

@@ -1,4 +1,5 @@
-"""The SMM-reset storm of the 2023 report ([JP-HV], [SC-Apr23-diag], [SC-Apr23], [SC-preserve]): every SMI and
+"""The SMM-reset storm of the 2023 report ([JP-HV], [SC-Apr23-diag], [SC-Apr23], [SC-preserve]):
+every SMI and
 RSM resets the MMU context (kvm_smm_changed → kvm_mmu_reset_context → kvm_mmu_unload)."""
 
 import pytest

@@ -225,7 +225,7 @@ class BulkTd:
 
 class _Run:
     """One teardown: the order of file closes and hooks of `RunningTd._teardown` and
-    `kvm_destroy_vm` ([K-MAIN] [PB-vmdestroy] [SC-free] [K616] [RE-P2]), with the per-page work vectorised."""
+    `kvm_destroy_vm` ([K616], [SC-free], [PB-vmdestroy]), with the per-page work vectorised."""
 
     def __init__(self, td: BulkTd, strategy: str):
         self.td, self.strategy = td, strategy

@@ -66,7 +66,8 @@ class KvmMmuPageRole:
             # A TD has no SMM and no nested guest; the mirror role is the plain private one.
             raise ValueError("a mirror (TDX private) root has neither smm nor guest_mode")
         if self.smm and self.guest_mode:
-            # kvm_mmu_calc_root_role: guest_mode roots are !SMM ([SC-preserve]: {4,5} x !SMM for L2).
+            # kvm_mmu_calc_root_role: guest_mode roots are !SMM ([SC-preserve]: {4,5} x !SMM for
+            # L2).
             raise ValueError("no TDP root has both smm and guest_mode ([SC-preserve])")
 
     @property

@@ -9,7 +9,8 @@ Figures and rules (the Dynamic PAMT series: [RFC-CL], [V6-CL] and its patches; [
   [V6-02], and the kernel adds `pamt_refcounts`: 4 bytes per 2 MiB of [0, max_pfn) [V6-04]
   (worst case, a 52-bit address space: 8 GiB [V6-CL]).
 * On demand, one 2 MiB range costs one page pair, 2 x 4 KiB = 8 KiB (512 x 16 B), as soon as one
-  4 KiB page in it is given to the module at 4 KiB, until the last one is reclaimed ([V6-03], [V6-05]).
+  4 KiB page in it is given to the module at 4 KiB, until the last one is reclaimed ([V6-03],
+  [V6-05]).
 * A TD's DPAMT cost: its 4K-mapped guest memory (1/256 of it), its S-EPT pages (packed into
   covered ranges, or each alone in a range: the best and the worst case) and its
   control pages (TDR, TDCS pages, per vCPU TDVPR + TDCX). 2M-mapped guest memory needs no

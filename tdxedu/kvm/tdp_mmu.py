@@ -320,7 +320,8 @@ def _alloc_root(kvm: Kvm, role: KvmMmuPageRole, holder: str) -> KvmMmuPage:
     a = kvm.arch
     root = KvmMmuPage(a.tdp_mmu_next_hpa, role)
     a.tdp_mmu_next_hpa += 1
-    # trace_kvm_mmu_get_page(sp, true) fires in tdp_mmu_init_sp before the count is set ([S-69]; `arch/x86/kvm/mmutrace.h`).
+    # trace_kvm_mmu_get_page(sp, true) fires in tdp_mmu_init_sp before the count is set ([S-69];
+    # `arch/x86/kvm/mmutrace.h`).
     kvm.trace.emit("kvm_mmu_get_page", f"root#{root.hpa}", str(role), "new", source=SRC_TDP)
     pol = _pol(kvm)
     root.tdp_mmu_root_count = pol.initial_refcount

@@ -153,7 +153,8 @@ def _must(kt: KvmTdx, name: str, *args, cpu: int):
 def tdx_vcpu_create(vcpu: KvmVcpu) -> VcpuTdx:
     kt = to_kvm_tdx(vcpu.kvm)
     if kt.state != TD_STATE_INITIALIZED:
-        raise ValueError("vCPUs can be created only in TD_STATE_INITIALIZED ([K616] tdx_vcpu_create)")
+        raise ValueError("vCPUs can be created only in TD_STATE_INITIALIZED "
+                         "([K616] tdx_vcpu_create)")
     vcpu.kvm.kvm_get_kvm()  # the vCPU file holds a VM reference
     return VcpuTdx(vcpu)
 

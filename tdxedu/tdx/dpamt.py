@@ -10,7 +10,8 @@ remains, `Pamt.pamt_pages`); each 2 MB range's PAMT_2M entry is one of ([M20], [
 
 Rules modelled, with sources:
 
-* TDH.PHYMEM.PAMT.ADD (leaf 58, [V6-03]; module 2.0 `tdh_phymem_pamt_add.c`, [M20-PAMT-ADD]): DPAMT off
+* TDH.PHYMEM.PAMT.ADD (leaf 58, [V6-03]; module 2.0 `tdh_phymem_pamt_add.c`, [M20-PAMT-ADD]): DPAMT
+off
   -> OPERAND_INVALID | RAX; RCX must be a 2 MB-aligned HPA with level 2M (1), no KeyID and no
   reserved bits -> else OPERAND_INVALID | RCX; each PAMT page 4K-aligned without KeyID
   (OPERAND_INVALID | RDX / R8) and inside a TDMR (ADDR_RANGE_ERROR | RDX / R8); the range inside

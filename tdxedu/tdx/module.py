@@ -235,7 +235,8 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
         return self.tdh_phymem_page_wbinvd(page | hkid << KEYID_SHIFT, lp=lp)
 
     def tdh_phymem_page_wbinvd_tdr(self, td: int, *, lp: int = 0) -> Result:
-        """Kernel wrapper: WBINVD the TDR under the global TDX KeyID ([K616] `tdx_reclaim_td_control_pages`)."""
+        """Kernel wrapper: WBINVD the TDR under the global TDX KeyID ([K616]
+        `tdx_reclaim_td_control_pages`)."""
         need_int("tdh_phymem_page_wbinvd_tdr", "td", td, "TDR PA")
         return self.tdh_phymem_page_wbinvd(td | self.global_keyid << KEYID_SHIFT, lp=lp)
 

@@ -25,7 +25,8 @@ PA_MASK = (1 << KEYID_SHIFT) - 1
 
 
 class PageType(IntEnum):
-    """PAMT page types ([M15-PAMT]; 2 unused, 7 reserved; PT_PAMT, [M20], only with Dynamic PAMT)."""
+    """PAMT page types ([M15-PAMT]; 2 unused, 7 reserved; PT_PAMT, [M20], only with Dynamic
+    PAMT)."""
 
     PT_NDA = 0
     PT_RSVD = 1

@@ -6,7 +6,8 @@ generated tables ([M15]: module 1.5.01
 migration states are listed for completeness but never produced).
 
 Levels follow the module: 0 = 4 KiB entry, 1 = 2 MiB, 2 = 1 GiB, 3 = 512 GiB. With a 4-level
-S-EPT the root page (TDCS page 3, SEPT_ROOT_PAGE_INDEX in [M15] `td_control_structures.h`) holds the level-3
+S-EPT the root page (TDCS page 3, SEPT_ROOT_PAGE_INDEX in [M15] `td_control_structures.h`) holds
+the level-3
 entries; TDH.MEM.SEPT.ADD at level L turns the level-L entry into a non-leaf pointing at a new
 page of level L-1 entries.
 """

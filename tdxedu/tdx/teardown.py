@@ -169,7 +169,8 @@ class TeardownMixin:
     # TDH.PHYMEM.PAGE.WBINVD ---------------------------------------------------------------
     def _h_tdh_phymem_page_wbinvd(self, pa_with_keyid: int, lp: int):
         """Write back and invalidate one page's cache lines under the KeyID in the PA's upper
-        bits. The page must already be PT_NDA; no lifecycle check ([M15] `tdh_phymem_page_wbinvd.c`)."""
+        bits. The page must already be PT_NDA; no lifecycle check ([M15]
+        `tdh_phymem_page_wbinvd.c`)."""
         leaf = "TDH.PHYMEM.PAGE.WBINVD"
         if pa_with_keyid < 0 or pa_with_keyid >> 64:
             return Result(leaf, st.TDX_OPERAND_INVALID | RCX)

@@ -111,7 +111,8 @@ def test_bulk_equals_step_across_a_1_gib_boundary():
     pytest.param((1 << 27) + 512, 64, 2, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("strategy", TEARDOWN_POLICIES)
 def test_closed_form_counts_equal_bulk_engine(pages, vcpus, packages, strategy):
-    """The closed-form counts (`tdxedu.cost.counts`, used by the cost sweep) == the bulk engine, including a
+    """The closed-form counts (`tdxedu.cost.counts`, used by the cost sweep) == the bulk engine,
+    including a
     TD past 512 GiB (a second level-3 S-EPT page)."""
     if pages > 1 << 20 and strategy not in ("v6.16", "terminate-vm"):
         pytest.skip("one big TD per flow family is enough")

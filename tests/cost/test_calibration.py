@@ -66,7 +66,8 @@ def test_fit_follows_the_data():
 
 
 def test_per_page_figures_match_the_reference_arithmetic(cal):
-    """[AH-RFC]'s totals per 4 KiB page: runtime ~15.3 and ~18.4 us/page, reclaim ~5.1 and ~4.8 us/page."""
+    """[AH-RFC]'s totals per 4 KiB page: runtime ~15.3 and ~18.4 us/page, reclaim ~5.1 and ~4.8
+    us/page."""
     for m, pred in zip(cal.measurements, cal.predicted, strict=True):
         us = pred / m.pages * 1e6
         ref = {(4, "v6.16"): 15.3, (32, "v6.16"): 18.4, (4, "terminate-vm"): 5.1,

@@ -79,7 +79,8 @@ def test_add_operand_errors(args, status):
 
 
 def test_add_range_not_free_and_page_not_free():
-    """[M20-PAMT-ADD] ADD: a range that already has a pair -> HPA_RANGE_NOT_FREE; a page that is already
+    """[M20-PAMT-ADD] ADD: a range that already has a pair -> HPA_RANGE_NOT_FREE; a page that is
+    already
     a PAMT page, or a TD page -> PAGE_NOT_FREE (operand = its register)."""
     m = dpamt()
     assert m.tdh_phymem_pamt_add(M2, 3 * M2, 3 * M2 + 4096).status == OK
@@ -94,7 +95,8 @@ def test_add_range_not_free_and_page_not_free():
 
 
 def test_remove_errors():
-    """[M20-PAMT-REMOVE] REMOVE: no pair -> NO_PAMT_PAGE_PAIR; a 4K page still in use -> PAMT_PAGE_NOT_EMPTY
+    """[M20-PAMT-REMOVE] REMOVE: no pair -> NO_PAMT_PAGE_PAIR; a 4K page still in use ->
+    PAMT_PAGE_NOT_EMPTY
     with the index of the PAMT page that holds its entry (module: operand id i)."""
     m = dpamt()
     assert m.tdh_phymem_pamt_remove(M2).status == st.TDX_NO_PAMT_PAGE_PAIR | RCX
@@ -106,7 +108,8 @@ def test_remove_errors():
 
 
 def test_missing_pamt_page_pair_for_every_give_page_leaf():
-    """[V2-CL], [RFC-01]: pages handed to a TD in a range with no pair -> MISSING_PAMT_PAGE_PAIR | operand
+    """[V2-CL], [RFC-01]: pages handed to a TD in a range with no pair -> MISSING_PAMT_PAGE_PAIR |
+    operand
     (module 2.0 helpers.c: the PAMT walk stops at a PT_NDA PAMT_2M entry): MNG.CREATE (RCX),
     PAGE.AUG (R8), SEPT.ADD (R8)."""
     m = dpamt()
@@ -150,7 +153,8 @@ def test_two_cpus_on_one_range_one_gets_busy():
 
 
 def test_removal_hint_when_range_becomes_empty():
-    """[V2-CL], [M20]: PAGE.REMOVE / RECLAIM say "can remove" (PAMT_REMOVAL_HINT) when the count of 4K
+    """[V2-CL], [M20]: PAGE.REMOVE / RECLAIM say "can remove" (PAMT_REMOVAL_HINT) when the count of
+    4K
     pages in use in the range reaches 0."""
     m = dpamt()
     td = covered_td(m)
@@ -167,7 +171,8 @@ def test_removal_hint_when_range_becomes_empty():
 
 
 def test_2m_leaf_needs_no_pair_split_needs_one_merge_returns_it():
-    """[SEAN-V5-29], [V2-CL]: a 2 MB mapping uses the PAMT_2M leaf (no pair); DEMOTE needs a pair, PROMOTE
+    """[SEAN-V5-29], [V2-CL]: a 2 MB mapping uses the PAMT_2M leaf (no pair); DEMOTE needs a pair,
+    PROMOTE
     returns it ([V2-CL])."""
     m = dpamt(huge_pages=True)
     td = covered_td(m)

@@ -31,7 +31,8 @@ def test_pamt_lock_never_loses_or_leaks():
 
 
 def test_without_pamt_lock_sometimes_loses_the_pair():
-    """[V3-CL], [M20-PAMT-ADD]: without the kernel's lock two ADD/REMOVE on one range race in the module
+    """[V3-CL], [M20-PAMT-ADD]: without the kernel's lock two ADD/REMOVE on one range race in the
+    module
     (BUSY), and a get that reads HPA_RANGE_NOT_FREE as "already added" loses the pair."""
     e = run("pamt-get-put-no-pamt-lock")
     assert e.complete

@@ -20,7 +20,8 @@ from tdxedu.kvm.pamt_memory import (
 
 
 def test_static_pamt_per_tib_table():
-    """Static PAMT per TiB, 16-byte entries ([M15-PAMT]): 4 GiB + 8 MiB + 16 KiB per TiB = 0.391 % (~1/256)."""
+    """Static PAMT per TiB, 16-byte entries ([M15-PAMT]): 4 GiB + 8 MiB + 16 KiB per TiB = 0.391 %
+    (~1/256)."""
     s = static_pamt(TiB)
     assert (s.pamt_4k, s.pamt_2m, s.pamt_1g) == (4 * GiB, 8 * MiB, 16 * KiB)
     assert round(s.total / GiB, 3) == 4.008
@@ -57,7 +58,8 @@ def test_v6_cover_letter_table():
 
 
 def test_worked_example_1tib_host_64g_td():
-    """A worked example (our arithmetic on [V6-CL]'s rules): static ~4.008 GiB regardless of TDs; DPAMT 42 MiB with no
+    """A worked example (our arithmetic on [V6-CL]'s rules): static ~4.008 GiB regardless of TDs;
+    DPAMT 42 MiB with no
     TD; a 64 GiB TD at 4K: 256 MiB for guest memory, S-EPT 32,768 + 64 + 1 pages costing
     ~0.5 MiB (packed) to ~256 MiB (spread): 0.29-0.54 GiB in total; mapped at 2M: 42-45 MiB."""
     td_packed = TdSpec(64 * GiB, vcpus=1, sept_placement="packed")

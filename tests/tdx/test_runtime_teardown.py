@@ -223,7 +223,8 @@ def test_block_records_bepoch_and_track_advances_epoch(td_at):
 
 def test_cache_wb_interrupted_resumable():
     """[M15] / M:tdh_phymem_cache_wb.c: an unfinished write-back returns
-    TDX_INTERRUPTED_RESUMABLE; KVM resumes with RCX=1 until it succeeds ([K616] tdx_mmu_release_hkid)."""
+    TDX_INTERRUPTED_RESUMABLE; KVM resumes with RCX=1 until it succeeds ([K616]
+    tdx_mmu_release_hkid)."""
     from tdxedu.tdx.testing import TdBuilder
 
     m = new_module(cache_wb_rounds=3)

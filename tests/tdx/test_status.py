@@ -40,7 +40,8 @@ def test_status_decode(raw, text, op, err):
 
 
 def test_constants_compose_like_kernel_macros():
-    # [K616] tests this value (the pre-finalize premap case): TDX_EPT_ENTRY_STATE_INCORRECT | TDX_OPERAND_ID_RCX = 0xC0000B0D00000001
+    # [K616] tests this value (the pre-finalize premap case): TDX_EPT_ENTRY_STATE_INCORRECT |
+    # TDX_OPERAND_ID_RCX = 0xC0000B0D00000001
     v = st.TDX_EPT_ENTRY_STATE_INCORRECT | st.TDX_OPERAND_ID_RCX
     assert isinstance(v, Status) and int(v) == 0xC0000B0D00000001
     # KVM compares the masked status half only ([K616] tdx_operand_busy())
@@ -53,7 +54,8 @@ def test_constants_compose_like_kernel_macros():
     "name", ["TDX_NON_RECOVERABLE_TD", "TDX_NON_RECOVERABLE_TD_WRONG_APIC_MODE"]
 )
 def test_module_values_where_kernel_differs(name):
-    # [K-ERRNO] and [M15] differ here; module 1.5.01 values are modelled (0x6000000200000000, 0xE000000700000000)
+    # [K-ERRNO] and [M15] differ here; module 1.5.01 values are modelled (0x6000000200000000,
+    # 0xE000000700000000)
     expected = {"TDX_NON_RECOVERABLE_TD": 0x6000000200000000,
                 "TDX_NON_RECOVERABLE_TD_WRONG_APIC_MODE": 0xE000000700000000}[name]
     assert int(getattr(st, name)) == expected
