@@ -62,7 +62,8 @@ class PamtFootprint:
 
 
 def static_pamt(tdx_memory: int) -> PamtFootprint:
-    """Static PAMT for `tdx_memory` bytes of TDX memory ([V6-01] [RFC-CL] [LINUX-DOC])."""
+    """Static PAMT for `tdx_memory` bytes of TDX memory (levels as [V6-01] sizes them; "about
+    0.4 %" in [RFC-CL], "~1/256th" in [LINUX-DOC])."""
     m = _size("tdx_memory", tdx_memory)
     return PamtFootprint(pamt_4k=m // PAGE_4K * PAMT_ENTRY_SIZE,
                          pamt_2m=m // PAGE_2M * PAMT_ENTRY_SIZE,
@@ -161,7 +162,7 @@ def _cut2(x: float) -> float:
 
 
 def v6_cover_letter_table() -> list[dict]:
-    """The v6 cover letter's table ([V6-CL], [V6-CL]): TDX on, no TDs, refcounts not
+    """The v6 cover letter's table [V6-CL]: TDX on, no TDs, refcounts not
     optimized. The letter's convention, reproduced: PAMT = 0.4 % and DPAMT = 0.004 % of the
     machine's size in GiB, plus the refcounts (4 B per 2 MiB of [0, max_pfn)) in GiB, both cut
     (not rounded) to two decimals. Rows: 256 GB and 2 TB machines, max_pfn at the end of

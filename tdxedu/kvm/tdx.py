@@ -347,7 +347,9 @@ def tdx_track(kt: KvmTdx, cpu: int):
 
 
 def tdx_sept_remove_private_spte(kvm: Kvm, gpa: int, cpu: int):
-    """Remove one private 4K page (mmu_lock held for write; [K616] [RE-P2]).
+    """Remove one private 4K page while the TD runs, with mmu_lock held for write (6.16
+    `tdx_sept_remove_private_spte` [K616]; why the runtime path is used at all: Rick
+    Edgecombe's TDX MMU Part 2 cover letter [RE-P2]).
 
     HKID assigned: BLOCK -> tdx_track -> REMOVE -> WBINVD(HKID) -> clear. HKID already
     released (only legal once the VM is dead, the KVM_TDX_TERMINATE_VM path): RECLAIM ->
@@ -415,7 +417,8 @@ def tdx_reclaim_page(kt: KvmTdx, pa: int, cpu: int):
 
 def tdx_vcpu_enter(vcpu: KvmVcpu, cpu: int):
     """`vcpu_enter_guest` -> `tdx_vcpu_run`: mode = IN_GUEST_MODE, then TDH.VP.ENTER unless
-    `wait_for_sept_zap` keeps vCPUs out (then "exit handled", [Y4] [K616]).
+    `wait_for_sept_zap` keeps vCPUs out (then "exit handled": Yan Zhao's patch [Y4], merged
+    in 6.16).
     Returns the VP.ENTER result, or None when the entry was skipped."""
     kt, vt = to_kvm_tdx(vcpu.kvm), vcpu.arch.tdx
     yield from tdx_vcpu_load(vcpu, cpu)

@@ -40,8 +40,8 @@ from .tdx import (
 
 def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
                          hold_mmu_lock: bool = False, who: str = "teardown"):
-    """Release the TD's HKID ([K616]): VP.FLUSH every vCPU on its CPU,
-    VPFLUSHDONE, CACHE.WB on one CPU per package (resume while INTERRUPTED_RESUMABLE),
+    """Release the TD's HKID as 6.16 `tdx_mmu_release_hkid` does [K616]: VP.FLUSH every vCPU
+    on its CPU, VPFLUSHDONE, CACHE.WB on one CPU per package (resume while INTERRUPTED_RESUMABLE),
     KEY.FREEID. TDX_FLUSHVP_NOT_DONE silently leaves the HKID assigned (leaked); any other
     error is a KVM_BUG_ON "HKID %d is leaked"."""
     kt = to_kvm_tdx(kvm)
