@@ -102,8 +102,9 @@ def test_entries_are_unique_well_formed_and_public():
         assert s.title and s.supports, s.tag
         assert s.url.startswith("https://"), (s.tag, s.url)
         # A patch cited by its series' cover letter (Message-ID "...-1-...") must say so.
-        numbered = re.search(r"\b(\d+)/\d+\]", s.title)
-        if s.kind == "mail" and numbered and int(numbered.group(1)) > 0 and "-1-" in s.locator:
+        numbered = re.search(r"\b(\d+)/(\d+)\]", s.title)
+        if (s.kind == "mail" and numbered and int(numbered.group(1)) > 0
+                and int(numbered.group(2)) > 1 and "-1-" in s.locator):
             assert s.in_thread, s.tag
         if s.in_thread:
             assert s.kind == "mail" and "-1-" in s.locator, s.tag
