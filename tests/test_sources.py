@@ -101,13 +101,12 @@ def test_entries_are_unique_well_formed_and_public():
             assert kind in KINDS and LOCATOR_RE[kind].fullmatch(loc), (s.tag, loc)
         assert s.title and s.supports, s.tag
         assert s.url.startswith("https://"), (s.tag, s.url)
-        # A patch cited by its series' cover letter (Message-ID "...-1-...") must say so.
-        numbered = re.search(r"\b(\d+)/(\d+)\]", s.title)
-        if (s.kind == "mail" and numbered and int(numbered.group(1)) > 0
-                and int(numbered.group(2)) > 1 and "-1-" in s.locator):
-            assert s.in_thread, s.tag
+        # A patch or reply cited by its series' cover letter (git send-email's "...-1-...")
+        # says so, and then it is a numbered patch or a reply, never the cover itself.
         if s.in_thread:
             assert s.kind == "mail" and "-1-" in s.locator, s.tag
+            n = re.search(r"\b(\d+)/\d+\]", s.title)
+            assert s.title.startswith("Re:") or (n and int(n.group(1)) > 0), s.tag
     for old, new in RENAMED.items():
         assert new in BY_TAG, (old, new)
         assert old not in BY_TAG, f"[{old}] is both renamed and defined"
