@@ -49,6 +49,7 @@ from __future__ import annotations
 
 from . import status as st
 from .core import IN_SEAMCALL, Call, Result
+from .leaves import Leaf
 from .pamt import KEYID_SHIFT, PAGE_2M, PAGE_SIZE, PageType
 from .sept import SeptEntry, SeptState
 from .td import OpState
@@ -260,7 +261,7 @@ class DpamtMixin:
         call = Call(f"{leaf}@LP{lp}")
         try:
             td, entry, err = self._lock_sept_entry(
-                call, tdr, gpa, level, (OpState.INITIALIZED, OpState.RUNNABLE),
+                call, tdr, gpa, level, Leaf.TDH_MEM_PAGE_DEMOTE,
                 (1,) if self.huge_pages else (), tree_exclusive=True)
             if err:
                 return Result(leaf, err)
@@ -315,7 +316,7 @@ class DpamtMixin:
         call = Call(f"{leaf}@LP{lp}")
         try:
             td, entry, err = self._lock_sept_entry(
-                call, tdr, gpa, level, (OpState.INITIALIZED, OpState.RUNNABLE),
+                call, tdr, gpa, level, Leaf.TDH_MEM_PAGE_PROMOTE,
                 (1,) if self.huge_pages else (), tree_exclusive=True)
             if err:
                 return Result(leaf, err)

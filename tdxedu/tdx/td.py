@@ -64,6 +64,18 @@ VCPU_UNINITIALIZED, VCPU_READY, VCPU_ACTIVE = VcpuState  # plain names for hot p
 
 
 NO_LP = -1
+# TDCS and TDVPS page counts (module 1.5 `src/common/data_structures/td_control_structures.h`,
+# `tdx_tdvps.h`, same in 1.5.01 and 1.5.05): TDH.MNG.ADDCX accepts up to MAX_NUM_TDCS_PAGES;
+# the TDCS exists (OP_STATE readable, TDCS_NOT_ALLOCATED gone) from MIN_NUM_TDCS_PAGES on.
+# A vCPU's TDVPS is its TDVPR plus TDCX pages: TDH.VP.ADDCX stops at MAX_TDVPS_PAGES, and
+# `map_tdvps` (VP.INIT, VP.FLUSH, VP.RD/WR) needs MIN_TDVPS_PAGES (+3 per L2 VM; no L2 VMs
+# here), so 5..14 TDCX pages per vCPU are accepted.
+MIN_NUM_TDCS_PAGES = 6
+MAX_NUM_TDCS_PAGES = 9
+MIN_TDVPS_PAGES = 6
+MAX_TDVPS_PAGES = 15
+MIN_TDCX_PER_VCPU = MIN_TDVPS_PAGES - 1  # the TDVPR is TDVPS page 0
+MAX_TDCX_PER_VCPU = MAX_TDVPS_PAGES - 1
 STEPPING_EPF_THRESHOLD = 6  # faults at one RIP before 0-step mitigation ([M15] [Y-RFC])
 EPF_GPA_LIST_SIZE = 32
 
