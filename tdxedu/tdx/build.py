@@ -1,9 +1,9 @@
 """SEAMCALLs that build a TD: create it, configure its key, add control pages, initialise,
 add vCPUs, add initial memory and S-EPT pages, measure, finalise, and AUG at runtime.
 
-Lifecycle/op-state rules: reference/teardown.md §3.1 and §1.3; S-EPT states: contention.md
-§4.1; PAMT type and owner per handler: dpamt.md §1.2 (module 1.5.01 `tdh_mng_create.c`,
-`tdh_mng_add_cx.c`, `tdh_mem_page_add.c`, `tdh_mem_page_aug.c`, `tdh_mem_sept_add.c`).
+Lifecycle and op-state rules, S-EPT states, PAMT type and owner per handler: [M15] (module
+1.5.01 `tdh_mng_create.c`, `tdh_mng_add_cx.c`, `tdh_mem_page_add.c`, `tdh_mem_page_aug.c`,
+`tdh_mem_sept_add.c`, `include/auto_gen/sept_state_lookup.c`, `pamt_manager.h`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .td import (
 
 RCX, RDX, R8 = st.TDX_OPERAND_ID_RCX, st.TDX_OPERAND_ID_RDX, st.TDX_OPERAND_ID_R8
 OK = st.TDX_SUCCESS
-SEPT_ROOT_PAGE_INDEX = 3  # TDCS page 3 is the S-EPT root (teardown.md §1.2)
+SEPT_ROOT_PAGE_INDEX = 3  # TDCS page 3 is the S-EPT root ([M15] `td_control_structures.h`)
 NULL_PA = (1 << 64) - 1  # module `x86_defs.h`: "no page"
 
 
@@ -183,7 +183,7 @@ class BuildMixin:
     def _h_tdh_vp_init(self, tdvpr: int, initial_rcx: int = 0, x2apicid: int = 0, *,
                        lp: int):
         """Initialises the vCPU and associates it with this LP (`associate_vcpu_initial`,
-        teardown.md §5.1): from here on only TDH.VP.FLUSH on this LP can undo that."""
+        [M15]): from here on only TDH.VP.FLUSH on this LP can undo that."""
         call = Call(f"TDH.VP.INIT@LP{lp}")
         try:
             vp, err = self._lock_vcpu(call, tdvpr, RCX, exclusive=True)

@@ -32,7 +32,7 @@ class Result:
         self.r8 = r8
         self.exit_reason = exit_reason
         # Dynamic PAMT: bit 62 of RAX (PAMT_REMOVAL_HINT, module 2.0 `pamt_manager.h`) on a
-        # successful removal that left its 2 MB range with no 4K page in use (dpamt.md §2.2).
+        # successful removal that left its 2 MB range with no 4K page in use ([M20], [V2-CL]).
         # Kept apart from `status` so the completion code reads as the kernel's macro.
         self.pamt_removal_hint = False
 
@@ -209,7 +209,7 @@ class CoreMixin:
         if err:
             return None, err
         vp = self.vcpus[tdvpr_pa]
-        # The vCPU's TD is locked implicitly, shared (contention.md §3).
+        # The vCPU's TD is locked implicitly, shared ([M15] `tdh_vp_enter.c`).
         td_lock = self.pamt.entry(vp.td.pa >> 12).lock
         if not call.shared(td_lock):
             return None, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_TDR
