@@ -11,12 +11,13 @@ from __future__ import annotations
 from ..trace import Preempt, Trace
 from . import status as st
 from .opstate import ALLOWED as OP_STATE_ALLOWED
-from .pamt import KEYID_SHIFT, PAGE_SIZE, PT_NDA, PT_TDR, PT_TDVPR
+from .pamt import KEYID_SHIFT, PAGE_SIZE, PT_NDA, PT_REG, PT_TDR, PT_TDVPR
 from .sept import ANY_BLOCKED, GPAW, LEVEL_SIZES, SHARED_BIT
 from .status import Status
 from .td import OP_RUNNABLE, TD_KEYS_CONFIGURED
 
 IN_SEAMCALL = Preempt("in SEAMCALL, locks held")
+MAX_PA = 52  # physical address width the model assumes; KeyIDs sit in bits 51:46
 
 
 class Result:
@@ -73,6 +74,17 @@ class Call:
             return True
         return False
 
+    def promote(self, lock) -> bool:
+        """`promote_sharex_lock_hp` (module 1.5 `src/common/helpers/tdx_locks.h`): a shared
+        hold becomes exclusive only if this call is the single reader."""
+        if lock.readers != [self.who]:
+            return False
+        lock.readers.clear()
+        lock.writer = self.who
+        i = self.held.index((lock, False))
+        self.held[i] = (lock, True)
+        return True
+
     def keep(self) -> list:
         """Hand the held locks to someone else (VP.ENTER keeps TDR/TDVPR over guest run)."""
         kept, self.held = self.held, []
@@ -124,9 +136,44 @@ class CoreMixin:
             return st.TDX_OPERAND_ADDR_RANGE_ERROR | operand
         return None
 
+    def _shared_hpa_error(self, pa: int, align: int) -> bool:
+        """`shared_hpa_check_with_pwr_2_alignment` (module 1.5 `src/common/helpers/helpers.c`)
+        for a host page the module only reads (TD_PARAMS, PAGE.ADD's source): aligned, below
+        MAX_PA, and a shared KeyID (below the first TDX private KeyID). No TDMR needed; the
+        SEAMRR overlap test is not modelled."""
+        return (pa < 0 or pa % align or pa >> MAX_PA
+                or pa >> KEYID_SHIFT >= min(self.global_keyid, self.private_hkids.start))
+
+    def _pamt_parent_error(self, call: Call, pa: int, operand: int,
+                           exclusive: bool) -> Status | None:
+        """The levels above a 4K operand's PAMT entry, as `pamt_walk` (module 1.5
+        `src/common/memory_handlers/pamt_manager.c`) takes them when called with
+        walk_to_leaf_size for a 4K page (`non_shared_hpa_metadata_check_and_lock`,
+        `helpers.c`): the PAMT_2M entry shared (BUSY | operand); if it is a 2 MB leaf (PT_REG)
+        the walk ends there -- its lock promoted when the caller wanted the page exclusively
+        (BUSY | operand if another reader holds it) -- and the leaf size is not the 4K asked
+        for: PAGE_METADATA_INCORRECT | operand. So a 4K page inside a 2 MB TD page can never
+        be handed out, reclaimed or written back as a 4K page. The PAMT_1G level is taken the
+        same way by the module; the model has no 1 GB pages, so it never holds that lock.
+        Dynamic PAMT (module 2.0) walks differently: `tdx.dpamt` checks its PAMT_2M node."""
+        r = self.pamt.ranges.get(pa >> 21)
+        if r is None or self.dynamic_pamt:
+            return None
+        if not call.shared(r.lock):
+            return st.TDX_OPERAND_BUSY | operand
+        if r.pt == PT_REG:
+            if exclusive and not call.promote(r.lock):
+                return st.TDX_OPERAND_BUSY | operand
+            return st.TDX_PAGE_METADATA_INCORRECT | operand
+        return None
+
     def _new_page_error(self, call: Call, pa: int, operand: int) -> Status | None:
-        """A page about to be handed to a TD: valid, PT_NDA, and locked exclusively."""
+        """A page about to be handed to a TD (`check_and_lock_explicit_4k_private_hpa` with
+        PT_NDA, exclusive): valid, PAMT parents, PT_NDA, and locked exclusively."""
         err = self._hpa_error(pa, operand)
+        if err:
+            return err
+        err = self._pamt_parent_error(call, pa, operand, True)
         if err:
             return err
         e = self.pamt.entry(pa >> 12)
@@ -149,6 +196,10 @@ class CoreMixin:
         if err:
             return None, err
         pamt = self.pamt
+        if pa >> 21 in pamt.ranges:  # a PAMT_2M entry in use: walk through it
+            err = self._pamt_parent_error(call, pa, operand, exclusive)
+            if err:
+                return None, err
         e = pamt.entries.get(pa >> 12) or pamt.entry(pa >> 12)
         got = call.exclusive(e.lock) if exclusive else call.shared(e.lock)
         if not got:
@@ -165,7 +216,8 @@ class CoreMixin:
             return None, err
         return self.tds[tdr_pa], None
 
-    def _lock_vcpu(self, call: Call, tdvpr_pa: int, operand: int, exclusive: bool = False):
+    def _lock_vcpu(self, call: Call, tdvpr_pa: int, operand: int, exclusive: bool = False,
+                   tdr_exclusive: bool = False):
         """The TDVPR operand (`check_and_lock_explicit_4k_private_hpa`), then its TD's TDR
         shared as an implicit operand (`lock_and_map_implicit_tdr`, BUSY | TDR), as in module
         1.5 `tdh_vp_flush.c`, `tdh_vp_enter.c`, `tdh_vp_addcx.c`, `tdh_vp_init.c`."""
@@ -175,7 +227,7 @@ class CoreMixin:
         vp = self.vcpus[tdvpr_pa]
         # The vCPU's TD is locked implicitly, shared (contention.md §3).
         td_lock = self.pamt.entry(vp.td.pa >> 12).lock
-        if not call.shared(td_lock):
+        if not (call.exclusive(td_lock) if tdr_exclusive else call.shared(td_lock)):
             return None, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_TDR
         return vp, None
 

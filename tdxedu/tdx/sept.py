@@ -92,6 +92,36 @@ REMOVE_ALLOWED = frozenset(
 AUG_ALLOWED = frozenset({S.FREE, S.REMOVED})
 
 
+# `sept_special_flags_lookup[].public_state` (module 1.5 `include/auto_gen/sept_state_lookup.c`):
+# the architectural state the module reports in RDX bits 15:8 when it returns an entry's
+# details; non-leaf states have bit 7 set.
+ARCH_STATE = {
+    S.FREE: 0, S.REMOVED: 5, S.NL_MAPPED: 132, S.NL_BLOCKED: 129, S.MAPPED: 4, S.BLOCKED: 1,
+    S.BLOCKEDW: 8, S.EXPORTED_BLOCKEDW: 9, S.EXPORTED_DIRTY: 11, S.EXPORTED_DIRTY_BLOCKEDW: 12,
+    S.PENDING: 2, S.PENDING_BLOCKED: 3, S.PENDING_BLOCKEDW: 16, S.PENDING_EXPORTED_BLOCKEDW: 17,
+    S.PENDING_EXPORTED_DIRTY: 19, S.PENDING_EXPORTED_DIRTY_BLOCKEDW: 20,
+}
+SUPPRESS_VE = 1 << 63
+
+
+def arch_septe_details(state: SeptState, hpa: int, level: int) -> tuple[int, int]:
+    """(RCX, RDX) as `set_arch_septe_details_in_vmm_regs` (module 1.5
+    `src/common/memory_handlers/sept_manager.c`) fills them for a failed walk or state check.
+    RDX = level (bits 2:0) | architectural state << 8, as the module. RCX = the entry's
+    architectural value, modelled as SUPPRESS_VE (bit 63) alone for a FREE entry, else the HPA
+    with RWX (bits 2:0) for a guest-accessible leaf or a mapped table and bit 7 for a leaf
+    above 4K; other EPT bits (memory type, ...) are not modelled."""
+    rdx = level | ARCH_STATE[state] << 8
+    if state == SEPT_FREE:
+        return SUPPRESS_VE, rdx
+    rcx = hpa
+    if state in GUEST_ACCESSIBLE or state == _NL_MAPPED:
+        rcx |= 0x7
+    if level and state not in NON_LEAF:
+        rcx |= 0x80
+    return rcx, rdx
+
+
 class SeptEntry:
     __slots__ = ("level", "gpa", "state", "hpa", "lock")
 
@@ -132,6 +162,30 @@ class SecureEpt:
         if e is None:
             e = self.entries[key] = SeptEntry(level, key[1])
         return e
+
+    def stop(self, gpa: int, level: int) -> tuple[SeptState, int, int]:
+        """Where `walk(gpa, level)` stops: (state, HPA, level) of the entry it ends on -- the
+        requested one, or the first entry above it that is not a mapped table. The module
+        reports that entry in RCX/RDX when a walk fails (`set_arch_septe_details_in_vmm_regs`)."""
+        for lvl in range(SEPT_LEVELS - 1, level - 1, -1):
+            e = self.entries.get((lvl, gpa & _MASKS[lvl]))
+            if e is None:
+                return SEPT_FREE, 0, lvl
+            if lvl == level or e.state != _NL_MAPPED:
+                return e.state, e.hpa, lvl
+        return SEPT_FREE, 0, level
+
+    def walk_to_leaf(self, gpa: int) -> SeptEntry | None:
+        """`check_and_walk_private_gpa_to_leaf` (module 1.5 `src/common/helpers/helpers.c`,
+        SEPT_WALK_TO_LEAF): down from the root to the first entry that is not a mapped table;
+        it must be a present leaf (RWX != 0: a guest-accessible state), else None."""
+        for lvl in range(SEPT_LEVELS - 1, -1, -1):
+            e = self.entries.get((lvl, gpa & _MASKS[lvl]))
+            if e is None:
+                return None
+            if e.state != _NL_MAPPED:
+                return e if e.state in GUEST_ACCESSIBLE else None
+        return None
 
     def children(self, entry: SeptEntry) -> list[SeptEntry]:
         """Entries in the table a non-leaf entry points at that are not FREE."""
