@@ -295,9 +295,10 @@ BUILD_PRESETS = {
     "VP.ENTER before MR.FINALIZE": "tdh_mng_create, tdh_mng_key_config, tdh_mng_addcx, "
                                    "tdh_mng_init, tdh_vp_create, tdh_vp_addcx, tdh_vp_init, "
                                    "tdh_vp_enter",
+    # MR.FINALIZE needs an initialised vCPU (module tdh_mr_finalize.c: TDX_NO_VCPUS)
     "PAGE.ADD after MR.FINALIZE": "tdh_mng_create, tdh_mng_key_config, tdh_mng_addcx, "
-                                  "tdh_mng_init, tdh_mem_sept_add, tdh_mr_finalize, "
-                                  "tdh_mem_page_add",
+                                  "tdh_mng_init, tdh_vp_create, tdh_vp_addcx, tdh_vp_init, "
+                                  "tdh_mem_sept_add, tdh_mr_finalize, tdh_mem_page_add",
     "reclaim the TDR first": "tdh_mng_create, tdh_mng_key_config, tdh_mng_addcx, "
                              "tdh_mng_init, tdh_phymem_page_reclaim",
     "free the HKID too early": "tdh_mng_create, tdh_mng_key_config, tdh_mng_addcx, "
