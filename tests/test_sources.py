@@ -35,10 +35,9 @@ from tdxedu.sources import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-# Where [TAG]s must resolve, and where no fact-sheet file, outside path or tracker may be named.
-# (Trees join these lists as their citations are rewritten.)
-CITING = ("docs", "README.md")
-TEXT = ("docs", "README.md", "binder", "dev.py", "pyproject.toml")
+CITING = ("tdxedu", "notebooks", "docs", "README.md", "bench")  # where [TAG]s must resolve
+TEXT = ("tdxedu", "notebooks", "docs", "README.md", "bench", "tests", "binder", "dev.py",
+        "pyproject.toml")  # where no fact-sheet file, outside path or tracker may be named
 SUFFIXES = {".py", ".md", ".ipynb", ".csv", ".cfg", ".txt", ".toml", ".json", ".yml", ""}
 NOT_TAGS = {"PATCH", "RFC", "TAG"}
 CITATION = re.compile(r"(?<![\w\]])\[(" + TAG_RE.pattern + r")\](?![(?*+{])")
@@ -102,6 +101,12 @@ def test_entries_are_unique_well_formed_and_public():
             assert kind in KINDS and LOCATOR_RE[kind].fullmatch(loc), (s.tag, loc)
         assert s.title and s.supports, s.tag
         assert s.url.startswith("https://"), (s.tag, s.url)
+        # A patch or reply cited by its series' cover letter (git send-email's "...-1-...")
+        # says so, and then it is a numbered patch or a reply, never the cover itself.
+        if s.in_thread:
+            assert s.kind == "mail" and "-1-" in s.locator, s.tag
+            n = re.search(r"\b(\d+)/\d+\]", s.title)
+            assert s.title.startswith("Re:") or (n and int(n.group(1)) > 0), s.tag
     for old, new in RENAMED.items():
         assert new in BY_TAG, (old, new)
         assert old not in BY_TAG, f"[{old}] is both renamed and defined"

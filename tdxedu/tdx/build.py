@@ -1,9 +1,9 @@
 """SEAMCALLs that build a TD: create it, configure its key, add control pages, initialise,
 add vCPUs, add initial memory and S-EPT pages, measure, finalise, and AUG at runtime.
 
-Lifecycle/op-state rules: reference/teardown.md §3.1 and §1.3; S-EPT states: contention.md
-§4.1; PAMT type and owner per handler: dpamt.md §1.2 (module 1.5.01 `tdh_mng_create.c`,
-`tdh_mng_add_cx.c`, `tdh_mem_page_add.c`, `tdh_mem_page_aug.c`, `tdh_mem_sept_add.c`).
+Lifecycle and op-state rules, S-EPT states, PAMT type and owner per handler: [M15] (module
+1.5.01 `tdh_mng_create.c`, `tdh_mng_add_cx.c`, `tdh_mem_page_add.c`, `tdh_mem_page_aug.c`,
+`tdh_mem_sept_add.c`, `include/auto_gen/sept_state_lookup.c`, `pamt_manager.h`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ RCX, RDX, R8, R9 = (st.TDX_OPERAND_ID_RCX, st.TDX_OPERAND_ID_RDX, st.TDX_OPERAND
                     st.TDX_OPERAND_ID_R9)
 TD_PARAMS_ALIGN_IN_BYTES = 1024  # module 1.5 `include/tdx_api_defs.h`
 OK = st.TDX_SUCCESS
-SEPT_ROOT_PAGE_INDEX = 3  # TDCS page 3 is the S-EPT root (teardown.md §1.2)
+SEPT_ROOT_PAGE_INDEX = 3  # TDCS page 3 is the S-EPT root ([M15] `td_control_structures.h`)
 
 
 class BuildMixin:
@@ -385,7 +385,7 @@ class BuildMixin:
                 return Result("TDH.MEM.PAGE.AUG", err)
             if entry.state not in AUG_ALLOWED:
                 return Result("TDH.MEM.PAGE.AUG", st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
-            if level == 1:  # a 2 MB leaf: PAMT_2M only, no PAMT_4K pair (dpamt.md §2.6)
+            if level == 1:  # a 2 MB leaf: PAMT_2M only, no PAMT_4K pair ([SEAN-V5-29])
                 err = self._new_2m_page_error(call, page, R8)
             else:
                 err = self._new_page_error(call, page, R8)

@@ -33,7 +33,7 @@ class Result:
         self.r8 = r8
         self.exit_reason = exit_reason
         # Dynamic PAMT: bit 62 of RAX (PAMT_REMOVAL_HINT, module 2.0 `pamt_manager.h`) on a
-        # successful removal that left its 2 MB range with no 4K page in use (dpamt.md §2.2).
+        # successful removal that left its 2 MB range with no 4K page in use ([M20], [V2-CL]).
         # Kept apart from `status` so the completion code reads as the kernel's macro.
         self.pamt_removal_hint = False
 
@@ -225,7 +225,7 @@ class CoreMixin:
         if err:
             return None, err
         vp = self.vcpus[tdvpr_pa]
-        # The vCPU's TD is locked implicitly, shared (contention.md §3).
+        # The vCPU's TD is locked implicitly, shared ([M15] `tdh_vp_enter.c`).
         td_lock = self.pamt.entry(vp.td.pa >> 12).lock
         if not (call.exclusive(td_lock) if tdr_exclusive else call.shared(td_lock)):
             return None, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_TDR
@@ -258,7 +258,7 @@ class CoreMixin:
         the TD state, check GPA | level (RCX), take the S-EPT tree lock shared or exclusive,
         walk to the entry and take its host lock. Returns (td, entry, None) or
         (None, None, Status) with the status of the first check that failed
-        (contention.md §3 "S-EPT tree" and "S-EPT entry" columns; module 1.5.01
+        ([M15], tabulated in [Y-RFC]: the S-EPT tree and entry locks; module 1.5.01
         `tdh_mem_range_block.c`, `tdh_mem_page_remove.c`, `tdh_mem_page_aug.c`, ...).
         The walk is `secure_ept_walk` (module 1.5, niooss-ledger/tdx-module @0ea5e5f9
         `src/common/memory_handlers/sept_manager.c`, via `lock_sept_check_and_walk_private_gpa`
@@ -287,7 +287,7 @@ class CoreMixin:
     @staticmethod
     def _tracking_error(tdcs, entry, bepoch: int) -> Status | None:
         """In a running TD a removal needs the entry blocked and its block epoch tracked
-        (`is_tlb_tracked`, contention.md §4.1 and §5); before TDH.MR.FINALIZE neither."""
+        (`is_tlb_tracked`, [M15] `helpers.h`); before TDH.MR.FINALIZE neither."""
         if tdcs.op_state != OP_RUNNABLE:
             return None
         if entry.state not in ANY_BLOCKED:

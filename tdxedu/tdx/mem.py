@@ -1,8 +1,8 @@
 """SEAMCALLs that take private memory away from a running TD: BLOCK, TRACK, REMOVE.
 
-The protocol (reference/contention.md §5): RANGE.BLOCK records the TD epoch as the page's
+The protocol ([M15] `tdh_mem_track.c`, `helpers.c`): RANGE.BLOCK records the TD epoch as the page's
 BEPOCH; MEM.TRACK advances the epoch; once every vCPU that entered in the block epoch has
-exited, PAGE.REMOVE may free the entry. Locks per call: contention.md §3 (BLOCK takes the
+exited, PAGE.REMOVE may free the entry. Locks per call: [M15], tabulated in [Y-RFC] (BLOCK takes the
 S-EPT tree exclusively; REMOVE shared; both take the entry's host lock).
 Module 1.5.01 `tdh_mem_range_block.c`, `tdh_mem_track.c`, `tdh_mem_page_remove.c`,
 `tdh_mem_range_unblock.c`, `tdh_mem_sept_remove.c`.

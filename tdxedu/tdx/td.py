@@ -3,9 +3,9 @@
 TDR: lifecycle, HKID, fatal flag, child count, TDCX (TDCS page) list, per-package key-config
 bitmap. TDCS: OP_STATE, the TD epoch and its two refcounts, the number of associated vCPUs, the
 S-EPT. TDVPS: the vCPU, its association with a logical processor and its epoch.
-Source: reference/teardown.md §3.1, §3.3 and §5.1 (module 1.5.01
-`src/common/data_structures/td_control_structures.h`, `tdx_global_data.h`);
-contention.md §5 (epochs) and §3.1 (0-step mitigation).
+Source: [M15] (module 1.5.01 `src/common/data_structures/td_control_structures.h`,
+`tdx_global_data.h`; epochs as `tdh_mem_track.c` and `td_exit.c` use them; 0-step mitigation
+as `td_exit_stepping.c` counts it, with the reason for its threshold in [Y-RFC]).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .sept import SecureEpt
 
 
 class Lifecycle(IntEnum):
-    """`td_lifecycle_state_t` (teardown.md §3.1)."""
+    """`td_lifecycle_state_t` ([M15])."""
 
     TD_HKID_ASSIGNED = 0
     TD_KEYS_CONFIGURED = 1
@@ -30,7 +30,7 @@ TD_HKID_ASSIGNED, TD_KEYS_CONFIGURED, TD_BLOCKED, TD_TEARDOWN = Lifecycle
 
 
 class OpState(IntEnum):
-    """TDCS OP_STATE, orthogonal to the lifecycle (teardown.md §3.1; import/export omitted)."""
+    """TDCS OP_STATE, orthogonal to the lifecycle ([M15]; import/export omitted)."""
 
     UNINITIALIZED = 0
     INITIALIZED = 1
@@ -76,7 +76,7 @@ MIN_TDVPS_PAGES = 6
 MAX_TDVPS_PAGES = 15
 MIN_TDCX_PER_VCPU = MIN_TDVPS_PAGES - 1  # the TDVPR is TDVPS page 0
 MAX_TDCX_PER_VCPU = MAX_TDVPS_PAGES - 1
-STEPPING_EPF_THRESHOLD = 6  # faults at one RIP before 0-step mitigation (contention.md §3.1)
+STEPPING_EPF_THRESHOLD = 6  # faults at one RIP before 0-step mitigation ([M15] [Y-RFC])
 EPF_GPA_LIST_SIZE = 32
 
 
@@ -98,7 +98,7 @@ class Tdcs:
         self.sept = SecureEpt(root_hpa)
 
     def is_tlb_tracked(self, bepoch: int) -> bool:
-        """`is_tlb_tracked` (contention.md §5): every vCPU that ran in the block epoch exited."""
+        """`is_tlb_tracked` ([M15] `helpers.h`): every vCPU that ran in the block epoch exited."""
         if bepoch < self.td_epoch - 1:
             return True
         return bepoch == self.td_epoch - 1 and self.refcount[bepoch & 1] == 0

@@ -1,6 +1,6 @@
 """SEAMCALLs that release a TD's key and give its pages back.
 
-Order enforced by the module (reference/teardown.md §3.1, §3.3; module 1.5.01
+Order enforced by the module ([M15]: module 1.5.01
 `tdh_mng_vpflushdone.c`, `tdh_phymem_cache_wb.c`, `tdh_mng_key_freeid.c`,
 `tdh_phymem_page_reclaim.c`, `tdh_phymem_page_wbinvd.c`):
 VPFLUSHDONE (no vCPU still associated) -> TD_BLOCKED, KOT HKID_FLUSHED;
