@@ -201,6 +201,8 @@ class TeardownMixin:
         leaf = "TDH.PHYMEM.PAGE.WBINVD"
         call = Call(f"{leaf}@LP{lp}")
         try:
+            if not 0 <= pa_with_keyid < 1 << 64:  # not a register value
+                return Result(leaf, st.TDX_OPERAND_INVALID | RCX)
             keyid, pa = pa_with_keyid >> KEYID_SHIFT, pa_with_keyid & PA_MASK
             e, err = self._lock_explicit(call, pa, RCX, PT_NDA, exclusive=False)
             if err:

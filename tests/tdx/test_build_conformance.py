@@ -280,3 +280,10 @@ def test_wbinvd_any_keyid_no_tdmr_page(td_at):
     assert w.m.tdh_phymem_page_wbinvd(0x4000_0000 | 7 << 46).status == \
         st.TDX_OPERAND_ADDR_RANGE_ERROR | RCX
     assert w.m.tdh_phymem_page_wbinvd(w.b.page() | 63 << 46).status == OK
+
+
+@pytest.mark.parametrize("value", [-4096, 1 << 64])
+def test_wbinvd_value_that_is_no_register_is_invalid(td_at, value):
+    """A Python int no 64-bit RCX can hold gets OPERAND_INVALID | RCX, not an exception."""
+    w = td_at("finalized")
+    assert w.m.tdh_phymem_page_wbinvd(value).status == st.TDX_OPERAND_INVALID | RCX
