@@ -73,6 +73,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
     try:
         plan = lab.make_plan(lab.find_lessons(args.notebooks), lab.find_workspace(args.workspace),
                              reset=args.reset, extra=args.extra)
+        if not args.dry_run:
+            lab.require_jupyterlab()
     except lab.LabError as exc:
         _err(str(exc))
         return 2

@@ -16,6 +16,7 @@ pairing (it would add a ``.py`` twin beside every lesson the learner saves).
 from __future__ import annotations
 
 import filecmp
+import importlib.util
 import json
 import os
 import shutil
@@ -173,6 +174,12 @@ def lab_command(workspace: Path, extra: Sequence[str] = (), open_first: str | No
     if open_first:
         cmd.append(str(workspace / open_first))  # JupyterLab opens it at start-up
     return cmd
+
+
+def require_jupyterlab() -> None:
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise LabError(f"JupyterLab is not installed for {sys.executable}: "
+                       "pip install 'tdxedu[lab]'")
 
 
 def write_config(config_dir: Path) -> None:

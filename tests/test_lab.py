@@ -181,3 +181,14 @@ def test_the_shipped_lessons_are_signable_as_copied(tmp_path):
     assert all(_trusted(ws / n) for n in LESSONS)
     for n in LESSONS:  # signing the copies leaves the shipped files alone
         assert (ROOT / "notebooks" / n).read_bytes() == (tmp_path / "before" / n).read_bytes()
+
+
+def test_without_jupyterlab_the_learner_is_told_what_to_install(source, tmp_path, capsys,
+                                                                monkeypatch):
+    real = lab.importlib.util.find_spec
+    monkeypatch.setattr(lab.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "jupyterlab" else real(name, *a))
+    ws = tmp_path / "ws"
+    assert cli.main(["lab", "--notebooks", str(source), "--workspace", str(ws)]) == 2
+    assert "pip install 'tdxedu[lab]'" in capsys.readouterr().err
+    assert not ws.exists()
