@@ -177,14 +177,20 @@ def _show_whole_lesson(page) -> None:
     """Make the window as tall as the lesson, so every cell is laid out (JupyterLab skips
     off-screen cells) and one screenshot holds it all; repeat until the height settles."""
     height = 900
-    for _ in range(6):
+    for _ in range(8):
+        # [the scroller's visible height, bottom of the last cell below the scroller's top]
         outer = page.evaluate(
-            "(sel) => { const e = document.querySelector(sel); if (!e) return null;"
-            " e.scrollTop = 0; return [e.scrollHeight, e.clientHeight]; }", SCROLLER)
+            """(sel) => { const e = document.querySelector(sel); if (!e) return null;
+               e.scrollTop = 0;
+               const cells = e.querySelectorAll('.jp-Cell');
+               if (!cells.length) return null;
+               const last = cells[cells.length - 1].getBoundingClientRect();
+               return [e.clientHeight, last.bottom - e.getBoundingClientRect().top]; }""",
+            SCROLLER)
         if not outer:
             return
-        want = min(32_000, height - outer[1] + outer[0])
-        if want <= height:
+        want = max(900, min(32_000, round(height - outer[0] + outer[1] + 40)))
+        if abs(want - height) < 20:
             return
         height = want
         page.set_viewport_size({"width": 1280, "height": height})
@@ -255,7 +261,7 @@ def test_lesson_as_a_learner_meets_it(
         pictures = page.evaluate(PICTURES_JS, PANEL)  # (b)
         picture_sizes[name] = [p for p in pictures if not p["svg"]]
         ARTIFACTS.mkdir(exist_ok=True)  # (d)
-        page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}.png"))
+        page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}.png"), timeout=TIMEOUT_MS)
         page.set_viewport_size({"width": 1280, "height": 900})
         if CHECK_UPSCALED:
             upscaled = [p for p in picture_sizes[name] if p["natural"] < p["shown"]]
