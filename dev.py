@@ -9,6 +9,7 @@
     python3 dev.py sync    jupytext --sync notebooks/*.ipynb (pair .ipynb <-> .py)
     python3 dev.py execute [NB...]  re-run notebooks (default: all) and save them with outputs
                            and widget state, PYTHONHASHSEED=0, timing metadata dropped
+    python3 dev.py sources regenerate docs/sources.md from tdxedu/sources.py (the bibliography)
 
 Each command creates or reuses `.venv/` next to this file and runs `pip install -e .[lab,test]`
 only when pyproject.toml or setup.py changed since the last install (hash stamp inside .venv).
@@ -169,12 +170,26 @@ def cmd_execute(args: list[str]) -> int:
     return rc
 
 
+SOURCES_SNIPPET = """
+import pathlib, tdxedu.sources as s
+pathlib.Path("docs").mkdir(exist_ok=True)
+pathlib.Path("docs/sources.md").write_text(s.markdown())
+print("wrote docs/sources.md:", len(s.SOURCES), "sources")
+"""
+
+
+def cmd_sources(args: list[str]) -> int:
+    ensure_venv()
+    return run([PY, "-c", SOURCES_SNIPPET, *args], env=venv_env())
+
+
 COMMANDS = {
     "lab": cmd_lab,
     "test": cmd_test,
     "lint": cmd_lint,
     "sync": cmd_sync,
     "execute": cmd_execute,
+    "sources": cmd_sources,
 }
 
 

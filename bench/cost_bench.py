@@ -18,7 +18,8 @@ import tracemalloc
 from tdxedu.cost import calibrate, sweep
 from tdxedu.cost.bulk import BulkTd
 from tdxedu.kvm.tdx import TEARDOWN_POLICIES
-from tdxedu.lessons.td import RunningTd, parse_size
+from tdxedu.scenarios import RunningTd
+from tdxedu.units import parse_size
 
 
 def step_vs_bulk(step_memory: str, bulk_memory: str, strategy: str) -> None:

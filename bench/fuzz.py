@@ -17,7 +17,7 @@ import sys
 import time
 
 from tdxedu.mutants.fuzz import FuzzStats, fuzz_interleaving, fuzz_kvm_flow, fuzz_seamcalls
-from tdxedu.sim.registry import load_all
+from tdxedu.scenarios.registry import load_all
 
 
 def main(argv=None) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from tdxedu.kvm.mmu_role import POLICIES
-from tdxedu.lessons.root_scenarios import smm_storm
+from tdxedu.scenarios.roots import smm_storm
 
 
 def main(argv=None) -> int:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from tdxedu.lessons.td import RunningTd
+from tdxedu.scenarios import RunningTd
+from tdxedu.scenarios.registry import load_all
 from tdxedu.sim import explore
-from tdxedu.sim.registry import load_all
 
 
 def teardown_rate(memory: str, vcpus: int, strategy: str) -> None:

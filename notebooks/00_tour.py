@@ -62,10 +62,11 @@
 # 1,000? Write your guess down, then run the cells below.
 
 # %%
-from tdxedu.lessons.exercises import check_teardown_count, show_solution
-from tdxedu.lessons.td import RunningTd
+from tdxedu.lessons import RunningTd
+from tdxedu.lessons.tour_exercises import check_teardown_count, show_solution
+from tdxedu.steps import TdLifeSource
 from tdxedu.viz import as_image, draw_lifecycle, draw_timeline
-from tdxedu.widgets import Explorer, TdLifeSource, td_life_stepper
+from tdxedu.widgets import Explorer, td_life_stepper
 
 life = td_life_stepper("64K", vcpus=2, strategy="v6.16")
 life

@@ -67,8 +67,13 @@ for value in (0x8000020000000092, 0xC0000B0D00000001, 0xC0000B0600000001,
 # `tdh_mem_page_add` green (`PT_REG`).
 
 # %%
-from tdxedu.lessons.exercises import check_build_order, check_decode, show_solution
-from tdxedu.widgets import SeamcallScriptSource, seamcall_stepper
+from tdxedu.lessons.seamcalls_and_lifecycle_exercises import (
+    check_build_order,
+    check_decode,
+    show_solution,
+)
+from tdxedu.steps import SeamcallScriptSource
+from tdxedu.widgets import seamcall_stepper
 
 calls = seamcall_stepper()
 calls

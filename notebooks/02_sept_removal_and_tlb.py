@@ -57,8 +57,13 @@
 # Then press **Step** and watch the title line of the S-EPT picture.
 
 # %%
-from tdxedu.lessons.exercises import check_removal_order, check_remove_page, show_solution
-from tdxedu.widgets import RemovalSource, removal_stepper, teardown_stepper
+from tdxedu.lessons.sept_removal_and_tlb_exercises import (
+    check_removal_order,
+    check_remove_page,
+    show_solution,
+)
+from tdxedu.steps import RemovalSource
+from tdxedu.widgets import removal_stepper, teardown_stepper
 from tdxedu.widgets.stepper import REMOVAL_PRESETS
 
 removal = removal_stepper()

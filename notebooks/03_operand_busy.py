@@ -58,19 +58,20 @@
 # `zap_private → tdx_sept_remove_private_spte → tdh_do_no_vcpus`.
 
 # %%
-from tdxedu.lessons.busy_teardown import (
+from tdxedu.lessons.operand_busy import (
     busy_verdicts,
     format_busy_matrix,
-    format_lock_table,
     format_verdicts,
     host_priority_story,
 )
-from tdxedu.lessons.exercises_busy_teardown import (
+from tdxedu.lessons.operand_busy_exercises import (
     check_busy_policy,
     check_busy_prediction,
     show_solution,
 )
-from tdxedu.widgets import Explorer, ExplorerSource
+from tdxedu.lessons.operand_busy_locks import format_lock_table
+from tdxedu.steps import ExplorerSource
+from tdxedu.widgets import Explorer
 from tdxedu.widgets.lesson_busy import BUSY_SCRIPTS, busy_stepper
 
 busy = busy_stepper("busy-accept-kick-retry-once")
@@ -112,7 +113,7 @@ for name in ("busy-accept-no-retry", "busy-accept-kick-retry-once"):
 # a vCPU hold for as long as it runs in the guest?
 #
 # The table below is not typed in: it is **generated** by issuing each call once on a model TD
-# with a spy on the module's try-locks (`tdxedu.lessons.busy_teardown.lock_table`), then
+# with a spy on the module's try-locks (`tdxedu.lessons.operand_busy_locks.lock_table`), then
 # compared cell by cell with the table transcribed from the module source in contention.md §3.
 
 # %% tags=["nbval-check-output"]

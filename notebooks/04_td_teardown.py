@@ -68,15 +68,15 @@
 # %%
 from tdxedu.cost import default_calibration, sweep
 from tdxedu.cost.plot import sweep_figure
-from tdxedu.lessons.busy_teardown import (
+from tdxedu.lessons.operand_busy import format_verdicts
+from tdxedu.lessons.td_teardown import (
     cost_table,
     flush_story,
-    format_verdicts,
     hkid_release_verdicts,
     hkid_release_witness,
     teardown_stages,
 )
-from tdxedu.lessons.exercises_busy_teardown import (
+from tdxedu.lessons.td_teardown_exercises import (
     check_cost_estimate,
     check_hkid_leakers,
     check_release_hkid,

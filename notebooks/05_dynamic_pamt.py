@@ -53,16 +53,18 @@
 # and no TD running, is it about 400 MiB, 40 MiB or 4 MiB?
 
 # %% tags=["nbval-check-output"]
-from tdxedu.lessons.exercises_pamt_roots import (
-    check_dpamt_bytes,
-    check_lossy_scenarios,
-    check_pamt_refcounting,
+from tdxedu.lessons.dynamic_pamt import (
     cover_letter_text,
     host_example_text,
     pamt_memory_curves,
     pamt_per_tib_text,
     pamt_race_text,
     policy_consequences_text,
+)
+from tdxedu.lessons.dynamic_pamt_exercises import (
+    check_dpamt_bytes,
+    check_lossy_scenarios,
+    check_pamt_refcounting,
     show_solution,
 )
 from tdxedu.viz import as_image

@@ -56,16 +56,18 @@
 # kernel-version policies in the model (`tdxedu.kvm.mmu_role.POLICIES`):
 
 # %% tags=["nbval-check-output"]
-from tdxedu.lessons.exercises_pamt_roots import (
+from tdxedu.lessons.tdp_mmu_roots import (
     broken_variants_text,
+    root_policy_table,
+    scenario_verdicts_text,
+    storm_table,
+    td_roots_text,
+)
+from tdxedu.lessons.tdp_mmu_roots_exercises import (
     check_inv2,
     check_resurrection_schedule,
     check_storm_allocations,
-    root_policy_table,
-    scenario_verdicts_text,
     show_solution,
-    storm_table,
-    td_roots_text,
 )
 from tdxedu.viz import as_image
 from tdxedu.widgets import Explorer, roots_stepper

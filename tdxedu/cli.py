@@ -172,6 +172,23 @@ COMMANDS.append(Command(
     add_arguments=_check_mutants_args))
 
 
+def cmd_sources(args: argparse.Namespace) -> int:
+    from . import sources_cmd
+
+    return sources_cmd.run(args)
+
+
+def _sources_args(p: argparse.ArgumentParser) -> None:
+    from . import sources_cmd
+
+    sources_cmd.add_arguments(p)
+
+
+COMMANDS.append(Command(
+    "sources", cmd_sources, "the bibliography: what each [TAG] cited in code and lessons is",
+    examples=("tdxedu sources", "tdxedu sources AH-RFC K616"), add_arguments=_sources_args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     examples = "\n".join(f"  {ex}" for c in COMMANDS for ex in c.examples)
     parser = argparse.ArgumentParser(

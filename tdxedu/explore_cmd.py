@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
+from .scenarios.registry import load_all
 from .sim import explore
-from .sim.registry import load_all
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

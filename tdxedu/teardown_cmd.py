@@ -70,7 +70,7 @@ def _text(pred) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from .cost import default_calibration, predict, sweep
-    from .lessons.td import parse_size
+    from .units import parse_size
 
     try:
         size = parse_size(args.memory)

@@ -9,6 +9,8 @@ pointing upwards:
 * `Preempt` / `WaitUntil`: what a generator-written actor yields. `Preempt` is a point where
   another CPU may run; `WaitUntil` means "this thread sleeps until the predicate holds" (a
   mutex or rwlock that waits, a wait for an IPI acknowledgement).
+* `event_kind(e)`: what an event is (a SEAMCALL, an IPI, a lock operation, another KVM step),
+  read by the step sources and the timeline.
 """
 
 from __future__ import annotations
@@ -101,6 +103,22 @@ class WaitUntil:
 
 
 PREEMPT = Preempt()
+
+
+MODULE_SOURCE = "tdx-module"
+IPI_OPS = frozenset({"kvm_make_all_cpus_request", "smp_call_function_single"})
+
+
+def event_kind(e) -> str:
+    """What an event is, for drawing and stepping: "seamcall" (the TDX module's), "ipi",
+    "lock" (a ``*lock`` / ``*unlock`` event) or "kvm" (any other KVM step)."""
+    if e.source == MODULE_SOURCE:
+        return "seamcall"
+    if e.op in IPI_OPS:
+        return "ipi"
+    if e.op.endswith("unlock") or e.op.endswith("lock") or "_lock_" in e.op:
+        return "lock"
+    return "kvm"
 
 
 def run_to_completion(gen):

@@ -5,14 +5,14 @@ name, at a step the test reports."""
 import pytest
 
 from tdxedu.kvm.mmu_role import BROKEN_POLICIES, POLICIES
-from tdxedu.lessons.root_scenarios import (
+from tdxedu.scenarios.registry import load_all
+from tdxedu.scenarios.roots import (
     last_put_race_world,
     memslot_update_world,
     smm_storm_world,
     vm_destroy_world,
 )
 from tdxedu.sim.engine import explore, run_script
-from tdxedu.sim.registry import load_all
 
 KINDS = ["smm-storm", "memslot-update", "vm-destroy", "last-put-race"]
 

@@ -4,7 +4,7 @@ RSM resets the MMU context (kvm_smm_changed → kvm_mmu_reset_context → kvm_mm
 import pytest
 
 from tdxedu.kvm.mmu_role import MAX_DIRECT_ROLES, POLICIES
-from tdxedu.lessons.root_scenarios import smm_storm
+from tdxedu.scenarios.roots import smm_storm
 
 LATER = [p for p in POLICIES if p != "v6.3"]
 

@@ -1,5 +1,5 @@
 """Bulk (numpy) teardown engine: the same TD and the same teardown flows as the step engine
-(`tdxedu.lessons.td.RunningTd` driving `tdxedu.kvm.teardown`), with the TD's pages, S-EPT and
+(`tdxedu.scenarios.td.RunningTd` driving `tdxedu.kvm.teardown`), with the TD's pages, S-EPT and
 PAMT held as arrays and each flow applied as vectorised transitions. Built for TDs up to
 1 TiB (2^28 private 4 KiB pages) in well under 4 GiB: one byte per PAMT entry and one byte
 per S-EPT leaf, and every page's physical address computed from the layout, never stored.
@@ -80,7 +80,7 @@ def tables_through(chunk):
 
 @dataclass
 class BulkReport:
-    """The bulk engine's answer; field names follow `tdxedu.lessons.td.TeardownReport`.
+    """The bulk engine's answer; field names follow `tdxedu.scenarios.td.TeardownReport`.
     Leaks and bugs are kept compact (runs of page frames per reason, a Counter of
     messages) because a 1 TiB TD can leak half a million S-EPT pages."""
 
@@ -156,7 +156,7 @@ class BulkTd:
 
     @classmethod
     def from_size(cls, memory, vcpus: int, **kw) -> BulkTd:
-        from ..lessons.td import parse_size
+        from ..units import parse_size
 
         return cls(parse_size(memory) >> PAGE_SHIFT, vcpus, **kw)
 

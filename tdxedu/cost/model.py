@@ -303,7 +303,7 @@ def sweep(sizes, strategies, vcpus: int = 4, *, packages: int = 1, clear_pages: 
     Returns {"sizes_bytes": [...], "vcpus", "packages", "clear_pages",
     "strategies": {name: {"seconds": [...], "low": [...], "high": [...],
     "dominant": [...]}}}. `sizes` are bytes or strings like "64G"."""
-    from ..lessons.td import parse_size
+    from ..units import parse_size
 
     cal = calibration or default_calibration()
     byte_sizes = [parse_size(s) for s in sizes]

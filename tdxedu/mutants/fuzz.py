@@ -27,9 +27,9 @@ from ..kvm.tdx import (
     tdx_vcpu_enter,
     tdx_vcpu_exit,
 )
-from ..lessons.td import RunningTd
+from ..scenarios.registry import load_all
+from ..scenarios.td import RunningTd
 from ..sim.engine import run_seeded
-from ..sim.registry import load_all
 from ..tdx import Leaf, TdxModule
 from ..tdx.pamt import KEYID_SHIFT, PAGE_SIZE
 from ..tdx.status import Status

@@ -6,8 +6,8 @@ teardown order, TDP MMU root version, Dynamic PAMT allocation and `pamt_lock`) p
 default `Config()` every factory runs upstream behaviour, so `tdxedu check-mutants` can run a
 mutant and the correct policies through exactly the same scenario.
 
-Most factories reuse the lesson builders (`tdxedu.lessons.scenarios`, `root_scenarios`,
-`pamt_scenarios`); the new ones are small:
+Most factories reuse the scenario builders (`tdxedu.scenarios.td_races`, `roots`, `pamt`);
+the new ones are small:
 
 * ``zap-running``: a vCPU keeps running while KVM zaps a page it has accepted (TRACK + IPI).
 * ``teardown`` / ``teardown-dpamt``: a whole TD life's end (`RunningTd._teardown`: vCPU fds,
@@ -30,17 +30,17 @@ from ..kvm.kvm import KVM_REQ_OUTSIDE_GUEST_MODE, OUTSIDE_GUEST_MODE
 from ..kvm.mmu_role import RootPolicy
 from ..kvm.pamt import tdx_topup_pamt_cache, vcpu_pamt_cache
 from ..kvm.tdx import tdx_vcpu_enter
-from ..lessons.pamt_scenarios import PamtWorld
-from ..lessons.root_scenarios import (
+from ..scenarios.pamt import PamtWorld
+from ..scenarios.registry import scenario
+from ..scenarios.roots import (
     last_put_race_world,
     memslot_update_world,
     smm_storm_world,
     vm_destroy_world,
 )
-from ..lessons.scenarios import busy_accept, busy_zero_step, hkid_release
-from ..lessons.world import TdWorld
+from ..scenarios.td_races import busy_accept, busy_zero_step, hkid_release
+from ..scenarios.world import TdWorld
 from ..sim.engine import World
-from ..sim.registry import scenario
 from ..tdx.td import STEPPING_EPF_THRESHOLD
 from ..trace import WaitUntil
 

@@ -195,6 +195,23 @@ def describe(value: int) -> str:
     return f"{int(s):#018x} = {s}: status {s.name} ({cls}); operand id {opname}"
 
 
+def status_outcome(status: str | None) -> str | None:
+    """Classify a trace event's status text: "ok", "info" (not an error), "busy", "error",
+    or None when the event has no status. Text such as ``TDX_SUCCESS (EPT_VIOLATION)`` or
+    ``TDX_OPERAND_BUSY | TDX_OPERAND_ID_SEPT`` comes from `str(Status)` in `tdxedu.tdx`."""
+    if status is None:
+        return None
+    name = status.split(" ", 1)[0]
+    if name == "TDX_SUCCESS":
+        return "ok"
+    value = STATUS_CODES.get(name, SOFTWARE_CODES.get(name))
+    if value is None:  # a KVM-side status (RET_PF_RETRY, -EBUSY, ...): not a module error
+        return "info"
+    if not value >> 63:
+        return "info"
+    return "busy" if "BUSY" in name else "error"
+
+
 # Module-level constants named like the kernel macros: TDX_SUCCESS, TDX_OPERAND_BUSY, ...
 for _n, _v in {**STATUS_CODES, **SOFTWARE_CODES}.items():
     globals()[_n] = Status(_v)
@@ -206,6 +223,7 @@ __all__ = [
     "Status",
     "decode",
     "describe",
+    "status_outcome",
     "STATUS_CODES",
     "SOFTWARE_CODES",
     "OPERAND_IDS",

@@ -11,15 +11,15 @@ and nothing leaks between calls; `figure_png(fig)` gives deterministic PNG bytes
     draw_cost_curves(curves)      {strategy: (sizes, seconds, band)}
 """
 
-from ._common import Panel, artists_by_gid, as_image, figure_png, new_figure, status_outcome
+from ._common import Panel, artists_by_gid, as_image, figure_png, new_figure
 from .cost import draw_cost_curves
-from .lifecycle import draw_lifecycle, td_states
+from .lifecycle import draw_lifecycle
 from .pamt import draw_pamt, pamt_grid
 from .roots import draw_roots
 from .sept import draw_sept, sept_colours, state_colour
 from .timeline import draw_timeline, guest_spans, lock_spans, timeline_marks
 
-__all__ = ["Panel", "artists_by_gid", "as_image", "figure_png", "new_figure", "status_outcome",
-           "draw_cost_curves", "draw_lifecycle",
-           "td_states", "draw_pamt", "pamt_grid", "draw_roots", "draw_sept", "sept_colours",
-           "state_colour", "draw_timeline", "guest_spans", "lock_spans", "timeline_marks"]
+__all__ = ["Panel", "artists_by_gid", "as_image", "figure_png", "new_figure",
+           "draw_cost_curves", "draw_lifecycle", "draw_pamt", "pamt_grid", "draw_roots",
+           "draw_sept", "sept_colours", "state_colour", "draw_timeline", "guest_spans",
+           "lock_spans", "timeline_marks"]

@@ -120,23 +120,4 @@ def as_image(fig: Figure):
     return Image(data=figure_png(fig), format="png")
 
 
-def status_outcome(status: str | None) -> str | None:
-    """Classify a trace event's status text: "ok", "info" (not an error), "busy", "error",
-    or None when the event has no status. Text such as ``TDX_SUCCESS (EPT_VIOLATION)`` or
-    ``TDX_OPERAND_BUSY | TDX_OPERAND_ID_SEPT`` comes from `str(Status)` in `tdxedu.tdx`."""
-    if status is None:
-        return None
-    from ..tdx.status import SOFTWARE_CODES, STATUS_CODES
-
-    name = status.split(" ", 1)[0]
-    if name == "TDX_SUCCESS":
-        return "ok"
-    value = STATUS_CODES.get(name, SOFTWARE_CODES.get(name))
-    if value is None:  # a KVM-side status (RET_PF_RETRY, -EBUSY, ...): not a module error
-        return "info"
-    if not value >> 63:
-        return "info"
-    return "busy" if "BUSY" in name else "error"
-
-
 OUTCOME_COLOURS = {"ok": OK, "info": INFO, "busy": BUSY, "error": ERROR, None: NEUTRAL}

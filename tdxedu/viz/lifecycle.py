@@ -22,19 +22,6 @@ LIT = "#fdb863"
 DIM = "#f0f0f0"
 
 
-def td_states(module, tdr: int | None = None) -> tuple[Lifecycle | None, OpState | None, bool]:
-    """(lifecycle, op_state, reclaimed) of the TD `tdr` in `module` (default: its only TD).
-    `reclaimed` is True once `tdr` was given but the module no longer knows it."""
-    if tdr is None:
-        tdr = next(iter(sorted(module.tds)), None)
-        if tdr is None:
-            return None, None, False
-    td = module.tds.get(tdr)
-    if td is None:
-        return None, None, True
-    return td.lifecycle, None if td.tdcs is None else td.tdcs.op_state, False
-
-
 def draw_lifecycle(lifecycle: Lifecycle | None = None, op_state: OpState | None = None, *,
                    reclaimed: bool = False, width: float = 6.4):
     """Draw both state machines; light up `lifecycle` and `op_state` (None: not lit)."""

@@ -13,6 +13,8 @@ Events without a CPU go to a lane "-". The x axis is the event sequence number; 
 
 from __future__ import annotations
 
+from ..tdx.status import status_outcome
+from ..trace import event_kind
 from ._common import (
     ERROR,
     HIGHLIGHT,
@@ -20,21 +22,7 @@ from ._common import (
     Panel,
     legend,
     new_figure,
-    status_outcome,
 )
-
-MODULE_SOURCE = "tdx-module"
-IPI_OPS = frozenset({"kvm_make_all_cpus_request", "smp_call_function_single"})
-
-
-def event_kind(e) -> str:
-    if e.source == MODULE_SOURCE:
-        return "seamcall"
-    if e.op in IPI_OPS:
-        return "ipi"
-    if e.op.endswith("unlock") or e.op.endswith("lock") or "_lock_" in e.op:
-        return "lock"
-    return "kvm"
 
 
 def _events(trace_or_events):

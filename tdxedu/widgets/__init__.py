@@ -13,16 +13,6 @@ and tests drive it headlessly with ``.value = ...`` and ``.click()``:
 """
 
 from .explorer import Explorer, verdict_table
-from .sources import (
-    ExplorerSource,
-    Finished,
-    RemovalSource,
-    SeamcallScriptSource,
-    StepInfo,
-    TdLifeSource,
-    roots_source,
-    teardown_source,
-)
 from .stepper import (
     Stepper,
     removal_stepper,
@@ -33,7 +23,5 @@ from .stepper import (
     teardown_stepper,
 )
 
-__all__ = ["Explorer", "verdict_table", "ExplorerSource", "Finished", "RemovalSource",
-           "SeamcallScriptSource", "StepInfo", "TdLifeSource", "roots_source",
-           "teardown_source", "Stepper", "removal_stepper", "roots_stepper",
+__all__ = ["Explorer", "verdict_table", "Stepper", "removal_stepper", "roots_stepper",
            "scenario_stepper", "seamcall_stepper", "td_life_stepper", "teardown_stepper"]

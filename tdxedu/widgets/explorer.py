@@ -8,9 +8,9 @@ import html
 
 import ipywidgets as widgets
 
-from ..sim import registry
+from ..scenarios import registry
 from ..sim.engine import explore
-from .sources import ExplorerSource
+from ..steps import ExplorerSource
 from .stepper import Stepper, mimebundle
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipywidgets as widgets
 
 from ..kvm.tdx import BUSY_POLICIES
-from .sources import ExplorerSource
+from ..steps import ExplorerSource
 from .stepper import Stepper
 
 # Actor choices that put KVM's BLOCK inside the guest's critical section (found with

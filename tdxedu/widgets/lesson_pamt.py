@@ -25,16 +25,16 @@ import numpy as np
 from ..kvm.pamt import ALLOC_POLICIES, check_alloc_policy
 from ..kvm.pamt_memory import PAMT_PAIR_BYTES
 from ..kvm.tdx import TEARDOWN_POLICIES
-from ..tdx.pamt import PageType
-from ..viz import draw_pamt, new_figure
-from .panels import PANELS
-from .sources import (
-    MODULE_SOURCE,
+from ..steps import (
     Finished,
     StepInfo,
     TdLifeSource,
     touched,
 )
+from ..tdx.pamt import PageType
+from ..trace import MODULE_SOURCE
+from ..viz import draw_pamt, new_figure
+from .panels import PANELS
 from .stepper import Stepper
 
 PAMT_LEAVES = ("tdh_phymem_pamt_add", "tdh_phymem_pamt_remove")

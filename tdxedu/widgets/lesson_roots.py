@@ -14,11 +14,11 @@ from __future__ import annotations
 import ipywidgets as widgets
 
 from ..kvm.mmu_role import BROKEN_POLICIES, POLICIES
-from ..lessons.exercises_pamt_roots import BROKEN_CASES, WHAT_IT_BREAKS, broken_witness
-from ..lessons.root_scenarios import smm_storm
-from ..sim.registry import Scenario
+from ..lessons.tdp_mmu_roots import BROKEN_CASES, WHAT_IT_BREAKS, broken_witness
+from ..scenarios.registry import Scenario
+from ..scenarios.roots import smm_storm
+from ..steps import ExplorerSource
 from ..viz import new_figure
-from .sources import ExplorerSource
 from .stepper import Stepper
 
 

@@ -3,9 +3,9 @@ only when its key changes, so a Step that leaves the PAMT alone does not re-rend
 
 from __future__ import annotations
 
-from ..viz import draw_lifecycle, draw_pamt, draw_roots, draw_sept, draw_timeline, td_states
+from ..steps import td_states, touched
+from ..viz import draw_lifecycle, draw_pamt, draw_roots, draw_sept, draw_timeline
 from ..viz.roots import live_roots
-from .sources import touched
 
 
 def _main(info):

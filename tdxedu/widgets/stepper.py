@@ -19,9 +19,7 @@ from collections.abc import Callable
 import ipywidgets as widgets
 
 from ..kvm.tdx import TEARDOWN_POLICIES
-from ..viz import figure_png
-from .panels import PANELS, SHARED_KEYS
-from .sources import (
+from ..steps import (
     KVM_BUILD_ORDER,
     KVM_REMOVAL,
     ExplorerSource,
@@ -31,6 +29,8 @@ from .sources import (
     StepInfo,
     TdLifeSource,
 )
+from ..viz import figure_png
+from .panels import PANELS, SHARED_KEYS
 
 RUN_LIMIT = 5000
 _SHARED_PNG: dict = {}  # (panel, key) -> PNG for panels whose key determines the picture
@@ -255,7 +255,7 @@ def scenario_stepper(scenario: str = "busy-accept-kick-retry-once", seed: int = 
                      script: str = "", *, scenarios=None, panels=None) -> Stepper:
     """An explorer scenario run by a seed, or by a script of actor names (comma separated;
     the seed decides once the script runs out)."""
-    from ..sim import registry
+    from ..scenarios import registry
 
     names = sorted(scenarios or registry.load_all())
     controls = {
@@ -275,7 +275,7 @@ def roots_stepper(scenario: str = "memslot-update", policy: str = "v6.6", seed: 
                   panels=None) -> Stepper:
     """A TDP MMU roots scenario under a kernel-version policy."""
     from ..kvm.mmu_role import POLICIES
-    from .sources import roots_source
+    from ..steps import roots_source
 
     controls = {
         "scenario": widgets.Dropdown(options=["smm-storm", "memslot-update", "vm-destroy",

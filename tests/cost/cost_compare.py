@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from tdxedu.cost.bulk import BulkTd
-from tdxedu.lessons.td import RunningTd
+from tdxedu.scenarios import RunningTd
 from tdxedu.tdx.pamt import PageType
 
 

@@ -20,7 +20,7 @@ from cost_compare import (
 from tdxedu.cost.bulk import BulkTd
 from tdxedu.cost.counts import teardown_counts
 from tdxedu.kvm.tdx import TEARDOWN_POLICIES
-from tdxedu.lessons.td import RunningTd
+from tdxedu.scenarios import RunningTd
 from tdxedu.tdx.pamt import PageType
 
 

@@ -18,7 +18,7 @@ from tdxedu.kvm.pamt import (
     vcpu_pamt_cache,
 )
 from tdxedu.kvm.tdx import TEARDOWN_POLICIES, _gmem_alloc, tdx_map_private_gfn
-from tdxedu.lessons.td import RunningTd
+from tdxedu.scenarios import RunningTd
 from tdxedu.tdx import PageType
 from tdxedu.tdx import status as st
 from tdxedu.trace import run_to_completion

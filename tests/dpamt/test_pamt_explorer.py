@@ -4,8 +4,8 @@ trusting the module's removal hint, they sometimes lose it (shortest witness sho
 
 from __future__ import annotations
 
+from tdxedu.scenarios.registry import get, load_all
 from tdxedu.sim.engine import explore
-from tdxedu.sim.registry import get, load_all
 
 
 def run(name):

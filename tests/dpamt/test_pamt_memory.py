@@ -79,7 +79,7 @@ def test_worked_example_1tib_host_64g_td():
 def test_rule_of_thumb_matches_the_simulator():
     """dpamt.md §4 "a 2 MB range costs 8 KiB as soon as one 4K page in it is given to the
     module": the simulated module's pairs after building a TD."""
-    from tdxedu.lessons.td import RunningTd
+    from tdxedu.scenarios import RunningTd
 
     td = RunningTd(memory="4M", vcpus=1, dynamic_pamt=True)
     used = {e.pfn >> 9 for e in td.host.module.pamt.in_use()}

@@ -15,7 +15,7 @@ from tdxedu.mutants.fuzz import (
     fuzz_kvm_flow,
     fuzz_seamcalls,
 )
-from tdxedu.sim.registry import load_all
+from tdxedu.scenarios.registry import load_all
 
 
 def fast(n: int):

@@ -2,8 +2,8 @@
 
 import pytest
 
+from tdxedu.scenarios.registry import get, load_all
 from tdxedu.sim import explore, run_seeded
-from tdxedu.sim.registry import get, load_all
 
 
 def verdicts(name, **kw):

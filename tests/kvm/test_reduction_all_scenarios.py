@@ -7,8 +7,8 @@ on the scenarios where it is cheap; every other scenario is checked against seed
 
 import pytest
 
+from tdxedu.scenarios.registry import load_all
 from tdxedu.sim import explore, run_seeded
-from tdxedu.sim.registry import load_all
 
 #: unreduced enumeration finishes in well under a second on these
 CHEAP = {"busy-accept-kick-retry-once", "busy-accept-no-retry", "busy-zero-step-kick-retry-once",

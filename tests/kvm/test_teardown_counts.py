@@ -3,8 +3,9 @@ is the formula of reference/teardown.md §6 ("Quick model for the simulator").""
 
 import pytest
 
-from tdxedu.lessons.td import RunningTd, parse_size
+from tdxedu.scenarios import RunningTd
 from tdxedu.tdx.pamt import PageType
+from tdxedu.units import parse_size
 
 
 def expected_counts(td: RunningTd, strategy: str) -> dict[str, int]:

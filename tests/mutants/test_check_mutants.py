@@ -59,7 +59,7 @@ def test_catalogue_entries_have_sources_and_known_scenarios():
 
 
 def test_mutations_are_off_by_default():
-    from tdxedu.lessons.td import RunningTd
+    from tdxedu.scenarios import RunningTd
 
     td = RunningTd(memory=4096, vcpus=1)
     assert isinstance(td.kt, KvmTdx) and td.kt.mutations == set()

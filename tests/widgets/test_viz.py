@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgba
 
-from tdxedu.lessons.td import RunningTd
+from tdxedu.scenarios import RunningTd
+from tdxedu.steps import td_states
 from tdxedu.tdx import TdxModule
 from tdxedu.tdx.pamt import PageType
 from tdxedu.tdx.sept import SeptState
+from tdxedu.tdx.status import status_outcome
 from tdxedu.tdx.td import Lifecycle, OpState
 from tdxedu.tdx.testing import TdBuilder
 from tdxedu.trace import Event, Trace
@@ -25,8 +27,6 @@ from tdxedu.viz import (
     pamt_grid,
     sept_colours,
     state_colour,
-    status_outcome,
-    td_states,
     timeline_marks,
 )
 from tdxedu.viz.pamt import TYPE_ORDER
@@ -133,7 +133,7 @@ def test_td_states_follow_the_teardown():
 
 
 def test_roots_bars_show_each_holders_references():
-    from tdxedu.lessons.root_scenarios import memslot_update_world
+    from tdxedu.scenarios.roots import memslot_update_world
     from tdxedu.sim.engine import Execution
 
     w = memslot_update_world("v6.6", 2)

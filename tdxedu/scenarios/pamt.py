@@ -25,9 +25,9 @@ from __future__ import annotations
 from ..kvm.host import Host
 from ..kvm.pamt import tdx_pamt_get, tdx_pamt_put
 from ..sim.engine import World
-from ..sim.registry import scenario
 from ..tdx.pamt import PageType
 from ..trace import Preempt
+from .registry import scenario
 
 USING = Preempt("page in use: about to PAGE.AUG it")
 RANGE = 1 << 21  # the contended 2 MB range (the host's second one)

@@ -26,9 +26,9 @@ from ..kvm.teardown import (
     kvm_put_kvm,
     kvm_tdx_terminate_vm,
 )
-from ..sim.registry import scenario
 from ..tdx.td import STEPPING_EPF_THRESHOLD
 from ..trace import WaitUntil
+from .registry import scenario
 from .world import TdWorld
 
 PAGE = 4096

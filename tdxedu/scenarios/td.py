@@ -12,7 +12,6 @@ The teardown follows the chosen policy's order of file closes and hooks (teardow
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from ..kvm.host import Host
@@ -39,26 +38,7 @@ from ..kvm.teardown import (
 )
 from ..tdx.pamt import PAGE_SIZE
 from ..trace import Trace, run_to_completion
-
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def parse_size(memory) -> int:
-    """Bytes from an int or a string like "64M", "1G", "4096"; ValueError otherwise."""
-    if isinstance(memory, bool):
-        raise TypeError("memory must be an int (bytes) or a size string like '64M'")
-    if isinstance(memory, int):
-        size = memory
-    elif isinstance(memory, str):
-        m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*", memory.upper())
-        if not m:
-            raise ValueError(f"memory {memory!r}: use bytes or a size like '64M', '1G'")
-        size = int(m.group(1)) * _UNITS[m.group(2)]
-    else:
-        raise TypeError(f"memory must be an int or str, got {type(memory).__name__}")
-    if size <= 0 or size % PAGE_SIZE:
-        raise ValueError(f"memory must be a positive multiple of 4096 bytes, got {size}")
-    return size
+from ..units import parse_size
 
 
 @dataclass
@@ -222,4 +202,4 @@ class RunningTd:
         yield from kvm_gmem_release(kvm)  # Stage C; its put is the last: kvm_destroy_vm
 
 
-__all__ = ["RunningTd", "TeardownReport", "parse_size", "KvmTdx"]
+__all__ = ["RunningTd", "TeardownReport", "KvmTdx"]

@@ -27,8 +27,8 @@ from ..kvm.tdp_mmu import (
 )
 from ..kvm.tdp_mmu_invariants import tdp_mmu_fingerprint, tdp_mmu_invariants
 from ..sim.engine import World
-from ..sim.registry import scenario
 from ..trace import PREEMPT, Trace, WaitUntil, run_to_completion
+from .registry import scenario
 
 #: a shared GFN for a TD (the shared bit set) and a private one; plain VMs use both as-is
 SHARED_GFN = (1 << 30) | 0x10

@@ -1,7 +1,8 @@
 """Named scenarios for `tdxedu explore` and the lessons.
 
-A scenario is a zero-argument builder returning a fresh `World`. Modules in `tdxedu.lessons`
-register theirs with `@scenario(...)`; `load_all()` imports them.
+A scenario is a zero-argument builder returning a fresh `World`. The modules of
+`tdxedu.scenarios` and `tdxedu.mutants.scenarios` register theirs with `@scenario(...)`;
+`load_all()` imports them.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .engine import World
+from ..sim.engine import World
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,8 @@ class Scenario:
 
 
 SCENARIOS: dict[str, Scenario] = {}
-_MODULES = ("tdxedu.lessons.scenarios", "tdxedu.lessons.root_scenarios",
-            "tdxedu.lessons.pamt_scenarios", "tdxedu.mutants.scenarios")
+_MODULES = ("tdxedu.scenarios.td_races", "tdxedu.scenarios.roots",
+            "tdxedu.scenarios.pamt", "tdxedu.mutants.scenarios")
 
 
 def scenario(name: str, description: str, max_steps: int = 200):
@@ -39,7 +40,7 @@ def load_all() -> dict[str, Scenario]:
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:
-            if e.name not in (mod, "tdxedu.lessons"):
+            if e.name not in (mod, "tdxedu.scenarios"):
                 raise
     return SCENARIOS
 
