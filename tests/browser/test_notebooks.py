@@ -5,8 +5,9 @@ Per lesson:
 (a) opened, before anything runs: every widget the lesson saved is drawn from its saved
     state (trusted notebook), none is shown as its text form, no "Error displaying widget",
     no Jupyter news toast;
-(b) after Clear Outputs + Run All: the pixels and display width of every raster picture are
-    recorded (printed in the summary; see CHECK_UPSCALED below);
+(b) after Clear Outputs + Run All: no raster picture is shown wider than its pixels
+    (naturalWidth >= displayed width; SVG is fine): recorded per lesson, printed in the
+    summary and asserted by test_no_picture_is_upscaled after the last lesson;
 (c) no error output (error mime type, a traceback on stderr, "Error displaying widget");
 (d) a screenshot of the whole lesson after Run All goes to test-artifacts/<lesson>.png;
 then the first button labelled "Step" is clicked and must change the widget's text and
@@ -42,9 +43,6 @@ LESSONS = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
 SHIPPED = {n: hashlib.sha256((NOTEBOOKS / n).read_bytes()).hexdigest() for n in LESSONS}
 TIMEOUT_MS = 120_000  # generous upper bound for a whole notebook on a loaded 2-core machine
 LATENCY_CLICKS = 8  # Step clicks timed per lesson (after the first, checked one)
-# (b) as an assertion: no raster picture shown wider than its pixels. On once the figures
-# are drawn for the notebook's width (viz); until then the ratios are printed only.
-CHECK_UPSCALED = False
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 TEXT_FORM = re.compile(r"tdxedu (Stepper|Explorer)|Run this cell to start the widget")
 
@@ -263,9 +261,6 @@ def test_lesson_as_a_learner_meets_it(
         ARTIFACTS.mkdir(exist_ok=True)  # (d)
         page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}.png"), timeout=TIMEOUT_MS)
         page.set_viewport_size({"width": 1280, "height": 900})
-        if CHECK_UPSCALED:
-            upscaled = [p for p in picture_sizes[name] if p["natural"] < p["shown"]]
-            assert not upscaled, f"{name}: pictures shown wider than their pixels: {upscaled}"
 
         label = opts.get("step_button")
         if label:
@@ -314,6 +309,20 @@ def test_lesson_as_a_learner_meets_it(
         outcome = "passed"
     finally:
         browser_timings.append((name, time.monotonic() - t0, outcome))
+
+
+@pytest.mark.xfail(strict=True, reason="widget pictures are 460 px wide and shown at ~844 px "
+                   "until the sharper pictures (viz) land; then remove this mark")
+def test_no_picture_is_upscaled(picture_sizes):
+    """(b) for every lesson measured above: no raster picture has fewer pixels than the CSS
+    px it is shown at (a 2x rendering or SVG passes)."""
+    if not picture_sizes:
+        pytest.skip("runs after the lesson tests (deselected here)")
+    upscaled = {nb: [f"{p['natural']} px shown at {p['shown']} px" for p in pics
+                     if 0 < p["shown"] and p["natural"] < p["shown"]]
+                for nb, pics in picture_sizes.items()}
+    upscaled = {nb: pics for nb, pics in upscaled.items() if pics}
+    assert not upscaled, f"pictures shown wider than their pixels: {upscaled}"
 
 
 def test_every_notebook_is_covered():
