@@ -9,7 +9,8 @@ Per lesson:
     (naturalWidth >= displayed width; SVG is fine): recorded per lesson, printed in the
     summary and asserted by test_no_picture_is_upscaled after the last lesson;
 (c) no error output (error mime type, a traceback on stderr, "Error displaying widget");
-(d) a screenshot of the whole lesson after Run All goes to test-artifacts/<lesson>.png;
+(d) a screenshot of the whole lesson after Run All goes to test-artifacts/<lesson>.png (and
+    one of the first widget as opened, before running, to <lesson>-opened.png);
 then the first button labelled "Step" is clicked and must change the widget's text and
 picture, and a few more clicks measure the time from a click to the new picture on screen
 (median/p90 in the summary); finally the lesson is saved (Ctrl+S) and the shipped copy and
@@ -213,6 +214,11 @@ def _check_opened_before_running(page, name: str) -> None:
     news = page.get_by_text(re.compile("Jupyter news", re.I))
     assert news.count() == 0, f"{name}: the Jupyter news toast is shown"
     page.set_viewport_size({"width": 1280, "height": 900})
+    # What the learner sees first of the lesson's first widget, before running anything.
+    first_widget = page.locator(f"{PANEL} .jp-OutputArea-output > .jupyter-widgets").first
+    first_widget.scroll_into_view_if_needed()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}-opened.png"))
 
 
 def _time_step_clicks(page, area, label: str, clicks: int) -> list[float]:

@@ -84,6 +84,9 @@ def test_the_wheel_carries_the_lessons_and_both_licenses(wheel: Path):
     names = zipfile.ZipFile(wheel).namelist()
     shipped = sorted(n.split("/")[-1] for n in names if n.startswith("tdxedu/notebooks/"))
     assert shipped == LESSONS and len(LESSONS) == 7  # .ipynb only: no .py twins
+    # Every data file the package reads at run time is in the wheel too.
+    for data in ("tdxedu/cost/calibration.csv",):
+        assert data in names, f"{data} missing from the wheel (package-data in pyproject.toml)"
     licenses = sorted(n.split("/")[-1] for n in names if "/licenses/" in n)
     assert licenses == ["LICENSE", "LICENSE-lessons"]
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("/METADATA")))
