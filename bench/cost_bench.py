@@ -1,4 +1,4 @@
-"""Cost-model benchmarks (issue 6). Prints figures and ratios; asserts nothing.
+"""Cost-model benchmarks. Prints figures and ratios; asserts nothing.
 
     .venv/bin/python bench/cost_bench.py                  # step engine measured on 64 MiB
     .venv/bin/python bench/cost_bench.py --step-memory 1G # the same TD as the bulk run (slow)

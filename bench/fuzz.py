@@ -1,4 +1,4 @@
-"""Long fuzz run of the module and KVM layers (issue 9); tests/fuzz runs the bounded version.
+"""Long fuzz run of the module and KVM layers; tests/fuzz runs the bounded version.
 
     .venv/bin/python bench/fuzz.py                      # >= 100,000 SEAMCALLs, 10,000 interleavings
     .venv/bin/python bench/fuzz.py --seamcalls 1000000 --interleavings 50000 --flows 5000

@@ -1,4 +1,4 @@
-"""Time to execute every lesson notebook with nbclient (issue 7 target: all under 120 s).
+"""Time to execute every lesson notebook with nbclient (target: each under 120 s).
 
     .venv/bin/python bench/notebooks_bench.py
 

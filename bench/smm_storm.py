@@ -1,6 +1,6 @@
 """SMM-reset storm: TDP MMU root allocations vs number of SMI/RSM round trips, per policy.
 
-The 2023 report (reference/tdp_mmu_roots.md §1.5): with a reset of the MMU context on every
+The 2023 report ([JP-HV] [SC-Apr23-diag] [SC-Apr23]): with a reset of the MMU context on every
 SMI/RSM, v6.3 frees the root at its last vCPU reference and allocates it again; from v6.4 the
 TDP MMU's own reference keeps it ("15 with the patch vs 100k without", Sean Christopherson,
 ZDhO02VeRcOMTQz0@google.com). Run: `.venv/bin/python bench/smm_storm.py [--max-n 100000]`.

@@ -1,4 +1,4 @@
-"""Step engine and explorer benchmarks (issue 3). Prints figures and ratios; asserts nothing.
+"""Step engine and explorer benchmarks. Prints figures and ratios; asserts nothing.
 
     .venv/bin/python bench/step_engine.py            # 1 GiB teardown + every TDX scenario
     .venv/bin/python bench/step_engine.py --memory 256M --quick

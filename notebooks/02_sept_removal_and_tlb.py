@@ -84,7 +84,8 @@ for name, ops in REMOVAL_PRESETS.items():
     print(f"{name:<38} page {src.page_state():<8} last: {last.op} -> {last.status}")
 
 # %% [markdown]
-# Read them against the module's rules (contention.md §5, module 1.5 `tdh_mem_page_remove.c`):
+# Read them against the module's rules (module 1.5 `tdh_mem_page_remove.c` and
+# `is_tlb_tracked` in `helpers.h`, [M15]):
 #
 # * **no BLOCK** → `TDX_GPA_RANGE_NOT_BLOCKED`: in a `RUNNABLE` TD, REMOVE takes only a blocked
 #   entry. Without it a vCPU could create a new translation after the check.

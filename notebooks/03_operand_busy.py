@@ -37,8 +37,9 @@
 # keep them out, retry exactly once*; it was merged with TDX host support in **Linux 6.16**
 # (Paolo Bonzini's 6.16 pull, 28 May 2025). Sean Christopherson's "KVM: x86/mmu: TDX
 # post-populate cleanups" (v3, 16 Oct 2025; merged for **6.19**) packaged it as the macro
-# `tdh_do_no_vcpus`. Sources: `reference/contention.md` §2, §3, §6 (tags [Y-RFC], [Y4],
-# [P616], [S20], [P619]).
+# `tdh_do_no_vcpus`. Sources: Yan Zhao's RFC with the lock table [Y-RFC], her patch [Y4], the
+# 6.16 pull [PULL616], Sean's macro [S20] and the 6.19 pull [PULL619]; the module 1.5.01 source
+# [M15] (`tdxedu sources TAG` prints any of them).
 
 # %% [markdown]
 # ## 1. See it happen
@@ -80,7 +81,7 @@ busy
 # %% [markdown]
 # Step 2 is the BUSY: `tdh_mem_range_block(...) -> TDX_OPERAND_BUSY | TDX_OPERAND_ID_RCX`.
 # Operand id RCX (`0x01`) means an **S-EPT entry lock** (the module reports entry-lock failures
-# with the GPA operand, contention.md §1). The "+1 more event" is KVM's answer: it sets
+# with the GPA operand, [M15]). The "+1 more event" is KVM's answer: it sets
 # `wait_for_sept_zap` and calls `kvm_make_all_cpus_request(kvm, KVM_REQ_OUTSIDE_GUEST_MODE)`,
 # which IPIs vCPU 0 and *waits*. The guest finishes its ACCEPT, takes the interrupt (TD exit
 # `EXTERNAL_INTERRUPT`), and the single retry of BLOCK succeeds.
@@ -101,7 +102,7 @@ for name in ("busy-accept-no-retry", "busy-accept-kick-retry-once"):
 # %% [markdown]
 # ## 2. Who locks what
 #
-# Every lock in the module is a **try-lock** (module 1.5.01 `tdx_locks.h`, contention.md §2):
+# Every lock in the module is a **try-lock** (module 1.5.01 `tdx_locks.h`, [M15]):
 #
 # * a *sharex* lock (readers or one writer) for the TD epoch and the S-EPT tree; with a
 #   host-priority variant for OP_STATE and every PAMT entry (which is how the TDR, a TDVPR or
@@ -114,13 +115,14 @@ for name in ("busy-accept-no-retry", "busy-accept-kick-retry-once"):
 #
 # The table below is not typed in: it is **generated** by issuing each call once on a model TD
 # with a spy on the module's try-locks (`tdxedu.lessons.operand_busy_locks.lock_table`), then
-# compared cell by cell with the table transcribed from the module source in contention.md §3.
+# compared cell by cell with a table transcribed from the module 1.5.01 handlers ([M15]), which
+# agrees with Yan Zhao's table in [Y-RFC].
 
 # %% tags=["nbval-check-output"]
 print(format_lock_table())
 
 # %% [markdown]
-# Read it with KVM's locking in mind (contention.md §3, Yan's RFC matrix):
+# Read it with KVM's locking in mind (Yan's contention matrix in [Y-RFC]):
 #
 # * KVM serialises *its own* S-EPT SEAMCALLs with `mmu_lock`: the zap path (BLOCK, TRACK,
 #   REMOVE) holds it for write, the fault path (AUG, SEPT.ADD) for read.
@@ -156,13 +158,13 @@ print(format_busy_matrix())
 #   lock and then found P not blocked: the module takes locks **before** it looks at state, so
 #   a busy entry wins over a wrong state.
 # * TRACK × VP.ENTER: the vCPU can't even enter while TRACK advances the epoch. That is why the
-#   fastpath treats a BUSY VP.ENTER as "exit handled" (contention.md §5).
+#   fastpath treats a BUSY VP.ENTER as "exit handled" ([K616] `tdx_exit_handlers_fastpath`).
 #
 # ### Host priority
 #
 # Why is *one* retry enough for the entry lock? When a SEAMCALL loses an entry, the module sets
 # TDHP in the entry; from then on *guest* acquires of that entry fail with
-# `TDX_OPERAND_BUSY_HOST_PRIORITY` until the host wins once (contention.md §2 item 3):
+# `TDX_OPERAND_BUSY_HOST_PRIORITY` until the host wins once ([M15] `tdx_locks.h`):
 
 # %% tags=["nbval-check-output"]
 print(host_priority_story())
@@ -178,7 +180,7 @@ print(host_priority_story())
 # touches (a "zero-step" attack). The module counts EPT-violation exits at the same guest RIP;
 # after `STEPPING_EPF_THRESHOLD` = **6** it records the faulting GPAs (at most 32) and, on the
 # next `TDH.VP.ENTER`, takes the **S-EPT tree exclusively** to check they are mapped before
-# entering (module 1.5.01 `td_exit_stepping.c`; contention.md §3.1). Why 6: an instruction
+# entering (module 1.5.01 `td_exit_stepping.c`, [M15]). Why 6 ([Y-RFC] quotes Intel): an instruction
 # fetch can fault twice (a 15-byte instruction across a page boundary), plus two per memory
 # operand, and most instructions have at most two operands.
 #
@@ -190,7 +192,7 @@ print(host_priority_story())
 # ## 5. Three BUSY policies, every interleaving
 #
 # The model keeps three policies on one code path, `tdh_do_no_vcpus` in `tdxedu/kvm/tdx.py`
-# (DESIGN.md principle 4):
+# (versions are data, not copies of the code):
 #
 # * `no-retry`: nothing; any error after BLOCK / TRACK / REMOVE is a `KVM_BUG_ON`. A strawman:
 #   the 6.16 rule without its retry.
@@ -236,7 +238,8 @@ print(format_verdicts(busy_verdicts(max_steps=30)))
 # ## 6. The history, in kernel versions
 #
 # * **Pre-merge (2023–2024)**: a wrapper retried `TDX_ERROR_SEPT_BUSY` up to 16 times; the zap
-#   paths looped (`[HACK] KVM: TDX: Retry seamcall when TDX_OPERAND_BUSY with operand SEPT`).
+#   paths looped (an out-of-tree patch marked HACK, "KVM: TDX: Retry seamcall when
+#   TDX_OPERAND_BUSY with operand SEPT", listed in [Y-RFC]).
 # * **RFC 21 Nov 2024, v1 13 Jan 2025** (Yan Zhao): three groups. PAGE.ADD → `-EBUSY`;
 #   SEPT.ADD and PAGE.AUG (mmu_lock for read) → `-EBUSY` → `RET_PF_RETRY`, and the TDX
 #   EPT-violation handler **retries locally** (fewer VP.ENTERs, fewer 0-step triggers); BLOCK,
@@ -247,7 +250,7 @@ print(format_verdicts(busy_verdicts(max_steps=30)))
 #   the retry is `KVM_BUG_ON`.
 # * **6.18**: the local retry loop of the EPT-violation handler stops when the memslot is
 #   invalid (being deleted or moved): it could deadlock with the memslot update (Merge tag
-#   "KVM x86 MMU changes for 6.18").
+#   "KVM x86 MMU changes for 6.18", [PULL618-MMU]).
 # * **6.19**: `tdh_do_no_vcpus(tdh_func, kvm, args...)`, one macro for TRACK, BLOCK and
 #   REMOVE: asserts `mmu_lock` held for write, calls, and on BUSY sets the flag, kicks,
 #   retries once, clears the flag. It makes it "all but impossible to leave an elevated
@@ -255,7 +258,8 @@ print(format_verdicts(busy_verdicts(max_steps=30)))
 #   `tdx_vm_state_guard` (kvm->lock, every vcpu->mutex, slots_lock) makes build-time ioctls
 #   exclusive with anything that could contend.
 #
-# Loops that remain (contention.md §6): the EPT-violation local retry (AUG / SEPT.ADD), the
+# Loops that remain in 6.16 and 6.19 ([K616], [K-NEW]): the EPT-violation local retry (AUG /
+# SEPT.ADD), the
 # vCPU run loop re-entering after a BUSY VP.ENTER, `TDH.PHYMEM.CACHE.WB` on
 # `TDX_INTERRUPTED_RESUMABLE` (up to 10000), and `sc_retry` on `TDX_RND_NO_ENTROPY`.
 

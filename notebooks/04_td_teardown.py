@@ -37,14 +37,15 @@
 # 2025 to rethink `vm_dead`. Upstream still removes every private page the slow way; the merged
 # speed-up is 6.18's skip of the page clear ("up to 40%"). A year earlier, the v19 TDX series
 # released the HKID from the MMU notifier, and the thread of Mar–Apr 2024 (Kai Huang, Sean,
-# Isaku Yamahata) is where `TDX_FLUSHVP_NOT_DONE` comes from. Sources:
-# `reference/teardown.md` §1, §2, §5 ([AH-RFC], [SC-Mar25], [V4], [V5], [PULL617], [PULL618],
-# [K-Mar24], [SC-Apr24], [AH-Mar28]).
+# Isaku Yamahata) is where `TDX_FLUSHVP_NOT_DONE` comes from. Sources: [AH-RFC], [SC-Mar25],
+# [TERM-V4], [TERM-V5], [PULL617], [PULL618], [K-Mar24], [SC-Apr24], [AH-Mar28]; KVM's code
+# [K616]; the module source [M15] (`tdxedu sources TAG` prints any of them).
 
 # %% [markdown]
 # ## 1. The upstream sequence, one SEAMCALL per Step
 #
-# When QEMU exits (teardown.md §1.2; Linux 6.16 to 6.19):
+# When QEMU exits (Linux 6.16 to 6.19: [K616], and Rick Edgecombe's TDX MMU Part 2 cover
+# letter [RE-P2] for why):
 #
 # * **A.** vCPU fds close. No SEAMCALL; a vCPU stays *associated* with the pCPU it last ran on.
 # * **B.** The mm goes: `kvm_mmu_notifier_release` → `kvm_tdp_mmu_zap_all`. No SEAMCALL: only
@@ -102,7 +103,8 @@ print(teardown_stages("16K", vcpus=2, strategy="v6.16"))
 # scenario, before *or* after HKID reclaim. Leaf pages must be removable at runtime, so they
 # use the runtime flow; page tables are never torn down at runtime, so they wait.
 #
-# Why the lifecycle moves as it does (module 1.5.01, teardown.md §1.3, §3.3): `VPFLUSHDONE`
+# Why the lifecycle moves as it does (module 1.5.01 [M15]: `tdh_mng_vpflushdone.c`,
+# `tdh_mng_key_freeid.c`, `tdh_phymem_page_reclaim.c`): `VPFLUSHDONE`
 # needs no vCPU associated and moves the TD to `TD_BLOCKED` (KOT: `HKID_FLUSHED`);
 # `KEY.FREEID` needs `TD_BLOCKED` *and* every package's cache written back, and moves it to
 # `TD_TEARDOWN` (KOT: `HKID_FREE`); `PAGE.RECLAIM` is legal only in `TD_TEARDOWN`, and the TDR
@@ -189,7 +191,7 @@ print(text)
 # so it releases the HKID at `vm_pre_destroy`, exactly like v6.16. When the ioctl *is* used
 # it releases the HKID earliest of all, and its guard is different: it takes `kvm->lock`,
 # trylocks every `vcpu->mutex` (`-EBUSY` if a vCPU is busy), marks the VM dead
-# (`kvm_vm_dead`, so no vCPU enters again), and only then releases the HKID ([V5]).
+# (`kvm_vm_dead`, so no vCPU enters again), and only then releases the HKID ([TERM-V5]).
 
 # %% [markdown]
 # ## 4. `KVM_TDX_TERMINATE_VM`: the fast path that did not land
@@ -199,12 +201,14 @@ print(text)
 #   that locks all vCPUs, marks the VM dead, and releases the HKID, holding `mmu_lock` for
 #   write across CACHE.WB + KEY.FREEID. The removal hook then sees no HKID and reclaims
 #   directly (`tdx_reclaim_page`: RECLAIM + clear), one SEAMCALL per page instead of four.
-# * **V4 (11 Jun 2025)**, **V5** (adds `KVM_TDX_CAP_TERMINATE_VM`): the whole 6.17 VMX pull.
+# * **V4 (11 Jun 2025)** [TERM-V4], **V5** [TERM-V5] (adds `KVM_TDX_CAP_TERMINATE_VM`): the whole
+#   6.17 VMX pull [PULL617].
 # * **29–30 Jul 2025**: Sean: "I vote to drop it for 6.17 and give ourselves time to figure out
 #   what we want to do with vm_dead"; Paolo agreed. The follow-up "[PATCH 0/5] KVM: Drop
 #   vm_dead, pivot on vm_bugged for -EIO" raised new races (vCPU sub-ioctls vs HKID release).
-#   It is not in the 6.18 or 6.19 pulls (teardown.md §2.4).
-# * **6.18** did merge "x86/tdx: Skip clearing reclaimed pages unless X86_BUG_TDX_PW_MCE":
+#   It is not in the 6.18 or 6.19 pulls ([PULL618], [PULL619]).
+# * **6.18** did merge "x86/tdx: Skip clearing reclaimed pages unless X86_BUG_TDX_PW_MCE"
+#   [AH-clear]:
 #   no MOVDIR64B clear except on SPR/EMR, "up to 40%" faster shutdown.
 #
 # Pick `terminate-vm` in the widget of section 1 and **Run**: compare the counts with v6.16.

@@ -37,8 +37,9 @@
 # Sean Christopherson's combined "v5" RFC with S-EPT huge pages (Jan 2026), and Rick's v6
 # (25 May 2026, "[PATCH v6 00/11] Dynamic PAMT"). A later revision was pushed to tip
 # `x86/tdx` on 4 Sep 2026 and is in linux-next next-20260907; the mainline merge (likely
-# 7.4) is not confirmed. Sources: `reference/dpamt.md` §1-§5; kernel files
-# `arch/x86/virt/vmx/tdx/tdx.c` and `arch/x86/kvm/vmx/tdx.c`.
+# 7.4) is not confirmed ([TIP-X86-TDX]). Sources: the cover letters [RFC-CL], [V2-CL], [V3-CL],
+# [V4-CL], [SEAN-V5-CL], [V6-CL] and the v6 patches ([V6-01] ... [V6-11]); the module's PAMT
+# code [M15-PAMT], [M20]; kernel files `arch/x86/virt/vmx/tdx/tdx.c` and `arch/x86/kvm/vmx/tdx.c`.
 
 # %% [markdown]
 # ## 1. What the PAMT costs
@@ -100,7 +101,8 @@ print(cover_letter_text())
 print(host_example_text())
 
 # %% [markdown]
-# Rule of thumb (dpamt.md §4): a 2 MiB range costs **8 KiB** of PAMT as soon as *one* of its
+# Rule of thumb (our arithmetic from [V6-03]'s two pages per pair): a 2 MiB range costs **8 KiB**
+# of PAMT as soon as *one* of its
 # 4 KiB pages is given to the module at 4 KiB, so a 4K-mapped TD costs 1/256 of its memory,
 # exactly what static PAMT cost. Where the S-EPT pages land matters (packed: a few pairs;
 # spread, one per range: another 256 MiB). With 2 MiB mappings (the huge-page series) the

@@ -26,7 +26,7 @@
 # * step through a memslot deletion (fast zap: invalidate, `KVM_REQ_MMU_FREE_OBSOLETE_ROOTS`,
 #   zap, put) and say why an invalid root may outlive it;
 # * explain why a TD's mirror root is never fast-zapped and lives until VM destruction;
-# * use the §5.3 invariants to catch a broken root policy at the exact step it goes wrong,
+# * use the model's root invariants to catch a broken root policy at the exact step it goes wrong,
 #   and write one of those invariants yourself.
 #
 # **The real story.** In February 2023 Jeremi Piotrowski (Microsoft) proposed disabling the
@@ -39,8 +39,9 @@
 # invalidated" (commit `edbdb43fc96b`, merged for **v6.4**, backported to 6.3.2), keeps one
 # reference for the TDP MMU itself: "15 with the patch vs 100k without". Later: the zap
 # workqueue went away in v6.6, roots moved under the read lock in v6.9, root types and mirror
-# roots came in v6.14, and TDX in **v6.16**. Source: `reference/tdp_mmu_roots.md` §1-§5;
-# kernel file `arch/x86/kvm/mmu/tdp_mmu.c`.
+# roots came in v6.14, and TDX in **v6.16**. Sources: the report [JP-HV], Sean's diagnosis
+# [SC-Apr23-diag] and draft [SC-Apr23], the fix [SC-preserve], the later series [OVH22],
+# [ASYNC-RM], [RDLOCK], [TDXPREP]; kernel file `arch/x86/kvm/mmu/tdp_mmu.c` ([S-69], [S-TDX]).
 
 # %% [markdown]
 # ## 1. Roots, roles, and who holds a reference
@@ -50,7 +51,9 @@
 # `kvm_tdp_mmu_alloc_root`, before v6.9 `kvm_tdp_mmu_get_vcpu_root_hpa`) looks for a valid
 # root whose **role** word matches what it needs and takes a reference, or allocates one.
 # The role fields that matter: paging level (4 or 5), `smm` (address space 1), `guest_mode`
-# (L2), `invalid`, and in the TDX era `is_mirror`. At most six direct roles exist (FIX).
+# (L2), `invalid`, and in the TDX era `is_mirror`. At most six direct roles exist: paging level
+# 4 or 5, times SMM or not outside guest mode, plus 4 or 5 levels in guest mode, which is never
+# SMM (the commit message of the fix, [SC-preserve]).
 #
 # `kvm_tdp_mmu_put_root()` drops a reference; the root is freed when the count reaches 0. The
 # kernel-version policies in the model (`tdxedu.kvm.mmu_role.POLICIES`):
@@ -180,8 +183,9 @@ print(scenario_verdicts_text(["roots-memslot-update-td-v6.16", "roots-vm-destroy
 # %% [markdown]
 # ## 5. The invariants, and a broken policy caught in the act
 #
-# After every step of every run, the model checks the invariants of tdp_mmu_roots.md §5.3
-# (`tdxedu.kvm.tdp_mmu_invariants`): `inv2` no free of a valid root, `inv4` the TDP MMU's
+# After every step of every run, the model checks the root invariants
+# (`tdxedu.kvm.tdp_mmu_invariants`, restating what `tdp_mmu.c` asserts or relies on): `inv2` no
+# free of a valid root, `inv4` the TDP MMU's
 # reference is held iff the root is valid or scheduled to zap, `inv5` no get from zero,
 # `inv8` invalidation together with `KVM_REQ_MMU_FREE_OBSOLETE_ROOTS`, `inv9` fast zap leaves
 # no SPTEs, `inv11` the mirror root only dies at destruction, and so on. Each deliberately
@@ -219,7 +223,8 @@ show_solution("storm_v63_1000")
 # (`kvm_tdp_mmu_wrprot_slot`, holding a root across a `cond_resched`), vcpu0 (about to enter
 # SMM) and a memslot update race. Give a schedule (actor names: `reader0`, `vcpu0`, `memslot`,
 # `kworker`, `rcu`) in which the reader's final put is the root's last reference, so v6.3
-# resurrects it under the read lock (§1.4, Paolo's comment). Use the explorer below to look
+# resurrects it under the read lock (Paolo's comment in the v6.3 `kvm_tdp_mmu_put_root`, [OVH22]).
+# Use the explorer below to look
 # for `resurrected_under_read_lock`, then write the schedule yourself.
 
 # %%
@@ -253,7 +258,7 @@ show_solution("inv2")
 
 # %% [markdown]
 # **4. Think.** With refcount 2, who puts the second reference of a root that is never
-# invalidated? (Hint: `kvm_mmu_uninit_tdp_mmu`.) Why does FIX's "at most six roots" make
+# invalidated? (Hint: `kvm_mmu_uninit_tdp_mmu`.) Why does the fix's "at most six roots" make
 # keeping every root forever affordable, and why does a TD add exactly one more?
 #
 # **Previous:** [05 · Dynamic PAMT](05_dynamic_pamt.ipynb)

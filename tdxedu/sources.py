@@ -51,6 +51,7 @@ class Source:
     date: str = ""  # ISO date where known
     supports: str = ""  # what this source backs in tdxedu, in one line
     also: tuple[tuple[str, str], ...] = ()  # further (kind, locator)s: a reply, an older copy
+    in_thread: bool = False  # a patch or reply found in the thread of `locator` (a cover letter)
 
     @property
     def url(self) -> str:
@@ -69,6 +70,9 @@ class Source:
         out.append(f"  kind:     {KINDS[self.kind]}")
         out.append(f"  locator:  {self.locator}")
         out.append(f"  read at:  {self.url}")
+        if self.in_thread:
+            out.append("  note:     the locator is the series' cover letter; this message is in "
+                       "its thread")
         for kind, extra in self.also:
             out.append(f"  see also: {locator_url(kind, extra)}")
         if self.supports:
@@ -94,8 +98,9 @@ def locator_url(kind: str, locator: str) -> str:
 
 
 def _s(tag: str, kind: str, locator: str, title: str, author: str = "", date: str = "",
-       supports: str = "", also: tuple[tuple[str, str], ...] = ()) -> Source:
-    return Source(tag, kind, locator, title, author, date, supports, also)
+       supports: str = "", also: tuple[tuple[str, str], ...] = (),
+       in_thread: bool = False) -> Source:
+    return Source(tag, kind, locator, title, author, date, supports, also, in_thread)
 
 
 LINUX = "torvalds/linux"
@@ -108,7 +113,7 @@ DPAMT_V6 = "20260526023515.288829-1-rick.p.edgecombe@intel.com"
 
 def _v6(n: int, title: str, supports: str) -> Source:
     return _s(f"V6-{n:02d}", "mail", DPAMT_V6, f"[PATCH v6 {n:02d}/11] {title}", RICK,
-              "2026-05-25", supports)
+              "2026-05-25", supports, in_thread=True)
 
 
 SOURCES: tuple[Source, ...] = (
@@ -277,7 +282,8 @@ SOURCES: tuple[Source, ...] = (
        "[GIT PULL] KVM: x86: MMU changes for 6.18", SEAN, "2025-09-27",
        "the anti-zero-step local retry stops on an invalid memslot (a deadlock fix)"),
     _s("AH-clear", "mail", "20250819155811.136099-4-adrian.hunter@intel.com",
-       "x86/tdx: Skip clearing reclaimed pages unless X86_BUG_TDX_PW_MCE is present", ADRIAN,
+       "[PATCH V7 3/3] x86/tdx: Skip clearing reclaimed pages unless X86_BUG_TDX_PW_MCE is "
+       "present", ADRIAN,
        "2025-08-19", "'up to 40%' shorter shutdown without the MOVDIR64B clear; clearing a large "
        "guest can take minutes"),
     _s("PULL619", "mail", "20251126014455.788131-8-seanjc@google.com",
@@ -318,12 +324,12 @@ SOURCES: tuple[Source, ...] = (
        "it to about 0.004%"),
     _s("RFC-01", "mail", "20250502130828.4071412-1-kirill.shutemov@linux.intel.com",
        "[RFC, PATCH 01/12] x86/virt/tdx: Allocate page bitmap for Dynamic PAMT", KIRILL,
-       "2025-05-02", "which SEAMCALLs fail with TDX_MISSING_PAMT_PAGE_PAIR"),
+       "2025-05-02", "which SEAMCALLs fail with TDX_MISSING_PAMT_PAGE_PAIR", in_thread=True),
     _s("RFC-08", "mail", "20250502130828.4071412-1-kirill.shutemov@linux.intel.com",
        "[RFC, PATCH 08/12] KVM: x86/tdp_mmu: Add phys_prepare() and phys_cleanup() to "
        "kvm_x86_ops (and its review thread)", KIRILL, "2025-05-02",
        "the allocation designs debated for PAMT pages: per-vCPU pools, kmem_cache, "
-       "kvm_arch_gmem_prepare, and why each was dropped"),
+       "kvm_arch_gmem_prepare, and why each was dropped", in_thread=True),
     _s("V2-CL", "mail", "20250609191340.2051741-1-kirill.shutemov@linux.intel.com",
        "[PATCHv2 00/12] TDX: Enable Dynamic PAMT", KIRILL, "2025-06-09",
        "why the kernel keeps its own per-2M refcounts (the module's hint is racy), the PAMT "
@@ -331,10 +337,12 @@ SOURCES: tuple[Source, ...] = (
     _s("V2-THREAD", "mail", "20250609191340.2051741-1-kirill.shutemov@linux.intel.com",
        "Re: [PATCHv2 00/12] TDX: Enable Dynamic PAMT (replies of 8-12 Aug 2025)",
        "Sean Christopherson, Vishal Annapurve, Rick Edgecombe", "2025-08-12",
-       "the guest_memfd-hook versus fault-time debate over where PAMT pages are supplied"),
+       "the guest_memfd-hook versus fault-time debate over where PAMT pages are supplied",
+       in_thread=True),
     _s("DAVE-REVIEW-V2", "mail", "20250609191340.2051741-1-kirill.shutemov@linux.intel.com",
        "Re: [PATCHv2 04/12] x86/virt/tdx: Add tdx_alloc/free_page() helpers", "Dave Hansen",
-       "2025-06", "PAMT pages per 2M range computed from the entry size (512 x 16 B = 2 pages)"),
+       "2025-06", "PAMT pages per 2M range computed from the entry size (512 x 16 B = 2 pages)",
+       in_thread=True),
     _s("V3-CL", "mail", "20250918232224.2202592-1-rick.p.edgecombe@intel.com",
        "[PATCH v3 00/16] TDX: Enable Dynamic PAMT", RICK, "2025-09-18",
        "2M-granular PAMT locking, the measured pamt_lock contention, the list-based page cache, "
@@ -344,14 +352,14 @@ SOURCES: tuple[Source, ...] = (
        "mempool and top-up-time alternatives tried and rejected"),
     _s("V4-02", "mail", "20251121005125.417831-1-rick.p.edgecombe@intel.com",
        "Re: [PATCH v4 04/16] x86/virt/tdx: Allocate page bitmap for Dynamic PAMT", RICK,
-       "2025-11-24", "the '0.4% -> 0.004%, 100x' reduction"),
+       "2025-11-24", "the '0.4% -> 0.004%, 100x' reduction", in_thread=True),
     _s("SEAN-V5-CL", "mail", "20260129011517.3545883-1-seanjc@google.com",
        "[RFC PATCH v5 00/45] TDX: Dynamic PAMT + S-EPT Hugepage", SEAN, "2026-01-28",
        "the control-page allocator tried for S-EPT pages and left for v6; private memory is "
        "mapped at 4K only"),
     _s("SEAN-V5-29", "mail", "20260129011517.3545883-1-seanjc@google.com",
        "[RFC PATCH v5 29/45] x86/virt/tdx: Get/Put DPAMT page pair if and only if mapping size "
-       "is 4KB", SEAN, "2026-01-28", "a 2M mapping needs no PAMT page pair"),
+       "is 4KB", SEAN, "2026-01-28", "a 2M mapping needs no PAMT page pair", in_thread=True),
     _s("V6-CL", "mail", DPAMT_V6, "[PATCH v6 00/11] Dynamic PAMT (cover letter)", RICK,
        "2026-05-25", "the memory table (PAMT vs DPAMT on 256 GB and 2 TB hosts), refcounts for "
        "all of [0, max_pfn), the design v6 settled on"),
@@ -510,9 +518,10 @@ def markdown() -> str:
         out += [f"## {heads[kind]}", "", "| tag | source | supports |", "|---|---|---|"]
         for s in sorted(items, key=lambda s: s.tag.lower()):
             who = ", ".join(x for x in (s.author, s.date) if x)
-            cell = f"{_md(s.title)}<br>[`{s.locator}`]({s.url})"
+            where = f"[`{s.locator}`]({s.url})" + (" (in its thread)" if s.in_thread else "")
+            cell = f"{_md(s.title)}<br>{where}"
             if who:
-                cell = f"{_md(s.title)} ({_md(who)})<br>[`{s.locator}`]({s.url})"
+                cell = f"{_md(s.title)} ({_md(who)})<br>{where}"
             for kind, extra in s.also:
                 cell += f"<br>also [`{extra}`]({locator_url(kind, extra)})"
             out.append(f"| <a id=\"{s.tag.lower()}\"></a>`[{s.tag}]` | {cell} | "

@@ -1,5 +1,6 @@
 """`tdxedu teardown`: SEAMCALL counts, predicted time with its band, and where the time goes,
-for a TD of any size up to 1 TiB and beyond (counts: teardown.md §6; prices:
+for a TD of any size up to 1 TiB and beyond (counts: the flows of `tdxedu.kvm.teardown`, [K616];
+prices:
 `tdxedu.cost.params`, calibrated to [AH-RFC] in `tdxedu/cost/calibration.csv`)."""
 
 from __future__ import annotations

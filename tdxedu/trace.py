@@ -1,6 +1,6 @@
 """Trace events and the yield protocol shared by every layer.
 
-Model code is written once and driven many ways (DESIGN.md principle 3). Two small pieces make
+Model code is written once and driven many ways (one model, many drivers). Two small pieces make
 that possible and sit below every layer, so `tdx/`, `kvm/` and `sim/` can all use them without
 pointing upwards:
 

@@ -1,5 +1,6 @@
-"""Every import in `tdxedu/` points down the stack (DESIGN.md, "Dependencies point downwards
-only"): a learner reading a layer never needs the layers above it, and the model below the
+"""Every import in `tdxedu/` points down the stack ("dependencies point downwards only", the
+Layout section of README.md): a learner reading a layer never needs the layers above it, and the
+model below the
 lessons never depends on a notebook helper or a widget.
 
 Imports are read with `ast`, including those inside functions (lazy imports are still

@@ -9,14 +9,19 @@ letters, digits or inner dots + ``]`` (``[K616]``, ``[AH-RFC]``, ``[SC-Apr24]``,
 ``(`` (a Markdown link ``[A tour](...)``) or by a regex quantifier (``[KMGT]?``). Lower-case
 words (``[None]``), lists with commas or spaces (``[A, B]``), single letters (``[X]``) and
 regex classes (``[A-Z0-9]``) never match. Mail subject prefixes (``[PATCH]``, ``[RFC]``) and
-the placeholder ``[TAG]`` are words, not citations.
+the placeholder ``[TAG]`` are words, not citations. In Python (``.py`` files and notebook code
+cells) only strings and comments are read, so a list literal of a constant (``[RIDGE]``) is
+code, not a citation.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import re
 import subprocess
 import sys
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -35,10 +40,9 @@ from tdxedu.sources import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-# Where [TAG]s must resolve, and where no fact-sheet file, outside path or tracker may be named.
-# (Trees join these lists as their citations are rewritten.)
-CITING = ("docs", "README.md")
-TEXT = ("docs", "README.md", "binder", "dev.py", "pyproject.toml")
+CITING = ("tdxedu", "notebooks", "docs", "README.md", "bench")  # where [TAG]s must resolve
+TEXT = ("tdxedu", "notebooks", "docs", "README.md", "bench", "tests", "binder", "dev.py",
+        "pyproject.toml")  # where no fact-sheet file, outside path or tracker may be named
 SUFFIXES = {".py", ".md", ".ipynb", ".csv", ".cfg", ".txt", ".toml", ".json", ".yml", ""}
 NOT_TAGS = {"PATCH", "RFC", "TAG"}
 CITATION = re.compile(r"(?<![\w\]])\[(" + TAG_RE.pattern + r")\](?![(?*+{])")
@@ -63,6 +67,44 @@ def cited_tags(text: str) -> list[tuple[int, str]]:
         if m.group(1) not in NOT_TAGS:
             out.append((text.count("\n", 0, m.start()) + 1, m.group(1)))
     return out
+
+
+def python_prose(source: str, first_line: int = 1) -> list[tuple[int, str]]:
+    """(line, text) of the strings and comments of Python `source` (the code itself, where
+    `[NAME]` is a list, is left out); the whole text when it does not tokenize."""
+    prose = []
+    kinds = {tokenize.STRING, tokenize.COMMENT}
+    if hasattr(tokenize, "FSTRING_MIDDLE"):  # Python 3.12+ splits f-strings into tokens
+        kinds.add(tokenize.FSTRING_MIDDLE)
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type in kinds:
+                prose.append((first_line + tok.start[0] - 1, tok.string))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return [(first_line, source)]
+    return prose
+
+
+def prose_of(path: Path) -> list[tuple[str, str]]:
+    """(where, text) pieces of a file in which citations are looked for."""
+    text = path.read_text(errors="replace")
+    if path.suffix == ".py":
+        return [(f"{n}", t) for n, t in python_prose(text)]
+    if path.suffix == ".ipynb":
+        out = []
+        for i, cell in enumerate(json.loads(text)["cells"]):
+            src = "".join(cell.get("source", ""))
+            if cell["cell_type"] == "code":
+                out += [(f"cell {i}", t) for _, t in python_prose(src)]
+            else:
+                out.append((f"cell {i}", src))
+            for o in cell.get("outputs", []):
+                data = o.get("data", {})
+                for key in ("text/plain", "text/markdown", "text/html"):
+                    out.append((f"cell {i} output", "".join(data.get(key, ""))))
+                out.append((f"cell {i} output", "".join(o.get("text", ""))))
+        return out
+    return [("1", text)]
 
 
 def _hits(pattern: re.Pattern[str], roots, skip=()) -> list[str]:
@@ -91,6 +133,12 @@ def test_citation_rule(text, tags):
     assert [t for _, t in cited_tags(text)] == tags
 
 
+def test_python_code_is_not_prose_but_its_strings_and_comments_are():
+    src = 'w = [0.0] * n + [RIDGE]  # see [K616]\ndef f():\n    """[AH-RFC] says so."""\n'
+    got = [(n, t) for n, text in python_prose(src) for _, t in cited_tags(text)]
+    assert got == [(1, "K616"), (3, "AH-RFC")]
+
+
 # ------------------------------------------------------------------------- the data
 def test_entries_are_unique_well_formed_and_public():
     assert len(BY_TAG) == len(SOURCES), "duplicate tags"
@@ -102,6 +150,12 @@ def test_entries_are_unique_well_formed_and_public():
             assert kind in KINDS and LOCATOR_RE[kind].fullmatch(loc), (s.tag, loc)
         assert s.title and s.supports, s.tag
         assert s.url.startswith("https://"), (s.tag, s.url)
+        # A patch or reply cited by its series' cover letter (git send-email's "...-1-...")
+        # says so, and then it is a numbered patch or a reply, never the cover itself.
+        if s.in_thread:
+            assert s.kind == "mail" and "-1-" in s.locator, s.tag
+            n = re.search(r"\b(\d+)/\d+\]", s.title)
+            assert s.title.startswith("Re:") or (n and int(n.group(1)) > 0), s.tag
     for old, new in RENAMED.items():
         assert new in BY_TAG, (old, new)
         assert old not in BY_TAG, f"[{old}] is both renamed and defined"
@@ -128,10 +182,12 @@ def test_docs_sources_md_is_generated_from_the_data():
 def test_every_cited_tag_resolves():
     bad = []
     for f in _files(CITING):
-        for n, tag in cited_tags(f.read_text(errors="replace")):
-            if tag not in BY_TAG:
-                hint = f" (now [{RENAMED[tag]}])" if tag in RENAMED else ""
-                bad.append(f"{f.relative_to(ROOT)}:{n}: [{tag}]{hint}")
+        for where, text in prose_of(f):
+            for n, tag in cited_tags(text):
+                if tag not in BY_TAG:
+                    hint = f" (now [{RENAMED[tag]}])" if tag in RENAMED else ""
+                    line = int(where) + n - 1 if where.isdigit() else where
+                    bad.append(f"{f.relative_to(ROOT)}:{line}: [{tag}]{hint}")
     assert not bad, "tags not in tdxedu/sources.py:\n" + "\n".join(bad)
 
 

@@ -1,4 +1,4 @@
-"""Unit tests of the TDP MMU root model (reference/tdp_mmu_roots.md; section in each test)."""
+"""Unit tests of the TDP MMU root model (the source of each rule in each test)."""
 
 import pytest
 
@@ -72,7 +72,7 @@ def test_role_validation_and_word_includes_invalid():
     with pytest.raises(TypeError):
         KvmMmuPageRole(smm=1)
     r = KvmMmuPageRole(smm=True)
-    assert r.as_id == 1 and r.word != r.with_invalid().word  # §2.3 note: role.word has invalid
+    assert r.as_id == 1 and r.word != r.with_invalid().word  # [S-69] note: role.word has invalid
 
 
 def test_td_needs_a_policy_with_root_types():
@@ -80,11 +80,11 @@ def test_td_needs_a_policy_with_root_types():
         vm("v6.4", td=True)
 
 
-# --- §1.4: v6.3 protocol ----------------------------------------------------------------------
+# --- [OVH22]: v6.3 protocol ------------------------------------------------------------------
 
 
 def test_v63_last_put_of_valid_root_resurrects_and_queues_zap():
-    """§1.4 kvm_tdp_mmu_put_root (v6.3): mark invalid, refcount back to 1, queue the zap."""
+    """[OVH22] kvm_tdp_mmu_put_root (v6.3): mark invalid, refcount back to 1, queue the zap."""
     kvm = vm("v6.3", td=False)
     kvm.arch.tdp_mmu_inline_worker = False
     v = kvm.vcpus[0]
@@ -99,13 +99,13 @@ def test_v63_last_put_of_valid_root_resurrects_and_queues_zap():
     rtc(kvm_tdp_mmu_zap_invalidated_roots(kvm))  # = flush_workqueue in v6.3
     assert not root.present() and not root.on_list and root.rcu_pending and not root.freed
     assert kvm.arch.tdp_mmu_pages == 0
-    rcu_grace_period(kvm)  # §4: freed only after an RCU grace period
+    rcu_grace_period(kvm)  # [S-69]: freed only after an RCU grace period
     assert root.freed
     clean(kvm)
 
 
 def test_v63_invalidate_all_roots_takes_an_extra_reference():
-    """§1.4: kvm_tdp_mmu_invalidate_all_roots gets a reference for the worker."""
+    """[OVH22]: kvm_tdp_mmu_invalidate_all_roots gets a reference for the worker."""
     kvm = vm("v6.3")
     kvm.arch.tdp_mmu_inline_worker = False
     v = kvm.vcpus[0]
@@ -118,12 +118,12 @@ def test_v63_invalidate_all_roots_takes_an_extra_reference():
     clean(kvm)
 
 
-# --- §1.6 / §2.2 / §5.1: v6.4+ ---------------------------------------------------------------
+# --- [SC-preserve] / [ASYNC-RM] / [S-69]: v6.4+ --------------------------------------------
 
 
 @pytest.mark.parametrize("policy", ["v6.4", "v6.6", "v6.16"])
 def test_v64_plus_root_survives_its_last_vcpu_reference(policy):
-    """FIX (§1.6): new roots start at 2; the vCPU's put leaves the TDP MMU's reference."""
+    """[SC-preserve]: new roots start at 2; the vCPU's put leaves the TDP MMU's reference."""
     kvm = vm(policy)
     v = kvm.vcpus[0]
     run(v)
@@ -139,7 +139,7 @@ def test_v64_plus_root_survives_its_last_vcpu_reference(policy):
 
 
 def test_v66_invalidate_sets_scheduled_flag_and_zap_puts_after_zapping():
-    """ASYNC-RM (§2.2): flag + invalid under the write lock; the synchronous zap clears the
+    """[ASYNC-RM]: flag + invalid under the write lock; the synchronous zap clears the
     flag, zaps, then puts the TDP MMU's reference; a vCPU reference keeps the empty root."""
     kvm = vm("v6.6")
     v = kvm.vcpus[0]
@@ -157,7 +157,7 @@ def test_v66_invalidate_sets_scheduled_flag_and_zap_puts_after_zapping():
 
 
 def test_get_root_fails_at_zero():
-    """§1.3 / inv5: kvm_tdp_mmu_get_root is increment-unless-zero."""
+    """[OVH22] / inv5: kvm_tdp_mmu_get_root is increment-unless-zero."""
     kvm = vm("v6.4")
     v = kvm.vcpus[0]
     run(v)
@@ -167,7 +167,8 @@ def test_get_root_fails_at_zero():
 
 
 def test_invalidate_without_write_lock_is_reported_and_invalid_bit_stripped():
-    """§3.1: write lock asserted outside destruction; passing KVM_INVALID_ROOTS WARNs."""
+    """[SC-preserve], [TDXPREP]: write lock asserted outside destruction; passing KVM_INVALID_ROOTS
+    WARNs."""
     kvm = vm("v6.16")
     run(kvm.vcpus[0])
     kvm_tdp_mmu_invalidate_roots(kvm, KVM_DIRECT_ROOTS | KVM_INVALID_ROOTS, who="t")
@@ -178,7 +179,7 @@ def test_invalidate_without_write_lock_is_reported_and_invalid_bit_stripped():
 
 
 def test_fast_zap_requests_free_obsolete_roots_and_vcpu_reloads():
-    """§2.4 kvm_mmu_zap_all_fast: the request goes out in the same write-locked section;
+    """[M-610] kvm_mmu_zap_all_fast: the request goes out in the same write-locked section;
     the vCPU frees the obsolete root at its next entry and loads a new one."""
     kvm = vm("v6.6", 2)
     v0, v1 = kvm.vcpus
@@ -198,11 +199,11 @@ def test_fast_zap_requests_free_obsolete_roots_and_vcpu_reloads():
     clean(kvm)
 
 
-# --- §3: TDX mirror root --------------------------------------------------------------------
+# --- [TDXPREP]: TDX mirror root ---------------------------------------------------------------
 
 
 def test_mirror_root_lives_until_vm_destruction():
-    """§3.2/§3.3: fast zap and notifier release skip the mirror root, unload keeps its
+    """[TDXPREP], [RE-mirror]: fast zap and notifier release skip the mirror root, unload keeps its
     reference, kvm_mmu_destroy drops it, kvm_mmu_uninit_tdp_mmu invalidates and frees it."""
     kvm = vm("v6.16", 2, td=True)
     for v in kvm.vcpus:
@@ -229,7 +230,7 @@ def test_mirror_root_lives_until_vm_destruction():
     clean(kvm)
 
 
-# --- §5.3 inv12/13: accounting and destruction ----------------------------------------------
+# ---  inv12/13: accounting and destruction ----------------------------------------------
 
 
 def test_tdp_mmu_pages_counts_non_root_page_tables():
@@ -247,7 +248,8 @@ def test_tdp_mmu_pages_counts_non_root_page_tables():
 
 @pytest.mark.parametrize("policy", list(POLICIES))
 def test_vm_destruction_frees_every_root(policy):
-    """inv13 / §3.4: after kvm_destroy_vm no root is left, tdp_mmu_pages is 0, on every policy."""
+    """inv13 / [RE-P2]: after kvm_destroy_vm no root is left, tdp_mmu_pages is 0, on every
+    policy."""
     kvm = vm(policy, 2)
     v0, v1 = kvm.vcpus
     run(v0)
@@ -271,7 +273,7 @@ def test_valid_roots_types_mask():
 
 @pytest.mark.parametrize("policy", ["v6.4", "v6.16"])
 def test_at_most_six_direct_roles(policy):
-    """FIX (§1.6) / inv7: {4,5}-level x {!SMM, SMM} + {4,5}-level guest_mode = 6 roots, and
+    """[SC-preserve] / inv7: {4,5}-level x {!SMM, SMM} + {4,5}-level guest_mode = 6 roots, and
     cycling through all of them again allocates nothing new."""
     kvm = vm(policy, 1)
     v = kvm.vcpus[0]

@@ -1,5 +1,5 @@
 """Every interleaving of the root scenarios (tdxedu.sim.explore) against the invariants of
-reference/tdp_mmu_roots.md §5.3, on every policy; broken variants break the invariant they
+`tdxedu.kvm.tdp_mmu_invariants`, on every policy; broken variants break the invariant they
 name, at a step the test reports."""
 
 import pytest
@@ -31,7 +31,7 @@ def _registered():
 
 @pytest.mark.parametrize("name", _registered())
 def test_every_interleaving_keeps_every_invariant(name):
-    """§5.3 inv1–inv13 after every step of every interleaving the explorer finds."""
+    """ inv1–inv13 after every step of every interleaving the explorer finds."""
     sc = load_all()[name]
     e = explore(sc.build, name=name, max_steps=sc.max_steps)
     assert e.complete and e.executions >= 1
@@ -44,7 +44,8 @@ def test_every_interleaving_keeps_every_invariant(name):
 
 @pytest.mark.parametrize("policy", list(POLICIES))
 def test_smm_round_trip_reallocates_roots_only_on_v63(policy):
-    """§1.5/§1.6: before FIX the last vCPU reference frees the root, so every SMI/RSM
+    """[SC-Apr23-diag], [SC-preserve]: up to v6.3 the last vCPU reference frees the root, so every
+    SMI/RSM
     reallocates; from v6.4 the TDP MMU's reference keeps it."""
     e = explore(lambda: smm_storm_world(policy, 1, 1), max_steps=300)
     assert e.verdict("root_reallocated") == ("always" if policy == "v6.3" else "never")
@@ -52,7 +53,7 @@ def test_smm_round_trip_reallocates_roots_only_on_v63(policy):
 
 @pytest.mark.parametrize("policy", list(POLICIES))
 def test_last_put_under_read_lock(policy):
-    """§1.4 (v6.3 kvm_tdp_mmu_put_root comment): a reader's last put under the read lock
+    """[OVH22] (v6.3 kvm_tdp_mmu_put_root comment): a reader's last put under the read lock
     resurrects the root and queues the zap; fast zap still returns with it zapped (inv9 holds
     in every interleaving). v6.4+: the TDP MMU's reference makes that put never the last."""
     e = explore(lambda: last_put_race_world(policy, 2), max_steps=300)
@@ -65,14 +66,15 @@ def test_last_put_under_read_lock(policy):
 
 
 def test_invalid_root_can_outlive_the_memslot_update():
-    """ASYNC-RM (§2.2): invalid roots must be zapped before the update completes, but a vCPU
+    """[ASYNC-RM]: invalid roots must be zapped before the update completes, but a vCPU
     reference can keep the empty root alive past it."""
     e = explore(lambda: memslot_update_world("v6.6", 2, 2), max_steps=300)
     assert e.verdict("invalid_root_outlived_fast_zap") == "sometimes"
 
 
 def test_td_memslot_update_keeps_the_mirror_root():
-    """§3.3: for a TD a memslot deletion zaps leaves only; no root is ever invalidated."""
+    """[YZ-zapquirk], [RE-P2]: for a TD a memslot deletion zaps leaves only; no root is ever
+    invalidated."""
     e = explore(lambda: memslot_update_world("v6.16", 2, 2, td=True), max_steps=300)
     assert set(e.outcomes) == {"completed"}
     assert e.verdict("invalid_root_outlived_fast_zap") == "never"
@@ -124,7 +126,7 @@ def test_broken_variant_steps():
 
 @pytest.mark.parametrize("policy", ["v6.3", "broken-resurrect-no-zap"])
 def test_resurrect_must_queue_the_zap(policy):
-    """Paolo's v6.3 comment (§1.4): queueing the zap at resurrection is required because
+    """Paolo's v6.3 comment ([OVH22]): queueing the zap at resurrection is required because
     invalidate-all skips invalid roots, else fast zap "might return with some roots not zapped
     yet". With step checks off (so runs go on past the inv4 violation), the explorer finds that
     outcome only for the mutant."""

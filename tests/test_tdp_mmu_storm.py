@@ -1,4 +1,5 @@
-"""The SMM-reset storm of the 2023 report (reference/tdp_mmu_roots.md §1.5, §1.6): every SMI and
+"""The SMM-reset storm of the 2023 report ([JP-HV], [SC-Apr23-diag], [SC-Apr23], [SC-preserve]):
+every SMI and
 RSM resets the MMU context (kvm_smm_changed → kvm_mmu_reset_context → kvm_mmu_unload)."""
 
 import pytest
@@ -11,7 +12,7 @@ LATER = [p for p in POLICIES if p != "v6.3"]
 
 @pytest.mark.parametrize("n_vcpus", [1, 2, 3, 4])
 def test_v63_allocates_roots_in_proportion_to_cycles(n_vcpus):
-    """Before FIX the last vCPU reference frees the root (§1.4), so each SMI and each RSM
+    """Up to v6.3 the last vCPU reference frees the root ([OVH22]), so each SMI and each RSM
     allocates a root again: allocations grow linearly with N. The vCPUs take turns (each does
     SMI, run, RSM, run), so with one vCPU both its roots die every cycle (2 per cycle); with
     more, the non-SMM root is kept alive by the others but every vCPU's SMM root dies at its
@@ -25,7 +26,7 @@ def test_v63_allocates_roots_in_proportion_to_cycles(n_vcpus):
 @pytest.mark.parametrize("policy", LATER)
 @pytest.mark.parametrize("n_vcpus", [1, 2, 3, 4])
 def test_v64_and_later_allocate_each_role_once(policy, n_vcpus):
-    """FIX: the TDP MMU keeps every root until it is explicitly invalidated, so N cycles
+    """[SC-preserve]: the TDP MMU keeps every root until it is explicitly invalidated, so N cycles
     allocate no more roots than there are distinct roles (<= 6)."""
     r = smm_storm(policy, 300, n_vcpus, check_every=50)
     assert r["violations"] == []

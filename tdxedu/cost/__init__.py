@@ -1,7 +1,7 @@
-"""Cost model and bulk engine: how long tearing down a TD takes, and why (issue 6).
+"""Cost model and bulk engine: how long tearing down a TD takes, and why.
 
 * `bulk`: numpy engine, same counts/states/leaks as the step engine, up to 1 TiB.
-* `counts`: the teardown.md §6 counts in closed form (checked against both engines).
+* `counts`: the teardown's SEAMCALL counts in closed form (checked against both engines).
 * `params`: every priced operation with its value, range and source (fitted or prior).
 * `model`: pricing, `calibrate()` against `calibration.csv`, `predict()`, `sweep()`.
 * `plot`: `sweep_figure()`, a pure matplotlib Figure of time vs TD size.

@@ -14,19 +14,22 @@ Layout (the step engine's host allocator hands out the lowest free page first; p
 reserved): TDR, the TDCS pages, then per vCPU its TDVPR and TDCX pages (KVM_TDX_INIT_VM,
 KVM_TDX_INIT_VCPU), then guest memory in GPA order, each 2 MiB chunk preceded by the S-EPT
 pages `_link_tables` adds for it (level 3 at 512 GiB boundaries, level 2 at 1 GiB, level 1
-for every 2 MiB) (teardown.md §1.2 Stage C/D3; the S-EPT root is TDCS page 3, so it comes
-back with the TDCS pages).
+for every 2 MiB) ([K616]; the S-EPT root is TDCS page 3, [M15], so it comes back with the
+TDCS pages).
 
-The flows follow teardown.md §1.2 and §6 for each policy of `TEARDOWN_POLICIES`:
+The flows follow `tdxedu.kvm.teardown` ([K616], [RE-P2]) for each policy of
+`TEARDOWN_POLICIES`:
 runtime removal (BLOCK, TRACK + kick, REMOVE, WBINVD(HKID), clear) while the HKID is
 assigned, RECLAIM (+ clear) once it is free; HKID release = VP.FLUSH per still-associated
 vCPU, VPFLUSHDONE, CACHE.WB per package, KEY.FREEID; FLUSHVP_NOT_DONE leaves the HKID
-assigned and every vCPU, S-EPT and control page leaks (§6 "Failure rules").
+assigned and every vCPU, S-EPT and control page leaks ([K616] `tdx_vcpu_free`,
+`tdx_vm_destroy`).
 
 `stale_vcpus=k` injects a fault for teaching leak accounting: KVM has lost track of k
 vCPUs' association (`vcpu->cpu == -1` while the module still counts them associated, the
-kind of `cpu_list` corruption fixed in 6.19, teardown.md §1.2 D3), so TDH.VP.FLUSH is skipped
-for them and TDH.MNG.VPFLUSHDONE returns TDX_FLUSHVP_NOT_DONE (§5.3).
+kind of `cpu_list` corruption fixed in 6.19, [PULL619]), so TDH.VP.FLUSH is skipped
+for them and TDH.MNG.VPFLUSHDONE returns TDX_FLUSHVP_NOT_DONE ([M15]
+`tdh_mng_vpflushdone.c`).
 """
 
 from __future__ import annotations
@@ -222,7 +225,7 @@ class BulkTd:
 
 class _Run:
     """One teardown: the order of file closes and hooks of `RunningTd._teardown` and
-    `kvm_destroy_vm` (teardown.md §1.1, §1.2), with the per-page work vectorised."""
+    `kvm_destroy_vm` ([K616], [SC-free], [PB-vmdestroy]), with the per-page work vectorised."""
 
     def __init__(self, td: BulkTd, strategy: str):
         self.td, self.strategy = td, strategy
@@ -237,10 +240,10 @@ class _Run:
 
     def go(self) -> None:
         s = self.strategy
-        if s == "terminate-vm":  # KVM_TDX_TERMINATE_VM: kvm_vm_dead, then release (§2.2)
+        if s == "terminate-vm":  # KVM_TDX_TERMINATE_VM: kvm_vm_dead, then release ([SC-Mar25])
             self.vm_dead = True
             self.release_hkid(flush_vcpus=True)
-        if s == "v19-notifier":  # MMU-notifier release (§1.2 Stage B, v19)
+        if s == "v19-notifier":  # MMU-notifier release (v19, [K-Mar24])
             self.release_hkid(flush_vcpus=True)
         self.gmem_release()  # Stage C; its kvm_put_kvm is the last: kvm_destroy_vm
         self.destroy_vm()
@@ -254,7 +257,7 @@ class _Run:
         if self.td.clear_pages:
             self.cleared += n
 
-    # tdx_mmu_release_hkid (§1.2 D1) ------------------------------------------------------
+    # tdx_mmu_release_hkid ([K616]) --------------------------------------------------------
     def release_hkid(self, flush_vcpus: bool) -> None:
         td = self.td
         if not self.hkid_assigned:
@@ -278,7 +281,7 @@ class _Run:
         td.num_assoc -= len(known)
         td.kvm_cpu_known[known] = False
 
-    # kvm_gmem_release (§1.2 Stage C) -----------------------------------------------------
+    # kvm_gmem_release ([K616] tdx_sept_remove_private_spte) ---------------------------------
     def gmem_release(self) -> None:
         td = self.td
         for lo in range(0, td.pages, BLOCK):
@@ -309,7 +312,7 @@ class _Run:
                 continue
             td.gmem_in_use -= n
 
-    # kvm_destroy_vm (§1.1, §1.2 D1-D3) ---------------------------------------------------
+    # kvm_destroy_vm ([SC-free], [PB-vmdestroy]) -------------------------------------------
     def destroy_vm(self) -> None:
         td, s = self.td, self.strategy
         if s in ("v6.16", "terminate-vm"):

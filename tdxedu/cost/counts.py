@@ -1,5 +1,5 @@
-"""SEAMCALL counts of a clean teardown in closed form (teardown.md §6 "Quick model for the
-simulator"), and the workload figures the cost model prices. Tests check these equal the
+"""SEAMCALL counts of a clean teardown in closed form (the flows of `tdxedu.kvm.teardown`,
+[K616]), and the workload figures the cost model prices. Tests check these equal the
 bulk engine's and the step engine's counts; the cost sweep uses them so a 1 TiB point costs
 microseconds. A fault-injected TD (`stale_vcpus`) goes through the bulk engine instead.
 """
@@ -48,7 +48,7 @@ def remote_vcpus(vcpus: int, packages: int) -> int:
 
 def teardown_counts(pages: int, vcpus: int, strategy: str, *, packages: int = 1,
                     clear_pages: bool = True) -> Workload:
-    """Closed-form §6 counts for a clean teardown of a fully mapped TD."""
+    """Closed-form counts for a clean teardown of a fully mapped TD."""
     if strategy not in TEARDOWN_POLICIES:
         raise ValueError(f"unknown teardown strategy {strategy!r}; allowed: "
                          f"{', '.join(TEARDOWN_POLICIES)}")

@@ -1,7 +1,7 @@
 """Price a teardown workload, fit the free parameters to the measurements, predict with a
 band. See `params.py` for every parameter's meaning and source.
 
-Model (teardown.md §6 per-page and per-TD steps, priced):
+Model (the per-page and per-TD steps of `tdxedu.kvm.teardown`, [K616], priced):
 
     T = runtime_chain * sum_leaf(share_leaf * n_leaf)           BLOCK, TRACK, REMOVE, WBINVD
       + kick_per_vcpu * kicks * (V_local + (1 + xpkg) * V_remote) all-vCPU kick after TRACK
@@ -87,7 +87,7 @@ def fit_columns(w: Workload, p: dict) -> np.ndarray:
 
 
 def lock_holds(w: Workload, p: dict) -> dict[str, float]:
-    """Seconds each lock is held (teardown.md §1.2, §2.2): guest_memfd close zaps every private
+    """Seconds each lock is held ([K616], [TERM-V5]): guest_memfd close zaps every private
     page with mmu_lock held for write; tdx_lock covers VPFLUSHDONE .. KEY.FREEID; the
     terminate-vm flow also holds mmu_lock for write across CACHE.WB + KEY.FREEID."""
     t = terms(w, p)

@@ -1,12 +1,12 @@
 """The cost model's parameters: what each one prices, its value, the range it may take, and
 where it comes from.
 
-There are **no per-SEAMCALL latencies in public sources** (teardown.md §2.1 "No per-SEAMCALL
-latencies", §7; contention.md §7 "Not found in public material"). The only anchors are Adrian
-Hunter's four end-to-end measurements ([AH-RFC], `calibration.csv`), his "reclaiming a 4K page
-in TD_TEARDOWN state can be 5 times faster", "up to 40%" shutdown time saved by skipping the
-clear ([AH-clear], teardown.md §2.4) and "it can take minutes" to clear a large guest
-(contention.md §7). So:
+We found **no per-SEAMCALL latencies in public sources**: none of the mails in
+`docs/sources.md` gives microseconds per BLOCK, TRACK, REMOVE or RECLAIM. The only anchors are
+Adrian Hunter's four end-to-end measurements ([AH-RFC], `calibration.csv`), his "reclaiming a
+4K page in TD_TEARDOWN state can be 5 times faster", "up to 40%" shutdown time saved by
+skipping the clear ([AH-clear], merged for 6.18 [PULL618]) and "it can take minutes" to clear
+a large guest ([AH-clear]). So:
 
 * ``fitted`` parameters are solved from the four measurements by `calibrate()`
   (non-negative least squares). Four rows identify three things: the per-page cost of the
@@ -53,7 +53,7 @@ DEFAULT_PARAMS: dict[str, Param] = {p.name: p for p in [
           "fitted to [AH-RFC] 'before' rows; per-leaf split is an assumption"),
     Param("kick_per_vcpu", 0.12 * US, 0.0, 5 * US, "fitted", "us",
           "kvm_make_all_cpus_request(KVM_REQ_OUTSIDE_GUEST_MODE) after every TRACK, per vCPU "
-          "of the TD (teardown.md §1.2 step 2: 'for every page')",
+          "of the TD ([K616] `tdx_track`: once for every page)",
           "fitted: the only term that separates 4 from 32 vCPUs. The two configurations differ "
           "in size too, so a per-page cost that grew with size would look the same"),
     Param("reclaim", 3.0 * US, 0.0, 30 * US, "fitted", "us",

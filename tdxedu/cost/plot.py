@@ -1,5 +1,6 @@
 """Pure plotting helper: a `sweep()` result -> a matplotlib Figure (no pyplot state, no
-display side effects; DESIGN.md viz/ rule). Each strategy is a line with its band shaded."""
+display side effects, like every renderer in `tdxedu.viz`). Each strategy is a line with its band
+shaded."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The host page allocator: every page KVM hands to the TDX module comes from here and must
-come back (DESIGN.md principle 5: nothing is silently lost).
+come back (nothing is silently lost).
 
 Pages are 4 KiB physical addresses inside the module's TDMR, handed out lowest first so runs
 are deterministic. A page returned while the TDX module still owns it, or still has dirty

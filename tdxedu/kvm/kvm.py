@@ -1,11 +1,11 @@
 """`struct kvm` and `struct kvm_vcpu`: the host-side state every KVM flow touches.
 
 What is modelled (virt/kvm/kvm_main.c, arch/x86/kvm/x86.c): the VM reference count
-(`users_count`; each guest_memfd file holds one, reference/teardown.md §1.2 Stage C), the
+(`users_count`; each guest_memfd file holds one, [AH-RFC]), the
 dead/bugged flags and KVM_BUG_ON, `kvm->lock`, `kvm->slots_lock`, `mmu_lock` as a waiting
 rwlock, vCPUs with their mutex, the pCPU they are loaded on, guest mode and requests.
 `kvm_make_all_cpus_request(KVM_REQ_OUTSIDE_GUEST_MODE)` kicks every vCPU in guest mode with an
-IPI and waits for each to acknowledge (contention.md §5 "KVM side").
+IPI and waits for each to acknowledge ([K616] `tdx_track`).
 """
 
 from __future__ import annotations

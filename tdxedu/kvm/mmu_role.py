@@ -4,23 +4,23 @@ Role (`union kvm_mmu_page_role`, arch/x86/include/asm/kvm_host.h): the fields th
 TDP root are the paging level (4 or 5), `smm` (address space 1), `guest_mode` (L2 running on
 L1's TDP tables), `invalid` and, in the TDX era, `is_mirror`. A vCPU's desired role never has
 `invalid` set, and roots are matched on the whole role word, so an invalid root can never be
-reused (reference/tdp_mmu_roots.md §2.3 note, `kvm_tdp_mmu_get_vcpu_root_hpa` in
-torvalds/linux arch/x86/kvm/mmu/tdp_mmu.c).
+reused (`kvm_tdp_mmu_get_vcpu_root_hpa`, `kvm_tdp_mmu_alloc_root` in arch/x86/kvm/mmu/tdp_mmu.c,
+[S-69]).
 
 Root types (`enum kvm_tdp_mmu_root_types`, arch/x86/kvm/mmu/tdp_mmu.h, v6.14+): bit masks
-used by `kvm_tdp_mmu_invalidate_roots(kvm, types)` and the iterators (§3.1).
+used by `kvm_tdp_mmu_invalidate_roots(kvm, types)` and the iterators ([H-TDX], [TDXPREP]).
 
-Policies (DESIGN.md principle 4: versions are data): one code path in `tdp_mmu.py` reads a
+Policies (versions are data, not copied code): one code path in `tdp_mmu.py` reads a
 `RootPolicy`; the names are kernel versions (`"v6.3"`, `"v6.4"`, `"v6.6"`, `"v6.16"`) and, for
 tests and mutation lessons only, deliberately broken variants (`"broken-..."`), each of which
-violates one named invariant of §5.3.
+violates one named invariant of `tdp_mmu_invariants.INVARIANTS`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-# --- root types (tdp_mmu.h, v6.14+; reference §3.1) ----------------------------------------
+# --- root types (tdp_mmu.h, v6.14+; [H-TDX]) ------------------------------------------
 KVM_INVALID_ROOTS = 1 << 0
 KVM_DIRECT_ROOTS = 1 << 1
 KVM_MIRROR_ROOTS = 1 << 2
@@ -35,7 +35,7 @@ ROOT_TYPE_NAMES = {
     KVM_ALL_ROOTS: "KVM_ALL_ROOTS",
 }
 
-#: Fixed upper bound on distinct non-mirror TDP roles (FIX commit message, reference §1.6):
+#: Fixed upper bound on distinct non-mirror TDP roles (the commit message of [SC-preserve]):
 #: {4-level, 5-level} x {!SMM, SMM} outside guest mode + {4-level, 5-level} x !SMM in guest mode.
 MAX_DIRECT_ROLES = 6
 
@@ -66,8 +66,9 @@ class KvmMmuPageRole:
             # A TD has no SMM and no nested guest; the mirror role is the plain private one.
             raise ValueError("a mirror (TDX private) root has neither smm nor guest_mode")
         if self.smm and self.guest_mode:
-            # kvm_mmu_calc_root_role: guest_mode roots are !SMM (FIX: "{4,5} x !SMM" for L2).
-            raise ValueError("no TDP root has both smm and guest_mode (FIX, reference §1.6)")
+            # kvm_mmu_calc_root_role: guest_mode roots are !SMM ([SC-preserve]: {4,5} x !SMM for
+            # L2).
+            raise ValueError("no TDP root has both smm and guest_mode ([SC-preserve])")
 
     @property
     def word(self) -> tuple:
@@ -102,17 +103,17 @@ class KvmMmuPageRole:
 class RootPolicy:
     """How one kernel version manages TDP MMU roots. Every field cites where it comes from.
 
-    initial_refcount: 1 before FIX (v6.3: the vCPU's reference only), 2 from v6.4 (one for the
-        vCPU, one held by the TDP MMU until explicit invalidation) — reference §1.4, §1.6.
+    initial_refcount: 1 up to v6.3 (the vCPU's reference only, [OVH22]), 2 from v6.4 (one for
+        the vCPU, one held by the TDP MMU until explicit invalidation, [SC-preserve]).
     zero_on_valid: what `kvm_tdp_mmu_put_root` does when the count reaches 0 on a *valid* root:
-        "resurrect" (v6.3: mark invalid, set the count back to 1, schedule the zap — §1.4),
-        "bug" (v6.4+: KVM_BUG_ON — §1.6, §2.3), "free" (broken: no invalid check at all).
+        "resurrect" (v6.3: mark invalid, set the count back to 1, schedule the zap — [OVH22]),
+        "bug" (v6.4+: KVM_BUG_ON — [SC-preserve]), "free" (broken: no invalid check at all).
     zap_via: "workqueue" (`tdp_mmu_zap_wq`, v5.18–v6.5) or "sync"
-        (`tdp_mmu_scheduled_root_to_zap` + synchronous zap, v6.6+ — ASYNC-RM, §2.2).
+        (`tdp_mmu_scheduled_root_to_zap` + synchronous zap, v6.6+ — [ASYNC-RM]).
     invalidate_takes_ref: v6.3 `kvm_tdp_mmu_invalidate_all_roots` gets an extra reference for
-        the worker; v6.4 gifts the TDP MMU's own reference instead (§1.4, §1.6).
-    root_types: v6.14+ root-type masks and TDX mirror roots (§3.1).
-    rdlock_roots: v6.9+ allocates and frees vCPU roots under mmu_lock held for read (RDLOCK, §2.3);
+        the worker; v6.4 gifts the TDP MMU's own reference instead ([OVH22], [SC-preserve]).
+    root_types: v6.14+ root-type masks and TDX mirror roots ([TDXPREP]).
+    rdlock_roots: v6.9+ allocates and frees vCPU roots under mmu_lock held for read ([RDLOCK]);
         before, `mmu_alloc_direct_roots` / `kvm_mmu_free_roots` took it for write.
     uninit_zap_shared: whether `kvm_mmu_uninit_tdp_mmu` zaps with the read lock (v6.6–v6.13) or
         the write lock (v6.14+, "Zap invalid roots with mmu_lock holding for write at uninit").
@@ -159,11 +160,11 @@ _V616 = RootPolicy("v6.16", initial_refcount=2, zero_on_valid="bug", zap_via="sy
 
 POLICIES: dict[str, RootPolicy] = {p.name: p for p in (_V63, _V64, _V66, _V616)}
 
-#: Broken variants (tests / mutation exercises only). Each names the §5.3 invariant it breaks.
+#: Broken variants (tests / mutation exercises only). Each names the invariant it breaks.
 BROKEN_POLICIES: dict[str, RootPolicy] = {
     p.name: p
     for p in (
-        # put without the invalid check, on a count that starts at 1 (pre-FIX counting):
+        # put without the invalid check, on a count that starts at 1 (v6.3 counting):
         # the vCPU's last put frees a root that is still valid.
         replace(_V64, name="broken-free-valid-root", initial_refcount=1, zero_on_valid="free",
                 uninit_invalidates=False, broken="inv2"),

@@ -1,7 +1,7 @@
 """Dynamic PAMT, kernel side: per-2 MB refcounts, `tdx_pamt_get/put`, control pages and the
 per-vCPU PAMT page cache (arch/x86/virt/vmx/tdx/tdx.c and arch/x86/kvm/vmx/tdx.c, DPAMT v6).
 
-The rules (reference/dpamt.md §2.4, §2.5, §3.2, §3.3):
+The rules (Dynamic PAMT v6, patch by patch):
 
 * `pamt_refcounts[pfn >> 9]` counts the 4K pages of a 2 MB range given to the TDX module, by
   every TD on the host (PAMT is global) [V6-04], [V6-05].
@@ -18,8 +18,8 @@ The rules (reference/dpamt.md §2.4, §2.5, §3.2, §3.3):
   PT64_ROOT_MAX_LEVEL x 2 = 10 pages; under `mmu_lock` S-EPT and guest pages take their pair
   from it, found with `kvm_get_running_vcpu()` [V6-09].
 
-Where the pages come from is a named policy on this one code path (dpamt.md §3.1, DESIGN.md
-principle 4); `ALLOC_POLICIES`:
+Where the pages come from was debated from the RFC to v6 ([RFC-08], [V2-THREAD], [V3-CL],
+[V4-CL]); each design is a named policy on this one code path, `ALLOC_POLICIES`:
 
 * ``"vcpu-cache"``: the v6 design above.
 * ``"phys-prepare"``: the RFC's `phys_prepare()` hook, drawing on a per-vCPU pool the TDP MMU
@@ -39,7 +39,7 @@ principle 4); `ALLOC_POLICIES`:
 * ``"module-hint"``: the first, racy design ([V2-CL] "previous attempt"): no kernel refcount;
   always PAMT.ADD before giving a page (HPA_RANGE_NOT_FREE means "already there") and
   PAMT.REMOVE whenever a removal SEAMCALL returns PAMT_REMOVAL_HINT. The explorer finds the
-  race of dpamt.md §2.5 (a pair removed between another CPU's ADD and its AUG).
+  race [V2-CL] describes (a pair removed between another CPU's ADD and its AUG).
 
 `Host(dynamic_pamt=True, pamt_lock=False)` drops `pamt_lock` (the "no-pamt-lock" variant) to
 show why v6 step 1 exists: without it two gets can both issue PAMT.ADD (one gets
@@ -327,7 +327,7 @@ class Errno(int):
 
 def _fault_cache(kt, cpu: int, vcpu, what: str):
     """The PAMT page cache a mapping under mmu_lock draws from, per policy. None + KVM_BUG_ON
-    when there is none (the kernel bugs the VM; dpamt.md §3.2 "bug the VM if there is none")."""
+    when there is none (the kernel then bugs the VM, [V6-09])."""
     policy = kt.host.pamt.policy
     if policy == "phys-prepare":
         if vcpu is None:

@@ -1,19 +1,20 @@
 """PAMT memory in bytes: static PAMT vs Dynamic PAMT for a host of any size and a set of TDs.
 
-Figures and rules (reference/dpamt.md §1.3, §2.1, §2.4, §4):
+Figures and rules (the Dynamic PAMT series: [RFC-CL], [V6-CL] and its patches; [LINUX-DOC]):
 
-* Every PAMT entry is 16 bytes, at every level [TDXM-PAMT-H-1.5]. Static PAMT: PAMT_4K (one
+* Every PAMT entry is 16 bytes, at every level [M15-PAMT]. Static PAMT: PAMT_4K (one
   entry per 4 KiB), PAMT_2M, PAMT_1G for all TDX memory, from module init ("0.4 %", ~1/256).
-  Computed exactly (no per-TDMR rounding to 4 KiB), as dpamt.md's per-TiB table does.
+  Computed exactly (no per-TDMR rounding to 4 KiB), per TiB of TDX memory.
 * Dynamic PAMT keeps PAMT_2M and PAMT_1G, replaces PAMT_4K with a 1-bit-per-4 KiB bitmap
   [V6-02], and the kernel adds `pamt_refcounts`: 4 bytes per 2 MiB of [0, max_pfn) [V6-04]
   (worst case, a 52-bit address space: 8 GiB [V6-CL]).
 * On demand, one 2 MiB range costs one page pair, 2 x 4 KiB = 8 KiB (512 x 16 B), as soon as one
-  4 KiB page in it is given to the module at 4 KiB, until the last one is reclaimed (§4).
+  4 KiB page in it is given to the module at 4 KiB, until the last one is reclaimed ([V6-03],
+  [V6-05]).
 * A TD's DPAMT cost: its 4K-mapped guest memory (1/256 of it), its S-EPT pages (packed into
-  covered ranges, or each alone in a range: the two ends of §4's worked example) and its
+  covered ranges, or each alone in a range: the best and the worst case) and its
   control pages (TDR, TDCS pages, per vCPU TDVPR + TDCX). 2M-mapped guest memory needs no
-  pair (§2.6).
+  pair ([SEAN-V5-29]).
 
 `v6_cover_letter_table()` reproduces the v6 cover letter's table, which uses the rounded
 ratios 0.4 % / 0.004 % of memory, GB = 10^9 bytes of memory but 2^30 for the worst-case
@@ -61,7 +62,8 @@ class PamtFootprint:
 
 
 def static_pamt(tdx_memory: int) -> PamtFootprint:
-    """Static PAMT for `tdx_memory` bytes of TDX memory (dpamt.md §1.3)."""
+    """Static PAMT for `tdx_memory` bytes of TDX memory (levels as [V6-01] sizes them; "about
+    0.4 %" in [RFC-CL], "~1/256th" in [LINUX-DOC])."""
     m = _size("tdx_memory", tdx_memory)
     return PamtFootprint(pamt_4k=m // PAGE_4K * PAMT_ENTRY_SIZE,
                          pamt_2m=m // PAGE_2M * PAMT_ENTRY_SIZE,
@@ -160,7 +162,7 @@ def _cut2(x: float) -> float:
 
 
 def v6_cover_letter_table() -> list[dict]:
-    """The v6 cover letter's table (dpamt.md §4, [V6-CL]): TDX on, no TDs, refcounts not
+    """The v6 cover letter's table [V6-CL]: TDX on, no TDs, refcounts not
     optimized. The letter's convention, reproduced: PAMT = 0.4 % and DPAMT = 0.004 % of the
     machine's size in GiB, plus the refcounts (4 B per 2 MiB of [0, max_pfn)) in GiB, both cut
     (not rounded) to two decimals. Rows: 256 GB and 2 TB machines, max_pfn at the end of

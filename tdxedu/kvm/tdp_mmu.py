@@ -1,12 +1,14 @@
 """TDP MMU roots: reference counting, invalidation, zapping and freeing — one code path for
 every kernel version, steered by a `RootPolicy` (`mmu_role.py`).
 
-Sources (reference/tdp_mmu_roots.md, "§" below): torvalds/linux and kvm-x86/linux
+Sources: torvalds/linux and kvm-x86/linux
 `arch/x86/kvm/mmu/tdp_mmu.c` (v6.3-era copy read for `kvm_tdp_mmu_put_root`,
 `kvm_tdp_mmu_invalidate_all_roots`, `tdp_mmu_zap_root_work`, `kvm_tdp_mmu_get_vcpu_root_hpa`,
 `kvm_mmu_uninit_tdp_mmu`), `arch/x86/kvm/mmu/mmu.c` (`kvm_mmu_free_roots`,
 `kvm_mmu_zap_all_fast`, `kvm_mmu_free_obsolete_roots`, `kvm_mmu_load`) and the mails named in
-the reference (FIX, ASYNC-RM, RDLOCK, TDXPREP). Behaviour is described in our own code.
+the bibliography: the TDP MMU at [S-510], [S-69], [M-610] and [S-TDX], and the series that
+changed it ([OVH22], [SC-preserve], [ASYNC-RM], [RDLOCK], [TDXPREP]). Behaviour is described in
+our own code.
 
 What is modelled
 * A root is a `KvmMmuPage` with a role, `tdp_mmu_root_count`, the v6.6+
@@ -16,7 +18,7 @@ What is modelled
 * Every reference has a named holder (`refs`): `"tdp_mmu"` (the TDP MMU's own reference,
   v6.4+), `"tdp_mmu_zap_wq"` (the work item's, v6.3–v6.5), `"vcpu0.root"`, `"vcpu0.prev1"`,
   `"vcpu0.mirror"`, `"iter:<actor>"` (a yield-safe iterator). The kernel keeps only the count;
-  the holders are the model's explanation of it (§5.2) and are checked against it.
+  the holders are the model's explanation of it and are checked against it ("inv-refs").
 * VM state lives in `kvm.arch` (`tdp_mmu_roots`, `tdp_mmu_pages`, `tdp_mmu_zap_wq`, pending
   `call_rcu` callbacks, statistics); vCPU state in `vcpu.arch.mmu` (`root_hpa`, `prev_roots`,
   `mirror_root_hpa`, `root_role`).
@@ -25,7 +27,7 @@ What is modelled
   (`kvm.arch.tdp_mmu_inline_worker`), `flush_workqueue` runs queued work itself.
 * Errors that are events (a get from zero, a zap at refcount 0, an invalidation without the
   write lock, a fast zap returning with SPTEs in a root it invalidated) are recorded in
-  `kvm.arch.tdp_mmu_errors` with their §5.3 invariant number at the step they happen;
+  `kvm.arch.tdp_mmu_errors` with their invariant number (`INVARIANTS`) at the step they happen;
   `tdp_mmu_invariants(kvm)` (tdp_mmu_invariants.py) reports them with the state checks.
 """
 
@@ -69,7 +71,7 @@ class KvmMmuPage:
     role: KvmMmuPageRole
     tdp_mmu_root_count: int = 0
     refs: Counter = field(default_factory=Counter)
-    tdp_mmu_scheduled_root_to_zap: bool = False  # v6.6+ (ASYNC-RM)
+    tdp_mmu_scheduled_root_to_zap: bool = False  # v6.6+ ([ASYNC-RM])
     tdp_mmu_async_queued: bool = False  # v6.3–v6.5: work item queued or running
     on_list: bool = True  # linked on kvm->arch.tdp_mmu_roots
     rcu_pending: bool = False  # call_rcu() issued, grace period not over
@@ -105,7 +107,7 @@ class KvmMmu:
     root_role: KvmMmuPageRole
     root_hpa: KvmMmuPage | None = None  # None = INVALID_PAGE
     prev_roots: list = field(default_factory=lambda: [None] * KVM_MMU_NUM_PREV_ROOTS)
-    mirror_root_hpa: KvmMmuPage | None = None  # TDX (TDXPREP)
+    mirror_root_hpa: KvmMmuPage | None = None  # TDX ([TDXPREP])
 
     def slots(self):
         """(holder suffix, root) for every slot that owns a reference."""
@@ -167,7 +169,7 @@ def _pol(kvm: Kvm) -> RootPolicy:
 
 def _err(kvm: Kvm, inv: str, msg: str) -> None:
     kvm.arch.tdp_mmu_errors.append(f"{inv}: {msg}")
-    kvm.trace.emit("VIOLATION", inv, msg, source="reference/tdp_mmu_roots.md §5.3")
+    kvm.trace.emit("VIOLATION", inv, msg, source="tdxedu/kvm/tdp_mmu_invariants.py")
 
 
 def _touch(kvm: Kvm, root: KvmMmuPage, what: str) -> None:
@@ -200,7 +202,7 @@ def _unlock(kvm: Kvm, who: str, shared: bool) -> None:
 def kvm_tdp_mmu_get_root(kvm: Kvm, root: KvmMmuPage, holder: str) -> bool:
     """Increment unless zero (refcount_inc_not_zero): a root at 0 cannot be revived (inv5).
 
-    Source: kvm_tdp_mmu_get_root, arch/x86/kvm/mmu/tdp_mmu.h; §1.3 `614f6970aa70`."""
+    Source: kvm_tdp_mmu_get_root, arch/x86/kvm/mmu/tdp_mmu.h; [OVH22] (commit 614f6970aa70)."""
     _touch(kvm, root, "kvm_tdp_mmu_get_root")
     if root.tdp_mmu_root_count <= 0:
         if _pol(kvm).get_if_not_zero:
@@ -214,12 +216,13 @@ def kvm_tdp_mmu_get_root(kvm: Kvm, root: KvmMmuPage, holder: str) -> bool:
 def kvm_tdp_mmu_put_root(kvm: Kvm, root: KvmMmuPage, holder: str, *, shared: bool):
     """Drop `holder`'s reference; at zero, decide the root's fate by policy (generator).
 
-    v6.3 (§1.4, tdp_mmu.c of that era): at zero on a *valid* root, atomically mark it invalid
+    v6.3 ([OVH22], tdp_mmu.c of that era): at zero on a *valid* root, atomically mark it invalid
     (kvm_tdp_root_mark_invalid), set the count back to 1 for the worker and queue the zap — the
     queueing is mandatory because invalidate-all skips invalid roots. At zero on an invalid root:
     unlink and free after a grace period. Under the read lock the "count 0 but valid" window is
     visible to other readers, so the model yields there.
-    v6.4+ (FIX, §2.3): zero on a valid root is a bug (KVM_BUG_ON); zero means unlink + call_rcu.
+    v6.4+ ([SC-preserve]; [S-69]): zero on a valid root is a bug (KVM_BUG_ON); zero means unlink +
+    call_rcu.
     """
     pol = _pol(kvm)
     _touch(kvm, root, "kvm_tdp_mmu_put_root")
@@ -305,7 +308,7 @@ def rcu_barrier(kvm: Kvm) -> None:
 
 
 def tdp_mmu_root_match(root: KvmMmuPage, types: int) -> bool:
-    """tdp_mmu_root_match (§3.1): invalid roots only with KVM_INVALID_ROOTS; then by type."""
+    """tdp_mmu_root_match ([S-TDX]): invalid roots only with KVM_INVALID_ROOTS; then by type."""
     if root.invalid and not types & KVM_INVALID_ROOTS:
         return False
     if root.role.is_mirror:
@@ -317,7 +320,8 @@ def _alloc_root(kvm: Kvm, role: KvmMmuPageRole, holder: str) -> KvmMmuPage:
     a = kvm.arch
     root = KvmMmuPage(a.tdp_mmu_next_hpa, role)
     a.tdp_mmu_next_hpa += 1
-    # trace_kvm_mmu_get_page(sp, true) fires in tdp_mmu_init_sp before the count is set (§6).
+    # trace_kvm_mmu_get_page(sp, true) fires in tdp_mmu_init_sp before the count is set ([S-69];
+    # `arch/x86/kvm/mmutrace.h`).
     kvm.trace.emit("kvm_mmu_get_page", f"root#{root.hpa}", str(role), "new", source=SRC_TDP)
     pol = _pol(kvm)
     root.tdp_mmu_root_count = pol.initial_refcount
@@ -346,7 +350,7 @@ def kvm_tdp_mmu_get_vcpu_root_hpa(vcpu: KvmVcpu, *, mirror: bool = False):
     """Find or allocate the vCPU's root (generator returning the root).
 
     v6.3–v6.8: `kvm_tdp_mmu_get_vcpu_root_hpa`, caller holds mmu_lock for write, so search and
-    allocation are one atomic step. v6.9+: `kvm_tdp_mmu_alloc_root` (RDLOCK, §2.3) runs under
+    allocation are one atomic step. v6.9+: `kvm_tdp_mmu_alloc_root` ([RDLOCK]) runs under
     the read lock: a lockless search, then a re-check under `tdp_mmu_pages_lock` before the
     allocation, because another vCPU may have allocated the same role in between (inv7).
     The model yields between the two, so the explorer can show why the re-check exists."""
@@ -371,8 +375,8 @@ def kvm_tdp_mmu_get_vcpu_root_hpa(vcpu: KvmVcpu, *, mirror: bool = False):
 
 def mmu_alloc_direct_roots(vcpu: KvmVcpu):
     """mmu_alloc_direct_roots (mmu.c): lock, mirror root first if the VM mirrors TDP and the
-    vCPU has none yet (TDXPREP: avoids a second reference after a fast zap), then the direct
-    root. Lock mode: write before v6.9, read from v6.9 (RDLOCK)."""
+    vCPU has none yet ([TDXPREP]: avoids a second reference after a fast zap), then the direct
+    root. Lock mode: write before v6.9, read from v6.9 ([RDLOCK])."""
     kvm = vcpu.kvm
     shared = _pol(kvm).rdlock_roots
     yield from _lock(kvm, vcpu.name, shared)
@@ -385,7 +389,7 @@ def mmu_alloc_direct_roots(vcpu: KvmVcpu):
 
 def kvm_mmu_load(vcpu: KvmVcpu):
     """kvm_mmu_load: allocate roots, then flush the current TLB context for the new root —
-    the reason zapping an invalid root needs no TLB flush (§2.4)."""
+    the reason zapping an invalid root needs no TLB flush ([M-610] `kvm_mmu_load`)."""
     yield from mmu_alloc_direct_roots(vcpu)
     vcpu.kvm.trace.emit("kvm_mmu_load", vcpu.name, f"root#{vcpu.arch.mmu.root_hpa.hpa}",
                         "flush current TLB", source=SRC_MMU)
@@ -415,7 +419,7 @@ def _mmu_free_root_page(vcpu: KvmVcpu, slot: str, shared: bool):
 
 def kvm_mmu_free_roots(vcpu: KvmVcpu, roots_to_free=KVM_MMU_ROOTS_ALL, *, only_obsolete=False):
     """kvm_mmu_free_roots (mmu.c): put the current and/or previous roots' references.
-    The mirror root is *not* freed here (TDXPREP: it lives until kvm_mmu_destroy).
+    The mirror root is *not* freed here ([TDXPREP]: it lives until kvm_mmu_destroy).
     Lock: write before v6.9, read from v6.9 ("Free TDP MMU roots while holding mmu_lock for
     read", `576a15de8d29`)."""
     if roots_to_free not in (KVM_MMU_ROOTS_ALL, KVM_MMU_ROOT_CURRENT):
@@ -451,7 +455,7 @@ def kvm_mmu_reset_context(vcpu: KvmVcpu):
 
 def kvm_smm_changed(vcpu: KvmVcpu, entering_smm: bool):
     """SMI (enter_smm) or RSM: flip HF_SMM_MASK and reset the MMU context (arch/x86/kvm/smm.c
-    kvm_smm_changed). This unload is what the 2023 report hit on every SMI/RSM (§1.5)."""
+    kvm_smm_changed). This unload is what the 2023 report hit on every SMI/RSM ([SC-Apr23-diag])."""
     if not isinstance(entering_smm, bool):
         raise TypeError("entering_smm must be a bool")
     if vcpu.kvm.arch.has_mirrored_tdp:
@@ -478,7 +482,7 @@ def kvm_mmu_free_obsolete_roots(vcpu: KvmVcpu):
 
 def kvm_mmu_destroy(vcpu: KvmVcpu):
     """kvm_mmu_destroy (vCPU destruction): unload, then put the mirror root's reference — the
-    only place it is dropped (TDXPREP, §3.2); read lock."""
+    only place it is dropped ([TDXPREP]); read lock."""
     yield from kvm_mmu_unload(vcpu)
     kvm = vcpu.kvm
     if vcpu.arch.mmu.mirror_root_hpa is not None:
@@ -517,7 +521,7 @@ def vcpu_enter_guest(vcpu: KvmVcpu):
 def kvm_tdp_mmu_map(vcpu: KvmVcpu, gfn: int):
     """EPT violation → kvm_tdp_mmu_map under the read lock: link one page-table page per level
     below the root that is still missing (tdp_mmu_link_sp + tdp_account_mmu_page, +1 on
-    tdp_mmu_pages each) and map the GFN. Private GFNs of a TD go to the mirror root (§3.1).
+    tdp_mmu_pages each) and map the GFN. Private GFNs of a TD go to the mirror root ([TDXPREP]).
     A fault on an obsolete root is stale and retried (is_page_fault_stale)."""
     if not isinstance(gfn, int) or gfn < 0:
         raise ValueError(f"gfn must be a non-negative int, got {gfn!r}")
@@ -569,7 +573,7 @@ def tdp_mmu_zap_root(kvm: Kvm, root: KvmMmuPage, shared: bool) -> int:
 
 
 def tdp_mmu_schedule_zap_root(kvm: Kvm, root: KvmMmuPage) -> None:
-    """Queue the root on kvm->arch.tdp_mmu_zap_wq (v5.18–v6.5, §1.3)."""
+    """Queue the root on kvm->arch.tdp_mmu_zap_wq (v5.18–v6.5, [OVH22])."""
     root.tdp_mmu_async_queued = True
     kvm.arch.tdp_mmu_zap_wq.append(root)
     kvm.trace.emit("queue_work", "tdp_mmu_zap_wq", f"root#{root.hpa}", source=SRC_TDP)
@@ -612,9 +616,10 @@ def kvm_tdp_mmu_invalidate_roots(kvm: Kvm, types: int = KVM_VALID_ROOTS,
     """Mark matching valid roots invalid so vCPUs stop using them (returns them).
 
     Named `kvm_tdp_mmu_invalidate_all_roots` before v6.14 (no types: every valid root).
-    Write lock asserted, except while the VM is destroyed (no users / no vCPUs) (FIX, §3.1).
+    Write lock asserted, except while the VM is destroyed (no users / no vCPUs) ([SC-preserve],
+    [S-TDX]).
     v6.3: take an extra reference for the worker and queue the zap; v6.4–v6.5: gift the TDP
-    MMU's reference to the worker; v6.6+: set `tdp_mmu_scheduled_root_to_zap` (ASYNC-RM).
+    MMU's reference to the worker; v6.6+: set `tdp_mmu_scheduled_root_to_zap` ([ASYNC-RM]).
     Already-invalid roots are skipped in every version."""
     pol = _pol(kvm)
     if not isinstance(types, int) or not 0 < types <= KVM_ALL_ROOTS:
@@ -658,7 +663,7 @@ def tdp_mmu_next_root(kvm: Kvm, prev: KvmMmuPage | None, holder: str, *, shared:
                       types: int):
     """The yield-safe iterator step (generator returning the next root or None): walk the list
     after `prev`, skip roots that do not match `types` and roots whose get fails (count 0),
-    take a reference on the one returned, then put `prev` (§2.5)."""
+    take a reference on the one returned, then put `prev` ([S-69])."""
     roots = kvm.arch.tdp_mmu_roots
     start = roots.index(prev) + 1 if prev is not None and prev in roots else 0
     nxt = None
@@ -677,7 +682,7 @@ def kvm_tdp_mmu_zap_invalidated_roots(kvm: Kvm, shared: bool = True, who: str | 
     v6.3–v6.5: flush the workqueue. v6.6+: walk all roots with the reference-taking iterator
     under mmu_lock (read from fast zap; write at uninit since v6.14); for each root with
     `tdp_mmu_scheduled_root_to_zap`: clear the flag, KVM_BUG_ON unless invalid, zap, and only
-    then put the TDP MMU's reference (the root must stay reachable while zapped) — ASYNC-RM."""
+    then put the TDP MMU's reference (the root must stay reachable while zapped) — [ASYNC-RM]."""
     pol = _pol(kvm)
     who = _who(kvm, who)
     if pol.zap_via == "workqueue":
@@ -705,7 +710,7 @@ def kvm_mmu_zap_all_fast(kvm: Kvm, who: str | None = None):
     for the IPI acknowledgement); drop the lock; zap the invalidated roots under the read lock.
     Every root it invalidated, or found invalid, must have no SPTE left when it returns (inv9).
     Since v6.14 it
-    passes KVM_DIRECT_ROOTS: mirror roots cannot be fast-zapped (TDXPREP 17/17)."""
+    passes KVM_DIRECT_ROOTS: mirror roots cannot be fast-zapped ([TDXPREP], patch 17/17 of v3)."""
     pol = _pol(kvm)
     who = _who(kvm, who)
     if kvm.slots_lock.owner != who:
@@ -713,7 +718,7 @@ def kvm_mmu_zap_all_fast(kvm: Kvm, who: str | None = None):
     yield from kvm.mmu_lock.write_lock(who)
     kvm.trace.emit("kvm_mmu_zap_all_fast", source=SRC_MMU)
     # the roots this fast zap is responsible for: those it invalidates and those already invalid
-    # (v6.3: invalidate-all skips them, so their queued zap must be flushed too — §1.4)
+    # (v6.3: invalidate-all skips them, so their queued zap must be flushed too — [OVH22])
     snapshot = [r for r in kvm.arch.tdp_mmu_roots
                 if tdp_mmu_root_match(r, pol.fast_zap_types | KVM_INVALID_ROOTS)]
     kvm_tdp_mmu_invalidate_roots(kvm, pol.fast_zap_types, who)
@@ -733,7 +738,7 @@ def kvm_mmu_zap_all_fast(kvm: Kvm, who: str | None = None):
 def kvm_set_memslot(kvm: Kvm, who: str | None = None):
     """A memslot delete/move: slots_lock, kvm_arch_flush_shadow_memslot → fast zap (with
     KVM_X86_QUIRK_SLOT_ZAP_ALL; for a TD the quirk acts as disabled and only the slot's leaf
-    range is zapped, so roots stay valid — §3.3)."""
+    range is zapped, so roots stay valid — [YZ-zapquirk], [RE-P2])."""
     who = _who(kvm, who)
     yield from kvm.slots_lock.lock(who)
     kvm.trace.emit("kvm_set_memslot", "KVM_MR_DELETE", source="virt/kvm/kvm_main.c")
@@ -755,7 +760,7 @@ def kvm_set_memslot(kvm: Kvm, who: str | None = None):
 
 def kvm_mmu_zap_all(kvm: Kvm, who: str | None = None):
     """kvm_arch_flush_shadow_all → kvm_mmu_zap_all (mmu_notifier release / VM destruction):
-    under the write lock zap direct and invalid roots (not mirror: §3.3) without invalidating
+    under the write lock zap direct and invalid roots (not mirror: [RE-mirror]) without invalidating
     them or putting the TDP MMU's reference; no TLB flush (no vCPU can run)."""
     who = _who(kvm, who)
     yield from kvm.mmu_lock.write_lock(who)
@@ -774,7 +779,7 @@ def kvm_tdp_mmu_wrprot_slot(kvm: Kvm, who: str | None = None, *, resched: bool =
     """A reader over valid roots (e.g. enabling dirty logging, kvm_tdp_mmu_wrprot_slot): read
     lock, yield-safe iterator over valid roots; `resched` models tdp_mmu_iter_cond_resched
     dropping mmu_lock on each root. The iterator's final step puts the last root's reference
-    under the read lock — in v6.3 possibly the root's last reference (§1.4)."""
+    under the read lock — in v6.3 possibly the root's last reference ([OVH22])."""
     who = _who(kvm, who)
     holder = f"iter:{who}"
     yield from kvm.mmu_lock.read_lock(who)
@@ -819,7 +824,7 @@ def kvm_mmu_uninit_tdp_mmu(kvm: Kvm, who: str | None = None):
 def kvm_destroy_vm(kvm: Kvm, who: str | None = None):
     """The root-relevant part of kvm_destroy_vm: last user gone; mmu_notifier release
     (kvm_mmu_zap_all); kvm_arch_destroy_vm unloads every vCPU MMU, destroys the vCPUs
-    (kvm_mmu_destroy drops mirror references) and uninitialises the TDP MMU (§3.4)."""
+    (kvm_mmu_destroy drops mirror references) and uninitialises the TDP MMU ([RE-P2])."""
     who = _who(kvm, who)
     kvm.users_count = 0
     kvm.trace.emit("kvm_destroy_vm", source="virt/kvm/kvm_main.c")

@@ -1,8 +1,10 @@
-"""The invariants of reference/tdp_mmu_roots.md §5.3 (plus the §5.2 reference model) as one
-function over the model state, used by `World.invariants()` after every step.
+"""The invariants of TDP MMU root management as one function over the model state, used by
+`World.invariants()` after every step. They restate what the kernel asserts or relies on in
+`tdp_mmu.c` ([S-69], [S-TDX]) and the rules of [SC-preserve], [ASYNC-RM] and [TDXPREP]; the
+reference model (who holds each reference) is ours, as the kernel keeps only the count.
 
-Each violation string starts with its tag: "inv1" … "inv13" are §5.3's numbers, "inv-refs" is
-§5.2 (the count equals the number of named holders, and each vCPU slot holds exactly its own
+Each violation string starts with its tag: "inv1" … "inv13" (`INVARIANTS` below), "inv-refs"
+(the count equals the number of named holders, and each vCPU slot holds exactly its own
 reference). Event-like violations (a get from zero, a zap at refcount 0, …) are recorded by the
 model at the step they happen (`kvm.arch.tdp_mmu_errors`) and reported here too.
 """
@@ -31,7 +33,7 @@ INVARIANTS = {
              "only under the write lock",
     "inv12": "tdp_mmu_pages counts the non-root page tables and is never negative",
     "inv13": "after kvm_mmu_uninit_tdp_mmu: no root, tdp_mmu_pages == 0, no pending RCU free",
-    "inv-refs": "the refcount equals the references of named holders (§5.2 model)",
+    "inv-refs": "the refcount equals the references of named holders (the model's account)",
 }
 
 

@@ -2,15 +2,14 @@
 
 Every function that can sleep, wait for an IPI or issue a SEAMCALL is a generator (drive it
 with `yield from`, or `run_to_completion` when nothing else runs). Behaviour that changed
-across versions or patch series is a named policy on this one code path (DESIGN.md
-principle 4):
+across versions or patch series is a named policy on this one code path:
 
-* BUSY handling on the zap path (reference/contention.md §6): ``"retry-loop"`` (pre-merge
-  out-of-tree code: loop while BUSY), ``"kick-retry-once"`` (6.16: set `wait_for_sept_zap`,
-  kick every vCPU out, retry exactly once, then KVM_BUG_ON; 6.19's `tdh_do_no_vcpus`),
+* BUSY handling on the zap path: ``"retry-loop"`` (pre-merge out-of-tree code: loop while
+  BUSY, [Y-RFC]), ``"kick-retry-once"`` (6.16: set `wait_for_sept_zap`, kick every vCPU out,
+  retry exactly once, then KVM_BUG_ON, [Y4] [K616]; 6.19's `tdh_do_no_vcpus`, [S20]),
   ``"no-retry"`` (any BUSY is a KVM_BUG_ON).
-* Teardown (reference/teardown.md §1, §2, §5.3) lives in `tdxedu.kvm.teardown`.
-* Dynamic PAMT (dpamt.md §3): on a `Host(dynamic_pamt=True)` every page handed to the module
+* Teardown and its proposed orderings live in `tdxedu.kvm.teardown`.
+* Dynamic PAMT ([V6-09]): on a `Host(dynamic_pamt=True)` every page handed to the module
   first gets its PAMT reference (`tdxedu.kvm.pamt`); with static PAMT those hooks do nothing.
 """
 
@@ -40,7 +39,7 @@ VCPU_TD_STATE_UNINITIALIZED = "VCPU_TD_STATE_UNINITIALIZED"
 VCPU_TD_STATE_INITIALIZED = "VCPU_TD_STATE_INITIALIZED"
 
 TDX_EXTENDMR_CHUNKSIZE = 256  # TDH.MR.EXTEND measures 256 bytes per call
-TDX_SEAMCALL_RETRIES = 10000  # CACHE.WB resume cap (contention.md §6)
+TDX_SEAMCALL_RETRIES = 10000  # CACHE.WB resume cap ([K616])
 SRC = "arch/x86/kvm/vmx/tdx.c"
 
 
@@ -78,7 +77,7 @@ class KvmTdx:
         self.leaked: list[tuple[int, str]] = []
         self.hkid_leaked = False
         self.cleared_pages = 0
-        # Known-bad variants (`tdxedu.mutants`, issue 9): each name switches off one step at
+        # Known-bad variants (`tdxedu.mutants`): each name switches off one step at
         # one line below, marked "mutant <name>". Empty for every real policy.
         self.mutations: set[str] = set()
         kvm.arch.tdx = self
@@ -95,7 +94,7 @@ class KvmTdx:
 
     def tdx_clear_page(self, pa: int, cpu: int) -> None:
         """MOVDIR64B over the page (6.16 `tdx_clear_page`; 6.18 `tdx_quirk_reset_paddr`
-        skips it unless X86_BUG_TDX_PW_MCE: teardown.md §1.2 step 5)."""
+        skips it unless X86_BUG_TDX_PW_MCE: [AH-clear] [PULL618])."""
         if self.clear_pages:
             self.cleared_pages += 1
             if self.kvm.trace.enabled:
@@ -121,7 +120,7 @@ def to_kvm_tdx(kvm: Kvm) -> KvmTdx:
 
 def tdx_td_init(kvm: Kvm, cpu: int = 0):
     """KVM_TDX_INIT_VM (`__tdx_td_init`): HKID, TDR, MNG.CREATE, KEY.CONFIG on one CPU per
-    package, MNG.ADDCX per TDCS page, MNG.INIT (teardown.md §3.2)."""
+    package, MNG.ADDCX per TDCS page, MNG.INIT ([K616] `__tdx_td_init`)."""
     kt = to_kvm_tdx(kvm)
     if kt.state != TD_STATE_UNINITIALIZED:
         raise ValueError(f"KVM_TDX_INIT_VM needs {TD_STATE_UNINITIALIZED}, TD is {kt.state}")
@@ -154,7 +153,8 @@ def _must(kt: KvmTdx, name: str, *args, cpu: int):
 def tdx_vcpu_create(vcpu: KvmVcpu) -> VcpuTdx:
     kt = to_kvm_tdx(vcpu.kvm)
     if kt.state != TD_STATE_INITIALIZED:
-        raise ValueError("vCPUs can be created only in TD_STATE_INITIALIZED (teardown.md §3.2)")
+        raise ValueError("vCPUs can be created only in TD_STATE_INITIALIZED "
+                         "([K616] tdx_vcpu_create)")
     vcpu.kvm.kvm_get_kvm()  # the vCPU file holds a VM reference
     return VcpuTdx(vcpu)
 
@@ -177,7 +177,7 @@ def tdx_vcpu_init(vcpu: KvmVcpu, cpu: int):
 
 def tdx_vcpu_load(vcpu: KvmVcpu, cpu: int):
     """`tdx_vcpu_load`: moving to a new pCPU first flushes the vCPU on the *old* one with an
-    IPI running TDH.VP.FLUSH, then joins the new CPU's list (teardown.md §5.2 item 1)."""
+    IPI running TDH.VP.FLUSH, then joins the new CPU's list ([K616])."""
     kt = to_kvm_tdx(vcpu.kvm)
     if vcpu.cpu == cpu:
         return
@@ -195,7 +195,7 @@ def tdx_flush_vp_on_cpu(vcpu: KvmVcpu):
 
     The IPI handler runs with interrupts off on the target CPU, so it is one atomic step here;
     if another flush got there first (`vcpu->cpu` changed), it does nothing, as
-    `tdx_flush_vp` skips a vCPU that is no longer on the current CPU (teardown.md §5.2)."""
+    `tdx_flush_vp` skips a vCPU that is no longer on the current CPU ([K616])."""
     kt, vt = to_kvm_tdx(vcpu.kvm), vcpu.arch.tdx
     cpu = vcpu.cpu
     if cpu == -1:
@@ -290,7 +290,7 @@ def _link_tables(kt: KvmTdx, gpa: int, cpu: int, vcpu: KvmVcpu | None = None):
 def tdx_map_private_gfn(kvm: Kvm, gpa: int, cpu: int, vcpu: KvmVcpu | None = None):
     """The private half of `kvm_tdp_mmu_map`: link missing tables, then
     `tdx_sept_set_private_spte` -> TDH.MEM.PAGE.AUG. A BUSY returns -EBUSY, which becomes
-    RET_PF_RETRY and the EPT-violation handler retries locally (contention.md §6 item 2).
+    RET_PF_RETRY and the EPT-violation handler retries locally ([Y0]).
     `vcpu` is the faulting vCPU (only the RFC "phys-prepare" PAMT policy needs it passed)."""
     kt = to_kvm_tdx(kvm)
     err = yield from _link_tables(kt, gpa, cpu, vcpu)
@@ -335,7 +335,7 @@ def tdh_do_no_vcpus(kt: KvmTdx, name: str, *args, cpu: int):
 
 def tdx_track(kt: KvmTdx, cpu: int):
     """TDH.MEM.TRACK then an IPI to every vCPU, waiting for all to acknowledge, so no vCPU
-    still runs in the block epoch (contention.md §5 "KVM side"). No-op before RUNNABLE."""
+    still runs in the block epoch ([K616]). No-op before RUNNABLE."""
     if kt.state != TD_STATE_RUNNABLE:
         return st.TDX_SUCCESS
     err = yield from tdh_do_no_vcpus(kt, "tdh_mem_track", kt.tdr_pa, cpu=cpu)
@@ -347,7 +347,9 @@ def tdx_track(kt: KvmTdx, cpu: int):
 
 
 def tdx_sept_remove_private_spte(kvm: Kvm, gpa: int, cpu: int):
-    """Remove one private 4K page (mmu_lock held for write; teardown.md §1.2 Stage C).
+    """Remove one private 4K page while the TD runs, with mmu_lock held for write (6.16
+    `tdx_sept_remove_private_spte` [K616]; why the runtime path is used at all: Rick
+    Edgecombe's TDX MMU Part 2 cover letter [RE-P2]).
 
     HKID assigned: BLOCK -> tdx_track -> REMOVE -> WBINVD(HKID) -> clear. HKID already
     released (only legal once the VM is dead, the KVM_TDX_TERMINATE_VM path): RECLAIM ->
@@ -415,7 +417,8 @@ def tdx_reclaim_page(kt: KvmTdx, pa: int, cpu: int):
 
 def tdx_vcpu_enter(vcpu: KvmVcpu, cpu: int):
     """`vcpu_enter_guest` -> `tdx_vcpu_run`: mode = IN_GUEST_MODE, then TDH.VP.ENTER unless
-    `wait_for_sept_zap` keeps vCPUs out (then "exit handled", contention.md §6 item 3).
+    `wait_for_sept_zap` keeps vCPUs out (then "exit handled": Yan Zhao's patch [Y4], merged
+    in 6.16).
     Returns the VP.ENTER result, or None when the entry was skipped."""
     kt, vt = to_kvm_tdx(vcpu.kvm), vcpu.arch.tdx
     yield from tdx_vcpu_load(vcpu, cpu)

@@ -1,15 +1,16 @@
 """Tearing a TD down: HKID release, vCPU free, S-EPT and control-page reclaim, and the
 orderings that were proposed for it, as named policies on one code path.
 
-* ``"v6.16"`` (upstream, teardown.md §1.2): private memory is removed the runtime way when
+* ``"v6.16"`` (upstream, [K616] [RE-P2]): private memory is removed the runtime way when
   each guest_memfd closes; the HKID is released at `vm_pre_destroy`; then vCPUs, S-EPT pages
   and control pages are reclaimed in TD_TEARDOWN.
-* ``"terminate-vm"`` (KVM_TDX_TERMINATE_VM series, §2.2–2.3, never merged): lock all vCPUs,
+* ``"terminate-vm"`` (KVM_TDX_TERMINATE_VM, [SC-Mar25] [TERM-V5]; dropped from the 6.17 pull,
+  [PULL617], and not merged since): lock all vCPUs,
   mark the VM dead, release the HKID early (mmu_lock held for write across CACHE.WB and
   FREEID); every private page is then reclaimed with PAGE.RECLAIM.
-* ``"v19-notifier"`` (2024 v19 series, §1.2 Stage B, §5.3): the HKID is released from the
+* ``"v19-notifier"`` (2024 v19 series, [K-Mar24] [SC-Apr24]): the HKID is released from the
   MMU-notifier release path, while a vCPU may still be loaded and entered again.
-* ``"flush-at-vcpu-free"`` (Kai Huang's "normal way", §1.4): VP.FLUSH as each vCPU is
+* ``"flush-at-vcpu-free"`` (Kai Huang's "normal way", [K-Mar24]): VP.FLUSH as each vCPU is
   destroyed, VPFLUSHDONE after all of them, the HKID released last, then reclaim.
 """
 
@@ -39,8 +40,8 @@ from .tdx import (
 
 def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
                          hold_mmu_lock: bool = False, who: str = "teardown"):
-    """Release the TD's HKID (teardown.md §1.2 D1): VP.FLUSH every vCPU on its CPU,
-    VPFLUSHDONE, CACHE.WB on one CPU per package (resume while INTERRUPTED_RESUMABLE),
+    """Release the TD's HKID as 6.16 `tdx_mmu_release_hkid` does [K616]: VP.FLUSH every vCPU
+    on its CPU, VPFLUSHDONE, CACHE.WB on one CPU per package (resume while INTERRUPTED_RESUMABLE),
     KEY.FREEID. TDX_FLUSHVP_NOT_DONE silently leaves the HKID assigned (leaked); any other
     error is a KVM_BUG_ON "HKID %d is leaked"."""
     kt = to_kvm_tdx(kvm)
@@ -102,7 +103,7 @@ def tdh_phymem_cache_wb_loop(kt: KvmTdx, cpu: int):
 
 def tdx_vcpu_free(vcpu: KvmVcpu, cpu: int = 0, *, policy: str = "v6.16"):
     """`tdx_vcpu_free`: with the HKID still assigned the pages are leaked on purpose;
-    otherwise RECLAIM each TDCX page, then the TDVPR (teardown.md §1.2 D3).
+    otherwise RECLAIM each TDCX page, then the TDVPR ([K616]).
     "flush-at-vcpu-free" instead flushes the vCPU here and defers the reclaim."""
     kt, vt = to_kvm_tdx(vcpu.kvm), vcpu.arch.tdx
     if kt.host.pamt is not None:  # unused PAMT cache pages were never the module's [V6-09]
@@ -133,7 +134,7 @@ def _reclaim_vcpu_pages(kt: KvmTdx, vt, cpu: int):
 
 def tdx_sept_free_private_spt(kt: KvmTdx, key, cpu: int):
     """Free one S-EPT page-table page at `kvm_mmu_uninit_vm`: KVM_BUG_ON while the HKID is
-    assigned (page leaked), else RECLAIM + clear + free (teardown.md §1.2 D3)."""
+    assigned (page leaked), else RECLAIM + clear + free ([K616])."""
     pa = kt.sept_pages.pop(key)
     if kt.kvm.kvm_bug_on(kt.hkid_assigned, "free a private S-EPT page with the HKID assigned"):
         kt.leak(pa, "S-EPT page: HKID still assigned")
@@ -184,7 +185,7 @@ def tdx_vm_destroy(kvm: Kvm, cpu: int = 0):
 def kvm_gmem_release(kvm: Kvm, cpu: int = 0, who: str = "gmem"):
     """Closing the guest_memfd: zap every private leaf under mmu_lock held for write
     (`kvm_gmem_invalidate_begin` -> `remove_external_spte`), free the pages back to the
-    host, then drop the file's VM reference (teardown.md §1.2 Stage C)."""
+    host, then drop the file's VM reference ([K616], [AH-RFC])."""
     kt = to_kvm_tdx(kvm)
     yield from kvm.mmu_lock.write_lock(who)
     try:
@@ -240,7 +241,7 @@ def kvm_put_kvm(kvm: Kvm, cpu: int = 0, who: str = "close"):
 
 def kvm_destroy_vm(kvm: Kvm, cpu: int = 0, who: str = "destroy"):
     """`kvm_destroy_vm` for a TD: pre_destroy (HKID release) -> destroy vCPUs ->
-    `kvm_mmu_uninit_vm` (S-EPT pages) -> `vm_destroy` last (teardown.md §1.1)."""
+    `kvm_mmu_uninit_vm` (S-EPT pages) -> `vm_destroy` last ([SC-free], [PB-vmdestroy])."""
     kt = to_kvm_tdx(kvm)
     policy = kt.teardown_policy
     kt.emit("kvm_destroy_vm", policy, cpu=cpu)

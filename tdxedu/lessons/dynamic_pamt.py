@@ -31,7 +31,8 @@ def _fmt(n: int) -> str:
 
 
 def pamt_per_tib_text() -> str:
-    """Static PAMT vs Dynamic PAMT (before any TD) per TiB of TDX memory (dpamt.md §1.3, §4)."""
+    """Static PAMT vs Dynamic PAMT (before any TD) per TiB of TDX memory ([M15-PAMT] entry sizes,
+    [V6-02] bitmap)."""
     s, d = static_pamt(TiB), dpamt_static(TiB)
     rows = [("PAMT_4K (16 B per 4 KiB)", s.pamt_4k, d.pamt_4k),
             ("PAMT_2M (16 B per 2 MiB)", s.pamt_2m, d.pamt_2m),
@@ -62,7 +63,7 @@ def cover_letter_text() -> str:
 
 
 def host_example_text(host: int = TiB, td_memory: int = 64 * GiB, vcpus: int = 8) -> str:
-    """A 1 TiB host running one 64 GiB TD (dpamt.md §4 worked example)."""
+    """A 1 TiB host running one 64 GiB TD (our worked example on the rules of [V6-CL])."""
     lines = [f"host {host // GiB} GiB of TDX memory, one TD of {td_memory // GiB} GiB, "
              f"{vcpus} vCPUs"]
     lines.append(f"  static PAMT (any number of TDs):      {_fmt(static_pamt(host).total):>12}")
@@ -108,7 +109,7 @@ POLICY_STORY = {
 
 
 def gmem_thp_collapse(policy: str = "gmem-prepare") -> dict:
-    """Kirill's objection to `kvm_arch_gmem_prepare` (dpamt.md §3.1): guest_memfd allocates
+    """Kirill's objection to `kvm_arch_gmem_prepare` ([RFC-08]): guest_memfd allocates
     (and, under "gmem-prepare", PAMT-prepares) a page; khugepaged collapses the folio before
     the EPT mapping, so a different pfn gets mapped. Returns the mapping's status and what is
     left after teardown."""

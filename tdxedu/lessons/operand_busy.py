@@ -4,7 +4,7 @@ lesson never restates a fact the model could contradict.
 * `new_lab()`: one finalized TD with two vCPUs, the page P pending (the probes contend on it).
 * `busy_matrix()`: a call held at its preemption point (a vCPU in the guest, VP.ENTER's 0-step
   check, a guest ACCEPT zeroing the page, BLOCK or TRACK mid-call) against a second call issued
-  on another LP: which statuses come back (contention.md §3, §3.1, §5).
+  on another LP: which statuses come back ([M15]; the contention matrix of [Y-RFC] and [Y4]).
 * `busy_verdicts()`: explorer verdicts of the busy-* scenarios under every BUSY policy.
 * `host_priority_story()`: the host's BLOCK against a guest ACCEPT on one S-EPT entry.
 
@@ -49,7 +49,7 @@ class Lab:
 
     def arm_zero_step(self, i: int, gpa: int = P) -> None:
         """Six EPT violations at one RIP on `gpa`: vCPU i's next VP.ENTER does the 0-step
-        check, holding the S-EPT tree exclusively (contention.md §3.1)."""
+        check, holding the S-EPT tree exclusively ([M15] `td_exit_stepping.c`)."""
         from ..tdx.td import STEPPING_EPF_THRESHOLD
 
         for _ in range(STEPPING_EPF_THRESHOLD):
@@ -210,7 +210,7 @@ def format_verdicts(v: dict[str, dict[str, str]], conditions=BUSY_CONDITIONS) ->
 def host_priority_story() -> str:
     """A guest ACCEPT holds P's entry lock; the host's BLOCK loses and sets TDHP; from then on
     guest acquires of that entry fail with BUSY_HOST_PRIORITY until the host wins
-    (contention.md §2 item 3; module 1.5.01 entry lock, TDEL bit 11 + TDHP bit 52)."""
+    ([M15] `tdx_locks.h`: the entry lock is TDEL, bit 11, with host priority TDHP, bit 52)."""
     lab = new_lab()
     m, vp = lab.module, lab.vcpus[0]
     lp = lab.vcpu_lp[vp]

@@ -1,6 +1,6 @@
 """Lesson 03 (TDX_OPERAND_BUSY): which module locks each SEAMCALL/TDCALL takes, found by issuing
-the call on a built TD with a spy on the module's try-locks (contention.md §3 is the reference;
-the comparison is printed by `format_lock_table`).
+the call on a built TD with a spy on the module's try-locks, compared with what the module 1.5.01
+handlers take ([M15]; the table of [Y-RFC]; printed by `format_lock_table`).
 
 Nothing here changes the model: the spy wraps the lock methods for the duration of one call
 and restores them.
@@ -17,8 +17,8 @@ from .operand_busy import Lab, P, Q, new_lab
 LOCK_COLUMNS = ("TDR", "OP_STATE", "TD epoch", "S-EPT tree", "S-EPT entry", "page",
                 "TDVPR", "KOT")
 
-# contention.md §3 (module 1.5.01 handlers, cross-checked with Yan Zhao's RFC table), in the
-# same notation: S shared, X exclusive, H / G the S-EPT entry's host / guest lock.
+# What the module 1.5.01 handlers take ([M15]), cross-checked with Yan Zhao's RFC table
+# ([Y-RFC]), in the notation: S shared, X exclusive, H / G the S-EPT entry's host / guest lock.
 REFERENCE_LOCKS = {
     "TDH.VP.ENTER": {"TDR": "S", "OP_STATE": "S", "TD epoch": "S", "TDVPR": "S"},
     "TDH.VP.ENTER (0-step)": {"TDR": "S", "OP_STATE": "S", "TD epoch": "S",
@@ -39,7 +39,8 @@ REFERENCE_LOCKS = {
     "TDH.MNG.KEY.FREEID": {"TDR": "X", "KOT": "X"},
     "TDH.PHYMEM.PAGE.RECLAIM": {"TDR": "S", "page": "X"},
 }
-# Held by VP.ENTER for the whole guest run, released at TD exit (contention.md §3).
+# Held by VP.ENTER for the whole guest run, released at TD exit ([M15] `tdh_vp_enter.c`,
+# `td_exit.c`).
 REFERENCE_HELD_IN_GUEST = ("TDR", "TDVPR")
 
 
@@ -172,7 +173,7 @@ def lock_table() -> list[LockRow]:
 
 
 def lock_differences(rows: list[LockRow]) -> list[str]:
-    """Where the model's locks differ from contention.md §3."""
+    """Where the model's locks differ from `REFERENCE_LOCKS` (the module source)."""
     out = []
     for r in rows:
         ref = REFERENCE_LOCKS.get(r.call)
@@ -181,7 +182,7 @@ def lock_differences(rows: list[LockRow]) -> list[str]:
         for col in LOCK_COLUMNS:
             a, b = r.locks.get(col, "-"), ref.get(col, "-")
             if a != b:
-                out.append(f"{r.call}: {col} model {a}, contention.md §3 {b}")
+                out.append(f"{r.call}: {col} model {a}, module source {b}")
         if r.call == "TDH.VP.ENTER" and set(r.held_in_guest) != set(REFERENCE_HELD_IN_GUEST):
             out.append(f"{r.call}: held in guest model {r.held_in_guest}, "
                        f"reference {REFERENCE_HELD_IN_GUEST}")
@@ -206,7 +207,7 @@ def format_lock_table(rows: list[LockRow] | None = None) -> str:
     diffs = lock_differences(rows)
     lines.append("")
     lines.append("* held from VP.ENTER until the TD exit")
-    lines.append("compared with contention.md §3: " + (
+    lines.append("compared with the module 1.5.01 source [M15]: " + (
         "every lock matches" if not diffs else f"{len(diffs)} differences"))
     lines += [f"  {d}" for d in diffs]
     return "\n".join(lines)

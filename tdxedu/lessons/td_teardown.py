@@ -59,7 +59,7 @@ def hkid_release_witness(policy: str = "v19-notifier", condition: str = "hkid_le
 
 # --- 04: cost curves against the measurements -----------------------------------------------
 # Adrian Hunter, "[PATCH RFC] KVM: TDX: Defer guest memory removal to decrease shutdown time",
-# 13 Mar 2025 (teardown.md §2.1): (vCPUs, size, seconds before, seconds after).
+# 13 Mar 2025 ([AH-RFC]): (vCPUs, size, seconds before, seconds after).
 MEASURED = (
     (4, "18G", 72.0, 24.0),
     (32, "107G", 517.0, 134.0),
@@ -121,7 +121,7 @@ def teardown_stages(memory="16K", vcpus: int = 2, strategy: str = "v6.16") -> st
 def flush_story() -> str:
     """Two vCPUs ran on LP 0 and LP 1. The HKID can only go once no vCPU is associated with any
     LP (TDCS.num_assoc_vcpus == 0); VP.FLUSH must run on the vCPU's own LP; a VP.ENTER after
-    the flush associates again (teardown.md §3.3, §5)."""
+    the flush associates again ([M15] `tdh_vp_flush.c`, `tdh_mng_vpflushdone.c`)."""
     m = TdxModule(memory=4 << 20, lps_per_package=4)
     t = TdBuilder(m).build("finalized", vcpus=2, pages=1)
     vp0, vp1 = t.vcpus

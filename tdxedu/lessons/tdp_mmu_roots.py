@@ -1,7 +1,7 @@
 """Lesson 06 (TDP MMU roots): the text summaries its golden cells print, each computed by the
 model (`tdxedu.scenarios.roots`, `tdxedu.kvm.mmu_role`, the explorer), and the broken variants
 with the shortest schedule after which the TDP MMU invariant checker fires
-(`tdxedu.kvm.tdp_mmu_invariants`, reference/tdp_mmu_roots.md §5.3).
+(`tdxedu.kvm.tdp_mmu_invariants`).
 
 The exercises are in `tdp_mmu_roots_exercises`.
 """
@@ -114,7 +114,7 @@ BROKEN_CASES = {
 }
 WHAT_IT_BREAKS = {
     "broken-free-valid-root": "put frees a root at count 0 without checking it is invalid, "
-                              "on pre-FIX counting (new roots start at 1)",
+                              "on v6.3 counting (new roots start at 1)",
     "broken-get-unconditional": "get increments from zero: a reader revives a dying root",
     "broken-resurrect-no-zap": "v6.3 resurrection without queueing the zap",
     "broken-fast-zap-mirror": "fast zap invalidates KVM_VALID_ROOTS, mirror root included",

@@ -1,8 +1,8 @@
 """Lesson 06 (TDP MMU roots): the exercise checkers and their hidden solutions.
 
 Every checker runs the learner's answer on the model and judges it with the model: explorer
-verdicts or the TDP MMU invariant checker (`tdxedu.kvm.tdp_mmu_invariants`,
-reference/tdp_mmu_roots.md §5.3). A checker returns a `Check` and never raises on a wrong
+verdicts or the TDP MMU invariant checker (`tdxedu.kvm.tdp_mmu_invariants`). A checker returns a
+`Check` and never raises on a wrong
 answer; `show_solution(name)` is collapsed until clicked.
 """
 
@@ -34,7 +34,7 @@ def check_storm_allocations(answer, *, policy: str = "v6.3", n: int = 1000) -> C
 def check_resurrection_schedule(script) -> Check:
     """A schedule (actor names) of `roots-last-put-race-v6.3` in which the reader's final
     iterator step puts the root's last reference under the read lock, so v6.3 resurrects it
-    (condition `resurrected_under_read_lock`), with every §5.3 invariant holding."""
+    (condition `resurrected_under_read_lock`), with every root invariant holding."""
     from ..scenarios import registry
     from ..sim.engine import run_script
 
@@ -62,7 +62,7 @@ def check_resurrection_schedule(script) -> Check:
 
 # --- exercise 06.3: write invariant 2 ----------------------------------------------------------
 def check_inv2(fn) -> Check:
-    """`fn(kvm) -> list[str]`: your check of §5.3 invariant 2 ("no free of a valid root: a
+    """`fn(kvm) -> list[str]`: your check of invariant 2 ("no free of a valid root: a
     valid root keeps a reference", v6.4+). It must fire on `broken-free-valid-root` at the
     step the model's checker fires, and never on correct v6.16 runs."""
     from ..scenarios.roots import memslot_update_world, smm_storm_world, vm_destroy_world

@@ -1,4 +1,4 @@
-"""A catalogue of known-bad KVM variants (GitHub issue 9): the model must catch every one.
+"""A catalogue of known-bad KVM variants: the model must catch every one.
 
 Each `Mutant` is one small, named change to the KVM side that mirrors a real mistake or a
 rejected design, with its source. It is applied without copying model code: either through a

@@ -1,4 +1,4 @@
-"""Fuzzers for the module and KVM layers (issue 9), shared by tests/fuzz (bounded, driven by
+"""Fuzzers for the module and KVM layers, shared by tests/fuzz (bounded, driven by
 hypothesis) and bench/fuzz.py (long runs). Every function takes a `random.Random`-like `rng`
 (hypothesis' `randoms()` in tests, so failures shrink) and returns counts; a problem is
 recorded in `FuzzStats.problems`, never swallowed.

@@ -1,5 +1,5 @@
 """TDP MMU root reference counting (`kvm_tdp_mmu_put_root`, `kvm_tdp_mmu_get_root`,
-`kvm_tdp_mmu_invalidate_roots`): reference/tdp_mmu_roots.md §1.4, §1.6, §3, §5.3. The mutants
+`kvm_tdp_mmu_invalidate_roots`): [OVH22], [SC-preserve], [TDXPREP], [S-69]. The mutants
 are `RootPolicy` variants (`tdxedu.kvm.mmu_role`), no hook needed."""
 
 from dataclasses import replace
@@ -16,43 +16,45 @@ MUTANTS = [
         "refcount-1-v6.4-put",
         "new roots start at refcount 1 (vCPU only) but put uses the v6.4 path: the vCPU's last "
         "put drops a valid root to 0",
-        "tdp_mmu_roots.md §1.6 FIX edbdb43fc96b ('New roots start at refcount 2 ... reaching 0 "
-        "on a valid root is now a bug (KVM_BUG_ON)'), §5.3 inv2",
+        "[SC-preserve] (commit edbdb43fc96b: new roots start at refcount 2, and a valid "
+        "root reaching 0 is a KVM_BUG_ON); invariant inv2",
         ("roots-smm-storm",), "invariant:inv2", {"root_policy": REFCOUNT_1_V64}),
     Mutant(
         "put-without-invalid-check",
         "put frees a root at refcount 0 without the invalid check (and counting from 1): a "
         "valid root is freed",
-        "tdp_mmu_roots.md §1.4 (Paolo's 'refcount = 0 but valid' comment), §5.1, §5.3 inv2; "
-        "kvm_tdp_mmu_put_root",
+        "[OVH22] (Paolo's comment on a root at refcount 0 that is still valid, removed by "
+        "[SC-preserve]); kvm_tdp_mmu_put_root; invariant inv2",
         ("roots-smm-storm",), "invariant:inv2",
         {"root_policy": BROKEN_POLICIES["broken-free-valid-root"]}),
     Mutant(
         "get-unconditional",
         "kvm_tdp_mmu_get_root increments from zero: a reader revives a root in its last put",
-        "tdp_mmu_roots.md §1.3 614f6970aa70 'do not allow readers to acquire references to "
-        "invalid roots', §5.3 inv5 (refcount_inc_not_zero)",
+        "[OVH22] (commit 614f6970aa70 'do not allow readers to acquire references to "
+        "invalid roots'); invariant inv5 (refcount_inc_not_zero)",
         ("roots-last-put-race",), "invariant:inv5",
         {"root_policy": BROKEN_POLICIES["broken-get-unconditional"]}),
     Mutant(
         "resurrect-no-zap",
         "v6.3 resurrection (count back to 1, mark invalid) without queuing the zap work",
-        "tdp_mmu_roots.md §1.4 ('Scheduling was mandatory, not an optimization, because "
-        "kvm_tdp_mmu_invalidate_all_roots() skips already-invalid roots'), §5.3 inv4/inv9",
+        "[OVH22] (v6.3 put: the resurrected root must be queued, because "
+        "kvm_tdp_mmu_invalidate_all_roots() skips roots that are already invalid); "
+        "invariants inv4, inv9",
         ("roots-smm-storm",), "invariant:inv4",
         {"root_policy": BROKEN_POLICIES["broken-resurrect-no-zap"]}),
     Mutant(
         "fast-zap-mirror",
         "the memslot fast zap invalidates KVM_VALID_ROOTS, mirror (S-EPT) root included",
-        "tdp_mmu_roots.md §3.1 (fast zap passes KVM_DIRECT_ROOTS: 'external page tables don't "
-        "support fast zapping'), §3.3, §5.3 inv11",
+        "[TDXPREP] (fast zap passes KVM_DIRECT_ROOTS: external page tables cannot be "
+        "fast-zapped); [RE-P2] (private page tables live until the TD is destroyed); "
+        "invariant inv11",
         ("roots-memslot-update-td",), "invariant:inv11",
         {"root_policy": BROKEN_POLICIES["broken-fast-zap-mirror"]}),
     Mutant(
         "invalidate-no-request",
         "invalidate roots without KVM_REQ_MMU_FREE_OBSOLETE_ROOTS in the same critical "
         "section: a vCPU enters the guest on an invalid root",
-        "tdp_mmu_roots.md §5.3 inv8; kvm_mmu_zap_all_fast (mmu.c)",
+        "[M-610] kvm_mmu_zap_all_fast (mmu.c); invariant inv8",
         ("roots-memslot-update",), "invariant:inv8",
         {"root_policy": BROKEN_POLICIES["broken-invalidate-no-request"]}),
 ]

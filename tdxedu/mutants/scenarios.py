@@ -1,4 +1,4 @@
-"""Scenario factories for the known-bad variant catalogue (GitHub issue 9).
+"""Scenario factories for the known-bad variant catalogue.
 
 A factory builds a fresh `World` from a `Config`: the policies in force (BUSY handling,
 teardown order, TDP MMU root version, Dynamic PAMT allocation and `pamt_lock`) plus a set of
@@ -13,7 +13,7 @@ the new ones are small:
 * ``teardown`` / ``teardown-dpamt``: a whole TD life's end (`RunningTd._teardown`: vCPU fds,
   mm release, VM fd, guest_memfd close -> kvm_destroy_vm) as one actor; conditions read the
   leftovers (host pages, PAMT references and pairs).
-* ``migration``: one vCPU runs on pCPU 0, then on pCPU 1 (teardown.md §5.2 item 1).
+* ``migration``: one vCPU runs on pCPU 0, then on pCPU 1 ([K616]).
 * ``dpamt-fault``: on a Dynamic PAMT host a vCPU accepts a page KVM has not mapped yet; the
   EPT violation maps it under `mmu_lock` (PAMT pair from the vCPU's cache, [V6-09]); then the
   TD is torn down.
@@ -164,7 +164,7 @@ def _zap_zero_step_2_actors(w: TdWorld) -> dict:
 
     def late_vcpu():
         # vCPU 1 reaches VP.ENTER while KVM kicks everyone after a BUSY: the window
-        # `wait_for_sept_zap` closes (contention.md §6 item 3).
+        # `wait_for_sept_zap` closes ([Y4] [K616]).
         yield WaitUntil(lambda: KVM_REQ_OUTSIDE_GUEST_MODE in v0.requests or "zap" in w.done,
                         "a kick in progress")
         yield from enter_once(v1, "vcpu1")

@@ -1,4 +1,4 @@
-"""vCPU association with logical processors (`tdx_vcpu_load`): teardown.md §5."""
+"""vCPU association with logical processors (`tdx_vcpu_load`): [M15], [K616]."""
 
 from . import Mutant, mutations
 
@@ -6,8 +6,8 @@ MUTANTS = [
     Mutant(
         "no-vp-flush-on-migration",
         "tdx_vcpu_load moves a vCPU to a new pCPU without TDH.VP.FLUSH on the old one",
-        "teardown.md §5.1 (associate_vcpu: associated with a different LP -> "
-        "TDX_VCPU_ASSOCIATED), §5.2 item 1 ([K616] tdx_vcpu_load -> tdx_flush_vp_on_cpu); "
-        "'[PATCH v19 087/130] KVM: TDX: handle vcpu migration over logical processor'",
+        "[M15] associate_vcpu (associated with a different LP -> TDX_VCPU_ASSOCIATED); "
+        "[K616] tdx_vcpu_load -> tdx_flush_vp_on_cpu; the v19 patch 'KVM: TDX: handle vcpu "
+        "migration over logical processor' ([SC-Apr24])",
         ("migration",), "vp_enter_failed", mutations("no-vp-flush-on-migration")),
 ]

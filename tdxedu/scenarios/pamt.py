@@ -1,4 +1,4 @@
-"""Dynamic PAMT explorer scenarios (dpamt.md §2.5, §6): two CPUs take and drop PAMT references
+"""Dynamic PAMT explorer scenarios ([V2-CL], [V6-05]): two CPUs take and drop PAMT references
 on the same 2 MB range at the same time.
 
 Each CPU runs `tdx_pamt_get(pfn)` -> uses the page (the window in which the kernel is about

@@ -1,10 +1,10 @@
-"""TDP MMU root scenarios (GitHub issue 4): the SMM-reset storm, a memslot update while vCPUs
+"""TDP MMU root scenarios: the SMM-reset storm, a memslot update while vCPUs
 run, VM destruction, and v6.3's last put under the read lock racing invalidate-all-roots.
 
 Every scenario is a builder `f(policy, sizes...) -> World` plus small registered instances per
 policy (`roots-<scenario>-<policy>`), run by `tdxedu explore` and the tests. `smm_storm()` is
-the fast, direct-call measurement of the 2023 report (reference/tdp_mmu_roots.md §1.5: Sean's
-"15 vs 100k" root allocations).
+the fast, direct-call measurement of the 2023 report (Sean's "15 vs 100k" root allocations,
+[SC-Apr23]).
 """
 
 from __future__ import annotations
@@ -109,9 +109,9 @@ class RootsWorld(World):
             "root_freed": st["roots_freed"] > 0,
             # a role was allocated again after its root died (the 2023 storm)
             "root_reallocated": st["roots_allocated"] > len(a.tdp_mmu_roles_seen),
-            # resurrected by a last put under the read lock (v6.3 only, §1.4)
+            # resurrected by a last put under the read lock (v6.3 only, [OVH22])
             "resurrected_under_read_lock": st["roots_resurrected_shared"] > 0,
-            # ASYNC-RM: "invalid roots can outlive a memslot update" (zapped, still referenced)
+            # [ASYNC-RM]: "invalid roots can outlive a memslot update" (zapped, still referenced)
             "invalid_root_outlived_fast_zap": st["invalid_roots_alive_at_fast_zap_return"] > 0,
             "fast_zap_left_sptes": any(e.startswith("inv9") for e in a.tdp_mmu_errors),
             "all_roots_freed": not a.tdp_mmu_live and not a.tdp_mmu_roots,
@@ -143,7 +143,7 @@ def vcpu_script(vcpu, ops):
 def smm_storm_world(policy: str = "v6.4", n_vcpus: int = 1, n_cycles: int = 1, *,
                     td: bool = False) -> RootsWorld:
     """Each vCPU runs, then does `n_cycles` SMI/RSM round trips, running after each (the 2023
-    report: KVM resets the MMU context on every SMI and RSM, §1.5)."""
+    report: KVM resets the MMU context on every SMI and RSM, [SC-Apr23-diag])."""
     _check_sizes(n_vcpus=(n_vcpus, 1, 3), n_cycles=(n_cycles, 1, 3))
     w = RootsWorld(policy, n_vcpus, td=td)
     ops = ["run"] + ["smi", "run", "rsm", "run"] * n_cycles
@@ -155,7 +155,7 @@ def smm_storm_world(policy: str = "v6.4", n_vcpus: int = 1, n_cycles: int = 1, *
 def memslot_update_world(policy: str = "v6.6", n_vcpus: int = 2, n_runs: int = 2, *,
                          td: bool = False) -> RootsWorld:
     """vcpu0 runs `n_runs` times (the later runs service KVM_REQ_MMU_FREE_OBSOLETE_ROOTS), the
-    other vCPUs once, while a memslot is deleted (fast zap, §2.4)."""
+    other vCPUs once, while a memslot is deleted (fast zap, [M-610])."""
     _check_sizes(n_vcpus=(n_vcpus, 1, 3), n_runs=(n_runs, 1, 3))
     w = RootsWorld(policy, n_vcpus, td=td)
     for v in w.kvm.vcpus:
@@ -167,7 +167,7 @@ def memslot_update_world(policy: str = "v6.6", n_vcpus: int = 2, n_runs: int = 2
 def vm_destroy_world(policy: str = "v6.16", n_vcpus: int = 2, smm_vcpus: int = 1, *,
                      td: bool = False) -> RootsWorld:
     """vCPUs run and exit (the first `smm_vcpus` with an SMI/RSM round trip, so v6.3 has dead
-    roots queued on its workqueue); then the VM is destroyed (kvm_destroy_vm, §3.4) while the
+    roots queued on its workqueue); then the VM is destroyed (kvm_destroy_vm, [RE-P2]) while the
     kworker and RCU may still be busy. A TD has no SMM, so `td` forces `smm_vcpus` = 0."""
     _check_sizes(n_vcpus=(n_vcpus, 1, 3), smm_vcpus=(smm_vcpus, 0, n_vcpus))
     w = RootsWorld(policy, n_vcpus, td=td)
@@ -185,7 +185,7 @@ def vm_destroy_world(policy: str = "v6.16", n_vcpus: int = 2, smm_vcpus: int = 1
 
 
 def last_put_race_world(policy: str = "v6.3", n_readers: int = 1) -> RootsWorld:
-    """v6.3's last put under the read lock vs invalidate-all-roots (§1.4): a reader
+    """v6.3's last put under the read lock vs invalidate-all-roots ([OVH22]): a reader
     (kvm_tdp_mmu_wrprot_slot) holds a reference across a cond_resched while vcpu0 enters SMM
     (dropping its reference); the reader's final iterator step may then put the root's last
     reference under the read lock, while a memslot update's fast zap wants the write lock."""
@@ -244,7 +244,7 @@ def smm_storm(policy: str, n_cycles: int, n_vcpus: int = 1, *, td: bool = False,
     the worker and RCU keep up (queued zaps run and a grace period ends after each operation).
 
     Returns root allocations (`kvm_mmu_get_page` "new" events for roots, what Sean counted in
-    SEED), reuses, frees, page-table pages allocated (each rebuild re-faults), the number of
+    [SC-Apr23]), reuses, frees, page-table pages allocated (each rebuild re-faults), the number of
     distinct roles and the invariant violations found when `check_every` > 0 (checked every
     that many cycles and at the end)."""
     _check_sizes(n_vcpus=(n_vcpus, 1, 4))

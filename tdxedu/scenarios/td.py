@@ -4,10 +4,10 @@
     report = td.teardown(strategy="v6.16")
     report.counts["tdh_mem_page_remove"], report.leaked_pages, report.hkid_state
 
-The build follows KVM's ioctls (teardown.md §3.2): KVM_TDX_INIT_VM, KVM_TDX_INIT_VCPU on a
+The build follows KVM's ioctls ([K616]): KVM_TDX_INIT_VM, KVM_TDX_INIT_VCPU on a
 CPU each, KVM_TDX_INIT_MEM_REGION for the initial image, KVM_TDX_FINALIZE_VM; the rest of
 guest memory is faulted in at runtime (PAGE.AUG) and accepted by the guest.
-The teardown follows the chosen policy's order of file closes and hooks (teardown.md §1.2).
+The teardown follows the chosen policy's order of file closes and hooks (`tdxedu.kvm.teardown`).
 """
 
 from __future__ import annotations

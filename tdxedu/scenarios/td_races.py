@@ -1,12 +1,13 @@
-"""The explorer's TDX scenarios (issue: KVM side). Each is small enough to explore fully.
+"""The explorer's TDX scenarios (the KVM side). Each is small enough to explore fully.
 
 * busy-accept-<policy>: a runtime zap of a page while the guest accepts it
-  (entry-lock contention; contention.md §2.3, §3, §6).
+  (entry-lock contention; [M15] `tdx_locks.h`, [Y4]).
 * busy-zero-step-<policy>: a zap while a vCPU's VP.ENTER holds the S-EPT tree for its 0-step
-  check (contention.md §3.1).
+  check ([M15] `td_exit_stepping.c`).
 * hkid-release-<policy>: the HKID released while a vCPU may still be loaded and entered
-  (the 2024 v19 thread; teardown.md §5.3).
-* vcpu-migration: a vCPU moving between pCPUs is flushed on the old one first (§5.2).
+  (the 2024 v19 thread; [K-Mar24] [SC-Apr24]).
+* vcpu-migration: a vCPU moving between pCPUs is flushed on the old one first ([K616]
+`tdx_vcpu_load`).
 
 Actor specs are plain functions of the world, so a built world can be cloned for replays.
 """

@@ -34,7 +34,7 @@ SRC_KVM = "arch/x86/kvm/vmx/tdx.c"
 class RemovalSource:
     """A running TD (`vcpus` vCPUs in the guest, `pages` private pages, HKID assigned); one
     step per operation of `ops` on the page at GPA `gpa`, issued from the host LP.
-    The real sequence is 6.16 `tdx_sept_remove_private_spte` (contention.md §5)."""
+    The real sequence is 6.16 `tdx_sept_remove_private_spte` ([K616])."""
 
     def __init__(self, ops=KVM_REMOVAL, *, vcpus: int = 2, gpa: int = 0x1000):
         self.ops = _parse_ops(ops, REMOVAL_OPS, "operation")

@@ -20,7 +20,7 @@ class TdLifeSource:
     """A TD built with KVM's ioctls and torn down under `strategy`, one SEAMCALL per step.
 
     `phases` = ("build", "teardown") steps both; ("teardown",) builds first and steps only
-    the teardown (`RunningTd.teardown`'s order, teardown.md §1.2)."""
+    the teardown (`RunningTd.teardown`'s order, `tdxedu.kvm.teardown`)."""
 
     def __init__(self, memory="64K", vcpus: int = 2, strategy: str = "v6.16", *,
                  phases: tuple[str, ...] = ("build", "teardown"), packages: int = 1):

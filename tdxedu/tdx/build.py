@@ -1,15 +1,16 @@
 """SEAMCALLs that build a TD: create it, configure its key, add control pages, initialise,
 add vCPUs, add initial memory and S-EPT pages, measure, finalise, and AUG at runtime.
 
-Lifecycle/op-state rules: reference/teardown.md §3.1 and §1.3; S-EPT states: contention.md
-§4.1; PAMT type and owner per handler: dpamt.md §1.2 (module 1.5.01 `tdh_mng_create.c`,
-`tdh_mng_add_cx.c`, `tdh_mem_page_add.c`, `tdh_mem_page_aug.c`, `tdh_mem_sept_add.c`).
+Lifecycle and op-state rules, S-EPT states, PAMT type and owner per handler: [M15] (module
+1.5.01 `tdh_mng_create.c`, `tdh_mng_add_cx.c`, `tdh_mem_page_add.c`, `tdh_mem_page_aug.c`,
+`tdh_mem_sept_add.c`, `include/auto_gen/sept_state_lookup.c`, `pamt_manager.h`).
 """
 
 from __future__ import annotations
 
 from . import status as st
 from .core import IN_SEAMCALL, Call, Result
+from .leaves import Leaf
 from .pamt import PT_EPT, PT_REG, PT_TDCX, PT_TDR, PT_TDVPR, PageType
 from .sept import AUG_ALLOWED, SEPT_FREE, SEPT_MAPPED, SEPT_PENDING, SeptState
 from .td import (
@@ -17,7 +18,6 @@ from .td import (
     HKID_FREE,
     OP_INITIALIZED,
     OP_RUNNABLE,
-    OP_UNINITIALIZED,
     TD_HKID_ASSIGNED,
     TD_KEYS_CONFIGURED,
     VCPU_READY,
@@ -29,7 +29,7 @@ from .td import (
 
 RCX, RDX, R8 = st.TDX_OPERAND_ID_RCX, st.TDX_OPERAND_ID_RDX, st.TDX_OPERAND_ID_R8
 OK = st.TDX_SUCCESS
-SEPT_ROOT_PAGE_INDEX = 3  # TDCS page 3 is the S-EPT root (teardown.md §1.2)
+SEPT_ROOT_PAGE_INDEX = 3  # TDCS page 3 is the S-EPT root ([M15] `td_control_structures.h`)
 
 
 class BuildMixin:
@@ -76,6 +76,8 @@ class BuildMixin:
             td, err = self._lock_tdr(call, tdr, RCX, exclusive=True)
             if err:
                 return Result("TDH.MNG.KEY.CONFIG", err)
+            if td.fatal:  # module 1.5 `tdh_mng_key_config.c`: FATAL before the lifecycle
+                return Result("TDH.MNG.KEY.CONFIG", st.TDX_TD_FATAL)
             if td.lifecycle != TD_HKID_ASSIGNED:
                 return Result("TDH.MNG.KEY.CONFIG", st.TDX_LIFECYCLE_STATE_INCORRECT)
             pkg = self.package_of(lp)
@@ -96,6 +98,8 @@ class BuildMixin:
             td, err = self._lock_tdr(call, tdr, RDX, exclusive=True)
             if err:
                 return Result("TDH.MNG.ADDCX", err)
+            if td.fatal:
+                return Result("TDH.MNG.ADDCX", st.TDX_TD_FATAL)
             if td.lifecycle != TD_KEYS_CONFIGURED:
                 return Result("TDH.MNG.ADDCX", st.TDX_TD_KEYS_NOT_CONFIGURED)
             if len(td.tdcx_pa) >= self.tdcs_pages:
@@ -119,12 +123,10 @@ class BuildMixin:
             td, err = self._lock_tdr(call, tdr, RCX, exclusive=True)
             if err:
                 return Result("TDH.MNG.INIT", err)
-            if td.lifecycle != TD_KEYS_CONFIGURED:
-                return Result("TDH.MNG.INIT", st.TDX_TD_KEYS_NOT_CONFIGURED)
-            if td.tdcs is None:
-                return Result("TDH.MNG.INIT", st.TDX_TDCS_NOT_ALLOCATED)
-            if td.tdcs.op_state != OP_UNINITIALIZED:
-                return Result("TDH.MNG.INIT", st.TDX_OP_STATE_INCORRECT)
+            # check_state_map_tdcs_and_lock(TDX_LOCK_NO_LOCK): the TDR is held exclusively.
+            err = self._td_state_error(call, td, Leaf.TDH_MNG_INIT, lock_op_state=False)
+            if err:
+                return Result("TDH.MNG.INIT", err)
             yield IN_SEAMCALL
             td.tdcs.op_state = OP_INITIALIZED
             return Result("TDH.MNG.INIT", OK)
@@ -138,7 +140,7 @@ class BuildMixin:
             td, err = self._lock_tdr(call, tdr, RDX)
             if err:
                 return Result("TDH.VP.CREATE", err)
-            err = self._td_state_error(call, td, (OP_INITIALIZED,))
+            err = self._td_state_error(call, td, Leaf.TDH_VP_CREATE)
             if err:
                 return Result("TDH.VP.CREATE", err)
             err = self._new_page_error(call, tdvpr, RCX)
@@ -159,6 +161,9 @@ class BuildMixin:
             vp, err = self._lock_vcpu(call, tdvpr, RDX, exclusive=True)
             if err:
                 return Result("TDH.VP.ADDCX", err)
+            err = self._td_state_error(call, vp.td, Leaf.TDH_VP_ADDCX)
+            if err:
+                return Result("TDH.VP.ADDCX", err)
             if vp.state != VCPU_UNINITIALIZED:
                 return Result("TDH.VP.ADDCX", st.TDX_VCPU_STATE_INCORRECT)
             if len(vp.tdcx_pa) >= self.tdcx_per_vcpu:
@@ -177,18 +182,19 @@ class BuildMixin:
     def _h_tdh_vp_init(self, tdvpr: int, initial_rcx: int = 0, x2apicid: int = 0, *,
                        lp: int):
         """Initialises the vCPU and associates it with this LP (`associate_vcpu_initial`,
-        teardown.md §5.1): from here on only TDH.VP.FLUSH on this LP can undo that."""
+        [M15]): from here on only TDH.VP.FLUSH on this LP can undo that."""
         call = Call(f"TDH.VP.INIT@LP{lp}")
         try:
             vp, err = self._lock_vcpu(call, tdvpr, RCX, exclusive=True)
             if err:
                 return Result("TDH.VP.INIT", err)
+            err = self._td_state_error(call, vp.td, Leaf.TDH_VP_INIT)
+            if err:
+                return Result("TDH.VP.INIT", err)
+            if len(vp.tdcx_pa) != self.tdcx_per_vcpu:  # map_tdvps, before the vCPU state
+                return Result("TDH.VP.INIT", st.TDX_TDCX_NUM_INCORRECT)
             if vp.state != VCPU_UNINITIALIZED:
                 return Result("TDH.VP.INIT", st.TDX_VCPU_STATE_INCORRECT)
-            if len(vp.tdcx_pa) != self.tdcx_per_vcpu:
-                return Result("TDH.VP.INIT", st.TDX_TDCX_NUM_INCORRECT)
-            if vp.assoc_lpid not in (-1, lp):
-                return Result("TDH.VP.INIT", st.TDX_VCPU_ASSOCIATED)
             yield IN_SEAMCALL
             self._associate(vp, lp)
             vp.state = VCPU_READY
@@ -206,7 +212,7 @@ class BuildMixin:
         call = Call(f"TDH.MEM.SEPT.ADD@LP{lp}")
         try:
             td, entry, err = self._lock_sept_entry(
-                call, tdr, gpa, level, (OP_INITIALIZED, OP_RUNNABLE), (1, 2, 3),
+                call, tdr, gpa, level, Leaf.TDH_MEM_SEPT_ADD, (1, 2, 3),
                 tree_exclusive=False)
             if err:
                 return Result("TDH.MEM.SEPT.ADD", err)
@@ -230,7 +236,7 @@ class BuildMixin:
             td, err = self._lock_tdr(call, tdr, RDX, exclusive=True)
             if err:
                 return Result("TDH.MEM.PAGE.ADD", err)
-            err = self._td_state_error(call, td, (OP_INITIALIZED,))
+            err = self._td_state_error(call, td, Leaf.TDH_MEM_PAGE_ADD, lock_op_state=False)
             if err:
                 return Result("TDH.MEM.PAGE.ADD", err)
             err = self._gpa_error(gpa, 0)
@@ -258,7 +264,7 @@ class BuildMixin:
             td, err = self._lock_tdr(call, tdr, RDX, exclusive=True)
             if err:
                 return Result("TDH.MR.EXTEND", err)
-            err = self._td_state_error(call, td, (OP_INITIALIZED,))
+            err = self._td_state_error(call, td, Leaf.TDH_MR_EXTEND, lock_op_state=False)
             if err:
                 return Result("TDH.MR.EXTEND", err)
             if gpa < 0 or gpa % 256 or self._gpa_error(gpa & ~0xFFF, 0):
@@ -279,7 +285,7 @@ class BuildMixin:
             td, err = self._lock_tdr(call, tdr, RCX, exclusive=True)
             if err:
                 return Result("TDH.MR.FINALIZE", err)
-            err = self._td_state_error(call, td, (OP_INITIALIZED,))
+            err = self._td_state_error(call, td, Leaf.TDH_MR_FINALIZE, lock_op_state=False)
             if err:
                 return Result("TDH.MR.FINALIZE", err)
             yield IN_SEAMCALL
@@ -293,13 +299,13 @@ class BuildMixin:
         call = Call(f"TDH.MEM.PAGE.AUG@LP{lp}")
         try:
             levels = (0, 1) if self.huge_pages else (0,)
-            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, (OP_RUNNABLE,),
+            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, Leaf.TDH_MEM_PAGE_AUG,
                                                    levels, tree_exclusive=False)
             if err:
                 return Result("TDH.MEM.PAGE.AUG", err)
             if entry.state not in AUG_ALLOWED:
                 return Result("TDH.MEM.PAGE.AUG", st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX)
-            if level == 1:  # a 2 MB leaf: PAMT_2M only, no PAMT_4K pair (dpamt.md §2.6)
+            if level == 1:  # a 2 MB leaf: PAMT_2M only, no PAMT_4K pair ([SEAN-V5-29])
                 err = self._new_2m_page_error(call, page, R8)
             else:
                 err = self._new_page_error(call, page, R8)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..trace import Preempt, Trace
 from . import status as st
+from .opstate import ALLOWED as OP_STATE_ALLOWED
 from .pamt import KEYID_SHIFT, PAGE_SIZE, PT_NDA, PT_TDR, PT_TDVPR
 from .sept import ANY_BLOCKED, GPAW, LEVEL_SIZES, SHARED_BIT
 from .status import Status
@@ -31,7 +32,7 @@ class Result:
         self.r8 = r8
         self.exit_reason = exit_reason
         # Dynamic PAMT: bit 62 of RAX (PAMT_REMOVAL_HINT, module 2.0 `pamt_manager.h`) on a
-        # successful removal that left its 2 MB range with no 4K page in use (dpamt.md §2.2).
+        # successful removal that left its 2 MB range with no 4K page in use ([M20], [V2-CL]).
         # Kept apart from `status` so the completion code reads as the kernel's macro.
         self.pamt_removal_hint = False
 
@@ -172,36 +173,40 @@ class CoreMixin:
         if err:
             return None, err
         vp = self.vcpus[tdvpr_pa]
-        # The vCPU's TD is locked implicitly, shared (contention.md §3).
+        # The vCPU's TD is locked implicitly, shared ([M15] `tdh_vp_enter.c`).
         td_lock = self.pamt.entry(vp.td.pa >> 12).lock
         if not call.shared(td_lock):
             return None, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_TDR
         return vp, None
 
-    def _td_state_error(self, call: Call, td, op_states) -> Status | None:
-        """`check_state_map_tdcs_and_lock` (teardown.md §1.3): not fatal, keys configured,
-        TDCS allocated, OP_STATE lock shared, op-state allowed for this leaf. The order is the
-        module's `check_td_in_correct_build_state` (module 1.5 `src/common/helpers/helpers.c`):
-        FATAL is tested before the lifecycle."""
+    def _td_state_error(self, call: Call, td, leaf, lock_op_state: bool = True) -> Status | None:
+        """`check_state_map_tdcs_and_lock` (module 1.5 `src/common/helpers/helpers.c`), in its
+        order. `check_td_in_correct_build_state`: FATAL (TD_FATAL), lifecycle not
+        TD_KEYS_CONFIGURED (TD_KEYS_NOT_CONFIGURED), fewer than MIN_NUM_TDCS_PAGES TDCS pages
+        (TDCS_NOT_ALLOCATED); then the OP_STATE lock shared (BUSY | OP_STATE) unless the leaf
+        passes TDX_LOCK_NO_LOCK (the leaves that hold the TDR exclusively: MNG.INIT,
+        PAGE.ADD, MR.EXTEND, MR.FINALIZE); then the leaf's row of the module's op-state table
+        (`tdx.opstate`, `op_state_lookup.c`) -> OP_STATE_INCORRECT. `leaf` is a `Leaf`."""
         if td.fatal:
             return st.TDX_TD_FATAL
         if td.lifecycle != TD_KEYS_CONFIGURED:
             return st.TDX_TD_KEYS_NOT_CONFIGURED
-        if td.tdcs is None:
+        tdcs = td.tdcs
+        if tdcs is None:
             return st.TDX_TDCS_NOT_ALLOCATED
-        if not call.shared(td.tdcs.op_state_lock):
+        if lock_op_state and not call.shared(tdcs.op_state_lock):
             return st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_OP_STATE
-        if td.tdcs.op_state not in op_states:
+        if tdcs.op_state not in OP_STATE_ALLOWED[leaf]:
             return st.TDX_OP_STATE_INCORRECT
         return None
 
-    def _lock_sept_entry(self, call: Call, tdr: int, gpa: int, level: int, op_states,
+    def _lock_sept_entry(self, call: Call, tdr: int, gpa: int, level: int, leaf,
                          levels, tree_exclusive: bool):
         """The prologue the memory-management handlers share: lock the TDR (RDX) shared, check
         the TD state, check GPA | level (RCX), take the S-EPT tree lock shared or exclusive,
         walk to the entry and take its host lock. Returns (td, entry, None) or
         (None, None, Status) with the status of the first check that failed
-        (contention.md §3 "S-EPT tree" and "S-EPT entry" columns; module 1.5.01
+        ([M15], tabulated in [Y-RFC]: the S-EPT tree and entry locks; module 1.5.01
         `tdh_mem_range_block.c`, `tdh_mem_page_remove.c`, `tdh_mem_page_aug.c`, ...).
         The walk is `secure_ept_walk` (module 1.5, niooss-ledger/tdx-module @0ea5e5f9
         `src/common/memory_handlers/sept_manager.c`, via `lock_sept_check_and_walk_private_gpa`
@@ -211,7 +216,7 @@ class CoreMixin:
         td, err = self._lock_tdr(call, tdr, st.TDX_OPERAND_ID_RDX)
         if err:
             return None, None, err
-        err = self._td_state_error(call, td, op_states)
+        err = self._td_state_error(call, td, leaf)
         if err:
             return None, None, err
         err = self._gpa_error(gpa, level, leaf_levels=levels)
@@ -230,7 +235,7 @@ class CoreMixin:
     @staticmethod
     def _tracking_error(tdcs, entry, bepoch: int) -> Status | None:
         """In a running TD a removal needs the entry blocked and its block epoch tracked
-        (`is_tlb_tracked`, contention.md §4.1 and §5); before TDH.MR.FINALIZE neither."""
+        (`is_tlb_tracked`, [M15] `helpers.h`); before TDH.MR.FINALIZE neither."""
         if tdcs.op_state != OP_RUNNABLE:
             return None
         if entry.state not in ANY_BLOCKED:

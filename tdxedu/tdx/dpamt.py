@@ -2,7 +2,7 @@
 the two SEAMCALLs that install and remove them.
 
 With `TdxModule(dynamic_pamt=True)` the PAMT_4K array is gone (only a bitmap of PAMT pages
-remains, `Pamt.pamt_pages`); each 2 MB range's PAMT_2M entry is one of (dpamt.md §2.1, §6):
+remains, `Pamt.pamt_pages`); each 2 MB range's PAMT_2M entry is one of ([M20], [V6-02]):
 
 * ``PT_NDA``  -- no PAMT_4K: no 4K page of the range can be given to a TD;
 * ``PT_PAMT`` -- a node naming two host pages holding the range's 512 16-byte PAMT_4K entries;
@@ -10,7 +10,8 @@ remains, `Pamt.pamt_pages`); each 2 MB range's PAMT_2M entry is one of (dpamt.md
 
 Rules modelled, with sources:
 
-* TDH.PHYMEM.PAMT.ADD (leaf 58; module 2.0 `tdh_phymem_pamt_add.c`, dpamt.md §2.2): DPAMT off
+* TDH.PHYMEM.PAMT.ADD (leaf 58, [V6-03]; module 2.0 `tdh_phymem_pamt_add.c`, [M20-PAMT-ADD]): DPAMT
+off
   -> OPERAND_INVALID | RAX; RCX must be a 2 MB-aligned HPA with level 2M (1), no KeyID and no
   reserved bits -> else OPERAND_INVALID | RCX; each PAMT page 4K-aligned without KeyID
   (OPERAND_INVALID | RDX / R8) and inside a TDMR (ADDR_RANGE_ERROR | RDX / R8); the range inside
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 from . import status as st
 from .core import IN_SEAMCALL, Call, Result
+from .leaves import Leaf
 from .pamt import KEYID_SHIFT, PAGE_2M, PAGE_SIZE, PageType
 from .sept import SeptEntry, SeptState
 from .td import OpState
@@ -259,7 +261,7 @@ class DpamtMixin:
         call = Call(f"{leaf}@LP{lp}")
         try:
             td, entry, err = self._lock_sept_entry(
-                call, tdr, gpa, level, (OpState.INITIALIZED, OpState.RUNNABLE),
+                call, tdr, gpa, level, Leaf.TDH_MEM_PAGE_DEMOTE,
                 (1,) if self.huge_pages else (), tree_exclusive=True)
             if err:
                 return Result(leaf, err)
@@ -314,7 +316,7 @@ class DpamtMixin:
         call = Call(f"{leaf}@LP{lp}")
         try:
             td, entry, err = self._lock_sept_entry(
-                call, tdr, gpa, level, (OpState.INITIALIZED, OpState.RUNNABLE),
+                call, tdr, gpa, level, Leaf.TDH_MEM_PAGE_PROMOTE,
                 (1,) if self.huge_pages else (), tree_exclusive=True)
             if err:
                 return Result(leaf, err)

@@ -2,8 +2,9 @@
 
 ACCEPT walks the S-EPT without the tree lock and takes only the entry's *guest* lock; a host
 SEAMCALL that lost the entry sets host priority, so the guest then gets
-TDX_OPERAND_BUSY_HOST_PRIORITY until the host wins (reference/contention.md §2.3, §3, §4.1;
-module 1.5.01 `src/td_dispatcher/vm_exits/tdg_mem_page_accept.c`).
+TDX_OPERAND_BUSY_HOST_PRIORITY until the host wins ([M15]: module 1.5.01
+`src/common/helpers/tdx_locks.h`,
+`src/td_dispatcher/vm_exits/tdg_mem_page_accept.c`; the lock table in [Y-RFC]).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class GuestMixin:
             return self._accept_violation(vp, gpa)
         entry = sept.walk(gpa, level)
         # (2) The entry's guest-side lock, *before* its state is looked at: BUSY if held,
-        # BUSY_HOST_PRIORITY if a host SEAMCALL lost the entry since (contention.md §2.3).
+        # BUSY_HOST_PRIORITY if a host SEAMCALL lost the entry since ([M15] `tdx_locks.h`).
         who = f"{leaf}@LP{lp}"
         got = entry.lock.try_guest(who)
         if got == "busy":
@@ -68,6 +69,7 @@ class GuestMixin:
 
     def _accept_violation(self, vp, gpa: int) -> Result:
         """Not mapped yet (or blocked): an EPT-violation TD exit to the host, no error to the
-        guest; this is how an ACCEPT makes KVM run TDH.MEM.PAGE.AUG (contention.md §4.1)."""
+        guest; this is how an ACCEPT makes KVM run TDH.MEM.PAGE.AUG ([M15]
+        `tdg_mem_page_accept.c`)."""
         self._leave_guest(vp)
         return Result("TDG.MEM.PAGE.ACCEPT", OK, rcx=gpa, exit_reason="EPT_VIOLATION")

@@ -1,8 +1,8 @@
 """SEAMCALL and TDCALL leaf numbers.
 
 Bits 15:0 of RAX select the leaf, bits 23:16 its version (the kernel issues TDH.VP.INIT as
-version 1). Source: reference/teardown.md §4.1 (kernel `arch/x86/virt/vmx/tdx/tdx.h`, module
-1.5.01 `include/tdx_api_defs.h`); PAMT.ADD/REMOVE: reference/dpamt.md §2.2 (DPAMT series v6).
+version 1). Source: [K-LEAF] (kernel `arch/x86/virt/vmx/tdx/tdx.h`), [M15] (module 1.5.01
+`include/tdx_api_defs.h`); PAMT.ADD/REMOVE: [V6-03] (Dynamic PAMT series v6).
 """
 
 from enum import IntEnum
@@ -67,13 +67,13 @@ class Leaf(IntEnum):
 
 
 class TdcallLeaf(IntEnum):
-    """Guest-side TDCALL leaves we model (contention.md §3, §4.1)."""
+    """Guest-side TDCALL leaves we model ([M15] `include/tdx_api_defs.h`)."""
 
     TDG_MEM_PAGE_ACCEPT = 6
     TDG_MEM_PAGE_ATTR_RD = 23
     TDG_MEM_PAGE_ATTR_WR = 24
 
 
-# TDH.PHYMEM.CACHE.WB's RCX (teardown.md §3.3)
+# TDH.PHYMEM.CACHE.WB's RCX ([M15] `tdh_phymem_cache_wb.c`)
 TDH_PHYMEM_CACHEWB_START_CMD = 0
 TDH_PHYMEM_CACHEWB_RESUME_CMD = 1

@@ -1,7 +1,7 @@
 """The TDX module's try-locks: one atomic attempt, never a wait.
 
 A failed acquisition makes the SEAMCALL unwind and return TDX_OPERAND_BUSY with the operand id
-of the resource (reference/contention.md §2, module 1.5.01 `src/common/helpers/tdx_locks.h`).
+of the resource ([M15], module 1.5.01 `src/common/helpers/tdx_locks.h`).
 Holders are recorded by name so a lesson can show *who* holds what.
 """
 
@@ -46,7 +46,7 @@ class SharexLock:
 
 
 class SharexHpLock(SharexLock):
-    """Sharex lock with a host-priority bit (TDCS OP_STATE, PAMT entries; contention.md §2.2).
+    """Sharex lock with a host-priority bit (TDCS OP_STATE, PAMT entries; [M15] `tdx_locks.h`).
 
     A failed host (SEAMCALL) attempt sets the bit; while it is set, guest (TDCALL) attempts
     fail with TDX_OPERAND_BUSY_HOST_PRIORITY; the next successful host acquire clears it.
@@ -90,7 +90,7 @@ class EntryLock:
     Host acquire: set TDEL; if it was set, also set TDHP and fail (BUSY). Success clears TDHP.
     Guest acquire: fail if TDEL was set (BUSY); if acquired while TDHP is set, release and fail
     with BUSY_HOST_PRIORITY. So after a host loses once, guests back off until the host wins,
-    which is why KVM's single retry after kicking vCPUs is expected to succeed (§2.3).
+    which is why KVM's single retry after kicking vCPUs is expected to succeed ([Y4]).
     """
 
     __slots__ = ("holder", "tdhp")

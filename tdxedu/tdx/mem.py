@@ -1,8 +1,8 @@
 """SEAMCALLs that take private memory away from a running TD: BLOCK, TRACK, REMOVE.
 
-The protocol (reference/contention.md §5): RANGE.BLOCK records the TD epoch as the page's
+The protocol ([M15] `tdh_mem_track.c`, `helpers.c`): RANGE.BLOCK records the TD epoch as the page's
 BEPOCH; MEM.TRACK advances the epoch; once every vCPU that entered in the block epoch has
-exited, PAGE.REMOVE may free the entry. Locks per call: contention.md §3 (BLOCK takes the
+exited, PAGE.REMOVE may free the entry. Locks per call: [M15], tabulated in [Y-RFC] (BLOCK takes the
 S-EPT tree exclusively; REMOVE shared; both take the entry's host lock).
 Module 1.5.01 `tdh_mem_range_block.c`, `tdh_mem_track.c`, `tdh_mem_page_remove.c`,
 `tdh_mem_range_unblock.c`, `tdh_mem_sept_remove.c`.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from . import status as st
 from .core import IN_SEAMCALL, Call, Result
+from .leaves import Leaf
 from .pamt import PT_NDA, PT_REG
 from .sept import (
     ANY_BLOCKED,
@@ -22,12 +23,11 @@ from .sept import (
     SEPT_LEVELS,
     UNBLOCK_RESULT,
 )
-from .td import OP_INITIALIZED, OP_RUNNABLE
+from .td import OP_RUNNABLE
 
 RCX = st.TDX_OPERAND_ID_RCX
 RDX = st.TDX_OPERAND_ID_RDX
 OK = st.TDX_SUCCESS
-LIVE = (OP_INITIALIZED, OP_RUNNABLE)
 # RANGE.BLOCK and RANGE.UNBLOCK accept levels LVL_PT..EPTP.ept_pwl (module 1.5,
 # niooss-ledger/tdx-module @0ea5e5f9 `src/vmm_dispatcher/api_calls/tdh_mem_range_block.c`,
 # `tdh_mem_range_unblock.c`, `verify_page_info_input`): 0..3 with our 4-level S-EPT, so a
@@ -42,7 +42,8 @@ class MemMixin:
         leaf = "TDH.MEM.RANGE.BLOCK"
         call = Call(f"{leaf}@LP{lp}")
         try:
-            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, LIVE, BLOCK_LEVELS,
+            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level,
+                                                   Leaf.TDH_MEM_RANGE_BLOCK, BLOCK_LEVELS,
                                                    tree_exclusive=True)
             if err:
                 return Result(leaf, err)
@@ -63,7 +64,8 @@ class MemMixin:
         leaf = "TDH.MEM.RANGE.UNBLOCK"
         call = Call(f"{leaf}@LP{lp}")
         try:
-            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, LIVE, BLOCK_LEVELS,
+            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level,
+                                                   Leaf.TDH_MEM_RANGE_UNBLOCK, BLOCK_LEVELS,
                                                    tree_exclusive=True)
             if err:
                 return Result(leaf, err)
@@ -87,7 +89,7 @@ class MemMixin:
             td, err = self._lock_tdr(call, tdr, RCX)
             if err:
                 return Result(leaf, err)
-            err = self._td_state_error(call, td, LIVE)
+            err = self._td_state_error(call, td, Leaf.TDH_MEM_TRACK)
             if err:
                 return Result(leaf, err)
             tdcs = td.tdcs
@@ -108,7 +110,8 @@ class MemMixin:
         try:
             # verify_page_info_input(LVL_PT, LVL_PDPT): levels 4K..1G (module 1.5
             # `tdh_mem_page_remove.c`); a non-leaf there is EPT_ENTRY_STATE_INCORRECT below.
-            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, LIVE, (0, 1, 2),
+            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level,
+                                                   Leaf.TDH_MEM_PAGE_REMOVE, (0, 1, 2),
                                                    tree_exclusive=False)
             if err:
                 return Result(leaf, err)
@@ -138,7 +141,8 @@ class MemMixin:
         leaf = "TDH.MEM.SEPT.REMOVE"
         call = Call(f"{leaf}@LP{lp}")
         try:
-            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level, LIVE, (1, 2, 3),
+            td, entry, err = self._lock_sept_entry(call, tdr, gpa, level,
+                                                   Leaf.TDH_MEM_SEPT_REMOVE, (1, 2, 3),
                                                    tree_exclusive=True)
             if err:
                 return Result(leaf, err)

@@ -228,14 +228,15 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
                           (("pa_with_keyid", "PA with the KeyID in its upper bits"),))
 
     def tdh_phymem_page_wbinvd_hkid(self, hkid: int, page: int, *, lp: int = 0) -> Result:
-        """Kernel wrapper: WBINVD a page under a TD's private HKID (teardown.md §1.2 step 4)."""
+        """Kernel wrapper: WBINVD a page under a TD's private HKID ([K616])."""
         if type(hkid) is not int or type(page) is not int:
             need_int("tdh_phymem_page_wbinvd_hkid", "hkid", hkid, "host KeyID")
             need_int("tdh_phymem_page_wbinvd_hkid", "page", page, "page PA")
         return self.tdh_phymem_page_wbinvd(page | hkid << KEYID_SHIFT, lp=lp)
 
     def tdh_phymem_page_wbinvd_tdr(self, td: int, *, lp: int = 0) -> Result:
-        """Kernel wrapper: WBINVD the TDR under the global TDX KeyID (teardown.md §1.2)."""
+        """Kernel wrapper: WBINVD the TDR under the global TDX KeyID ([K616]
+        `tdx_reclaim_td_control_pages`)."""
         need_int("tdh_phymem_page_wbinvd_tdr", "td", td, "TDR PA")
         return self.tdh_phymem_page_wbinvd(td | self.global_keyid << KEYID_SHIFT, lp=lp)
 
@@ -244,7 +245,7 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
                             lp: int = 0) -> Result:
         """TDH.PHYMEM.PAMT.ADD: cover the 2 MB range at `hpa_2m` with PAMT_4K held in two
         host pages (they need not be contiguous). The kernel wrapper puts `hpa | TDX_PS_2M`
-        in RCX (dpamt.md §2.2, [V6-03])."""
+        in RCX ([V6-03])."""
         return self._call("tdh_phymem_pamt_add", lp, (hpa_2m, pamt_page0, pamt_page1),
                           (("hpa_2m", "2 MB-aligned HPA"), ("pamt_page0", "page PA"),
                            ("pamt_page1", "page PA")))
@@ -283,7 +284,7 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
         A memory leaf's RCX is `page_info_api_input_t`: level in bits 2:0, GPA in 51:12, bits
         11:3 and 63:52 reserved (must be zero, checked by `verify_page_info_input` inside the
         handler, so at the handler's point in the order: OPERAND_INVALID | RCX).
-        TDH.MNG.KEY.RECLAIMID is a no-op that returns TDX_SUCCESS (teardown.md §3.3).
+        TDH.MNG.KEY.RECLAIMID is a no-op that returns TDX_SUCCESS ([M15] `tdh_mng_key_reclaimid.c`).
         Leaves this model does not implement (TDH.MNG.RD/WR, TDH.SYS.*, migration, ...) return
         TDX_OPERAND_INVALID | OPERAND_ID_RAX too; so do TDH.PHYMEM.PAMT.ADD/REMOVE (58/59) from
         their own handlers when Dynamic PAMT is off (module 2.0 `tdh_phymem_pamt_add.c`).

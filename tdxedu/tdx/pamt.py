@@ -3,8 +3,8 @@
 The Physical Address Metadata Table has one entry per page the module may use: its page type,
 its owner (the TDR of the TD that holds it) and BEPOCH, the TD epoch at which a blocked page was
 blocked. Every entry is also a host-priority try-lock, which is how the module locks the TDR,
-a TDVPR or a single physical page (reference/dpamt.md §1.2; module 1.5.01
-`src/common/memory_handlers/pamt_manager.h`; contention.md §2.2).
+a TDVPR or a single physical page ([M15-PAMT]: module 1.5.01
+`src/common/memory_handlers/pamt_manager.h`; the lock kinds: [M15] `tdx_locks.h`).
 
 Entries are created on first use; a page with no entry is PT_NDA.
 """
@@ -25,7 +25,8 @@ PA_MASK = (1 << KEYID_SHIFT) - 1
 
 
 class PageType(IntEnum):
-    """PAMT page types (dpamt.md §1.2; 2 unused, 7 reserved; PT_PAMT only with Dynamic PAMT)."""
+    """PAMT page types ([M15-PAMT]; 2 unused, 7 reserved; PT_PAMT, [M20], only with Dynamic
+    PAMT)."""
 
     PT_NDA = 0
     PT_RSVD = 1
@@ -57,10 +58,10 @@ class PamtEntry:
 
 
 class Pamt2MEntry:
-    """A PAMT_2M entry as Dynamic PAMT sees it (module 2.0 `pamt_manager.h`, dpamt.md §2.1,
-    §6): PT_NDA (no PAMT_4K for this range), PT_PAMT (a non-leaf node naming the two host pages
-    that hold the range's 512 PAMT_4K entries) or a 2 MB leaf (PT_REG, owner = TDR). Its lock
-    is the 2 MB-granular lock PAMT.ADD/REMOVE take exclusively (dpamt.md §2.5, [V3-CL])."""
+    """A PAMT_2M entry as Dynamic PAMT sees it (module 2.0 `pamt_manager.h`, [M20]): PT_NDA
+    (no PAMT_4K for this range), PT_PAMT (a non-leaf node naming the two host pages that hold
+    the range's 512 PAMT_4K entries) or a 2 MB leaf (PT_REG, owner = TDR). Its lock is the
+    2 MB-granular lock PAMT.ADD/REMOVE take exclusively ([M20-PAMT-ADD], [V3-CL])."""
 
     __slots__ = ("index", "pt", "owner", "page0", "page1", "bepoch", "lock")
 
@@ -85,7 +86,7 @@ class Pamt:
 
     `ranges` holds the PAMT_2M entries that are not plain PT_NDA (2 MB leaves, and with Dynamic
     PAMT the PT_PAMT nodes); `pamt_pages` is the Dynamic PAMT PAMT_PAGE_BITMAP, as the set of
-    pfns currently used as PAMT_4K pages (dpamt.md §2.1)."""
+    pfns currently used as PAMT_4K pages ([V6-02], [M20-PAMT-ADD])."""
 
     def __init__(self, base: int, size: int, reserved: tuple[int, ...] = ()):
         if base % PAGE_2M or size % PAGE_2M or size <= 0:
@@ -124,7 +125,7 @@ class Pamt:
 
     def pages_in_use_4k(self, pa: int) -> int:
         """How many 4K pages of `pa`'s 2 MB range are assigned (the count a PT_PAMT node keeps,
-        dpamt.md §2.1; module 2.0 `pamt_manager.h` 10-bit page count)."""
+        [M20]: module 2.0 `pamt_manager.h`, a 10-bit page count)."""
         first = (pa >> 21) << 9
         n = 0
         for pfn in range(first, first + 512):

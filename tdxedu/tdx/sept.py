@@ -1,12 +1,13 @@
 """The Secure EPT: the TD's private GPA -> HPA tree, owned by the TDX module.
 
 Entry states and which SEAMCALL may move an entry from which state come from the module's
-generated tables (reference/contention.md §4 and §4.1; module 1.5.01
+generated tables ([M15]: module 1.5.01
 `include/auto_gen/sept_state_lookup.c`). We model the states a KVM host reaches (live
 migration states are listed for completeness but never produced).
 
 Levels follow the module: 0 = 4 KiB entry, 1 = 2 MiB, 2 = 1 GiB, 3 = 512 GiB. With a 4-level
-S-EPT the root page (TDCS page 3, SEPT_ROOT_PAGE_INDEX; teardown.md §1.2) holds the level-3
+S-EPT the root page (TDCS page 3, SEPT_ROOT_PAGE_INDEX in [M15] `td_control_structures.h`) holds
+the level-3
 entries; TDH.MEM.SEPT.ADD at level L turns the level-L entry into a non-leaf pointing at a new
 page of level L-1 entries.
 """
@@ -36,7 +37,7 @@ def level_size(level: int) -> int:
 
 
 class SeptState(IntEnum):
-    """S-EPT entry states; value = index in the module's table (contention.md §4)."""
+    """S-EPT entry states; value = index in the module's table ([M15] `sept_state_lookup.h`)."""
 
     FREE = 0
     REMOVED = 1
@@ -77,7 +78,7 @@ PENDING_STATES = frozenset(
 )
 LEAF_PRESENT = GUEST_ACCESSIBLE | PENDING_STATES | {S.BLOCKED}
 
-# Allowed source states and results per call (contention.md §4.1).
+# Allowed source states and results per call ([M15] `sept_state_lookup.c`).
 BLOCK_RESULT = {
     S.NL_MAPPED: S.NL_BLOCKED,
     S.MAPPED: S.BLOCKED,

@@ -2,9 +2,8 @@
 
 Bits 63:32 of RAX hold the status class and code, bits 31:0 the details, usually an operand id
 that names the busy or invalid resource. Bit 63 marks an error, bit 62 a non-recoverable one.
-Values: reference/teardown.md §4.2, reference/contention.md §1, reference/dpamt.md §2.3
-(kernel `arch/x86/include/asm/shared/tdx_errno.h`, TDX module 1.5.01
-`include/auto_gen/tdx_error_codes_defs.h`, module 2.0 for the Dynamic PAMT codes).
+Values: [K-ERRNO] (kernel `arch/x86/include/asm/shared/tdx_errno.h`), [M15] (TDX module 1.5.01
+`include/auto_gen/tdx_error_codes_defs.h`), [M20-ERR] (module 2.0, the Dynamic PAMT codes).
 """
 
 from __future__ import annotations
@@ -85,7 +84,7 @@ SOFTWARE_CODES: dict[str, int] = {
 }
 
 # Operand ids (bits 31:0). Kernel names where the kernel defines one (TDX_OPERAND_ID_RCX, _TDR,
-# _SEPT, _TD_EPOCH), the module's OPERAND_ID_* otherwise (contention.md §1, teardown.md §4.2).
+# _SEPT, _TD_EPOCH), the module's OPERAND_ID_* otherwise ([K-ERRNO], [M15]).
 OPERAND_IDS: dict[str, int] = {
     "TDX_OPERAND_ID_RAX": 0x00,  # module OPERAND_ID_RAX: the leaf/version in RAX itself
     "TDX_OPERAND_ID_RCX": 0x01,

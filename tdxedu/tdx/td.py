@@ -3,9 +3,9 @@
 TDR: lifecycle, HKID, fatal flag, child count, TDCX (TDCS page) list, per-package key-config
 bitmap. TDCS: OP_STATE, the TD epoch and its two refcounts, the number of associated vCPUs, the
 S-EPT. TDVPS: the vCPU, its association with a logical processor and its epoch.
-Source: reference/teardown.md §3.1, §3.3 and §5.1 (module 1.5.01
-`src/common/data_structures/td_control_structures.h`, `tdx_global_data.h`);
-contention.md §5 (epochs) and §3.1 (0-step mitigation).
+Source: [M15] (module 1.5.01 `src/common/data_structures/td_control_structures.h`,
+`tdx_global_data.h`; epochs as `tdh_mem_track.c` and `td_exit.c` use them; 0-step mitigation
+as `td_exit_stepping.c` counts it, with the reason for its threshold in [Y-RFC]).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .sept import SecureEpt
 
 
 class Lifecycle(IntEnum):
-    """`td_lifecycle_state_t` (teardown.md §3.1)."""
+    """`td_lifecycle_state_t` ([M15])."""
 
     TD_HKID_ASSIGNED = 0
     TD_KEYS_CONFIGURED = 1
@@ -30,7 +30,7 @@ TD_HKID_ASSIGNED, TD_KEYS_CONFIGURED, TD_BLOCKED, TD_TEARDOWN = Lifecycle
 
 
 class OpState(IntEnum):
-    """TDCS OP_STATE, orthogonal to the lifecycle (teardown.md §3.1; import/export omitted)."""
+    """TDCS OP_STATE, orthogonal to the lifecycle ([M15]; import/export omitted)."""
 
     UNINITIALIZED = 0
     INITIALIZED = 1
@@ -64,7 +64,19 @@ VCPU_UNINITIALIZED, VCPU_READY, VCPU_ACTIVE = VcpuState  # plain names for hot p
 
 
 NO_LP = -1
-STEPPING_EPF_THRESHOLD = 6  # faults at one RIP before 0-step mitigation (contention.md §3.1)
+# TDCS and TDVPS page counts (module 1.5 `src/common/data_structures/td_control_structures.h`,
+# `tdx_tdvps.h`, same in 1.5.01 and 1.5.05): TDH.MNG.ADDCX accepts up to MAX_NUM_TDCS_PAGES;
+# the TDCS exists (OP_STATE readable, TDCS_NOT_ALLOCATED gone) from MIN_NUM_TDCS_PAGES on.
+# A vCPU's TDVPS is its TDVPR plus TDCX pages: TDH.VP.ADDCX stops at MAX_TDVPS_PAGES, and
+# `map_tdvps` (VP.INIT, VP.FLUSH, VP.RD/WR) needs MIN_TDVPS_PAGES (+3 per L2 VM; no L2 VMs
+# here), so 5..14 TDCX pages per vCPU are accepted.
+MIN_NUM_TDCS_PAGES = 6
+MAX_NUM_TDCS_PAGES = 9
+MIN_TDVPS_PAGES = 6
+MAX_TDVPS_PAGES = 15
+MIN_TDCX_PER_VCPU = MIN_TDVPS_PAGES - 1  # the TDVPR is TDVPS page 0
+MAX_TDCX_PER_VCPU = MAX_TDVPS_PAGES - 1
+STEPPING_EPF_THRESHOLD = 6  # faults at one RIP before 0-step mitigation ([M15] [Y-RFC])
 EPF_GPA_LIST_SIZE = 32
 
 
@@ -82,7 +94,7 @@ class Tdcs:
         self.sept = SecureEpt(root_hpa)
 
     def is_tlb_tracked(self, bepoch: int) -> bool:
-        """`is_tlb_tracked` (contention.md §5): every vCPU that ran in the block epoch exited."""
+        """`is_tlb_tracked` ([M15] `helpers.h`): every vCPU that ran in the block epoch exited."""
         if bepoch < self.td_epoch - 1:
             return True
         return bepoch == self.td_epoch - 1 and self.refcount[bepoch & 1] == 0

@@ -1,6 +1,6 @@
 """SEAMCALLs that release a TD's key and give its pages back.
 
-Order enforced by the module (reference/teardown.md §3.1, §3.3; module 1.5.01
+Order enforced by the module ([M15]: module 1.5.01
 `tdh_mng_vpflushdone.c`, `tdh_phymem_cache_wb.c`, `tdh_mng_key_freeid.c`,
 `tdh_phymem_page_reclaim.c`, `tdh_phymem_page_wbinvd.c`):
 VPFLUSHDONE (no vCPU still associated) -> TD_BLOCKED, KOT HKID_FLUSHED;
@@ -169,7 +169,8 @@ class TeardownMixin:
     # TDH.PHYMEM.PAGE.WBINVD ---------------------------------------------------------------
     def _h_tdh_phymem_page_wbinvd(self, pa_with_keyid: int, lp: int):
         """Write back and invalidate one page's cache lines under the KeyID in the PA's upper
-        bits. The page must already be PT_NDA; no lifecycle check (teardown.md §3.3)."""
+        bits. The page must already be PT_NDA; no lifecycle check ([M15]
+        `tdh_phymem_page_wbinvd.c`)."""
         leaf = "TDH.PHYMEM.PAGE.WBINVD"
         if pa_with_keyid < 0 or pa_with_keyid >> 64:
             return Result(leaf, st.TDX_OPERAND_INVALID | RCX)

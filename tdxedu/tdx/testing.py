@@ -5,7 +5,7 @@ vcpus=2, pages=3)` issues TDH.MNG.CREATE, TDH.MNG.KEY.CONFIG on one LP per packa
 TDH.MNG.ADDCX per TDCS page, TDH.MNG.INIT, per vCPU TDH.VP.CREATE / VP.ADDCX / VP.INIT on the
 LP it will run on, S-EPT pages with TDH.MEM.SEPT.ADD, initial pages with TDH.MEM.PAGE.ADD +
 TDH.MR.EXTEND, and TDH.MR.FINALIZE (order: KVM_TDX_INIT_VM, KVM_TDX_INIT_VCPU,
-KVM_TDX_INIT_MEM_REGION, KVM_TDX_FINALIZE_VM; reference/teardown.md §3.2).
+KVM_TDX_INIT_MEM_REGION, KVM_TDX_FINALIZE_VM; [K616]).
 Every step must succeed; a failure raises `BuildError` naming the SEAMCALL and its status.
 """
 

@@ -3,9 +3,9 @@
 VP.ENTER holds the TDR and the TDVPR shared for the whole time the vCPU is in the guest and
 releases them at TD exit; it holds the TD epoch lock only to bump REFCOUNT[epoch & 1]; with
 0-step mitigation active it holds the S-EPT tree exclusively during the entry path only
-(reference/contention.md §3, §3.1, §5; module 1.5.01 `tdh_vp_enter.c`, `td_exit.c`,
+([M15]: module 1.5.01 `tdh_vp_enter.c`, `td_exit.c`,
 `td_exit_stepping.c`). So entry and exit are two observable steps here.
-VP.FLUSH must run on the LP the vCPU is associated with (teardown.md §5.1, `tdh_vp_flush.c`).
+VP.FLUSH must run on the LP the vCPU is associated with ([M15] `tdh_vp_flush.c`).
 """
 
 from __future__ import annotations

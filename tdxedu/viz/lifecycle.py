@@ -2,7 +2,7 @@
 
 Top row: the TDR lifecycle (`td_lifecycle_state_t`) TD_HKID_ASSIGNED -> TD_KEYS_CONFIGURED ->
 TD_BLOCKED -> TD_TEARDOWN, each arrow labelled with the SEAMCALL that moves it
-(reference/teardown.md §3.1, module 1.5.01). Bottom row: TDCS OP_STATE UNINITIALIZED ->
+([M15], module 1.5.01). Bottom row: TDCS OP_STATE UNINITIALIZED ->
 INITIALIZED -> RUNNABLE (TDH.MNG.INIT, TDH.MR.FINALIZE). Dashed boxes at the ends are not
 module states: "no TD" before TDH.MNG.CREATE and "TDR reclaimed" after the TDR page is
 reclaimed. Boxes have gid ``"lifecycle:<NAME>"`` / ``"op_state:<NAME>"``.

@@ -1,5 +1,5 @@
 """The PAMT as a map: one row per 2 MiB range, one pixel column per 4 KiB page, coloured by
-the page type the module records (reference/dpamt.md §1.2; module 1.5.01 `pamt_manager.h`)
+the page type the module records ([M15-PAMT]: module 1.5.01 `pamt_manager.h`)
 or by owner (the TDR the page belongs to).
 
 Dynamic PAMT hook: pass ``dpamt={range_pa: (has_pair, refcount)}`` or let the module provide

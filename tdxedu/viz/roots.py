@@ -4,7 +4,8 @@ reference holder whose length is the number of references it holds.
 Data: `kvm.arch.tdp_mmu_roots` (roots on the list) and `kvm.arch.tdp_mmu_live` (roots not yet
 freed), each a `tdxedu.kvm.tdp_mmu.KvmMmuPage` with `tdp_mmu_root_count`, `refs` (holder ->
 count: "tdp_mmu", "vcpu0.root", "vcpu0.prev1", "tdp_mmu_zap_wq", "iter:<actor>", ...),
-`role` and flags. Source: reference/tdp_mmu_roots.md §5. A red mark flags a root whose holders
+`role` and flags. Reference holders as `tdxedu.kvm.tdp_mmu` models them. A red mark flags a root
+whose holders
 do not add up to its count (the model's explanation disagreeing with the kernel's number).
 """
 

@@ -2,7 +2,7 @@
 
 Rows are S-EPT levels (3 = the root's 512 GiB entries at the top, 0 = 4 KiB leaves at the
 bottom); a non-leaf entry sits above the entries of the table it points to. States and their
-meaning: reference/contention.md §4 (module 1.5.01 `sept_state_lookup.c`).
+meaning: [M15] (module 1.5.01 `sept_state_lookup.c`).
 Each box is a `Rectangle` whose gid is ``"L<level>:<gpa hex>"`` (tests read colours by gid).
 """
 

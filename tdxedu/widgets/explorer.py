@@ -1,6 +1,6 @@
 """`Explorer`: pick a scenario, explore every interleaving, read the verdicts, replay the
 shortest witness of a condition step by step (herd7's Always / Sometimes / Never, with the
-trace that shows it; teaching_ecosystem.md §4.2)."""
+trace that shows it; [HERD7])."""
 
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ the PAMT map showing page pairs and per-2 MiB refcounts.
 
 The source is `TdLifeSource` (KVM's own build and teardown path) on a `RunningTd` built with
 `dynamic_pamt=True` and one of the kernel-side allocation policies of `tdxedu.kvm.pamt`
-(`ALLOC_POLICIES`, dpamt.md §3.1). PAMT.ADD / REMOVE are SEAMCALLs issued by `tdx_pamt_get` /
-`tdx_pamt_put` (dpamt.md §2.4, [V6-05], [V6-06]), so they are Steps like any other.
+(`ALLOC_POLICIES`, [RFC-08] [V3-CL] [V4-CL]). PAMT.ADD / REMOVE are SEAMCALLs issued by
+`tdx_pamt_get` /
+`tdx_pamt_put` ([V6-05], [V6-06]), so they are Steps like any other.
 
 The "dpamt" panel draws `tdxedu.viz.draw_pamt` with its Dynamic PAMT side column (pair
 installed? kernel refcount) and colours the pages the module uses *as* PAMT_4K pages (the

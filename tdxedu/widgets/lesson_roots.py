@@ -49,7 +49,7 @@ def broken_roots_stepper(variant: str = "broken-free-valid-root", *, panels=None
     controls = {"variant": widgets.Dropdown(options=list(BROKEN_CASES), value=variant,
                                             description="variant")}
     return Stepper(lambda variant: broken_source(variant), controls=controls, panels=panels,
-                   title="A broken root policy, caught by the §5.3 invariant checker")
+                   title="A broken root policy, caught by the root invariant checker")
 
 
 # --- the storm plot -------------------------------------------------------------------------

@@ -6,7 +6,8 @@
 
 Pictures are `ipywidgets.Image` widgets whose `.value` (PNG bytes) is replaced on each
 redraw: cheap to send, testable without a browser, and no Output widget to route
-(teaching_ecosystem.md §6, §1.4 item 2). Every callback is guarded: an exception becomes a
+([NBVAL]: output routed through an Output widget is what nbval cannot compare). Every callback is
+guarded: an exception becomes a
 message in the widget (`message.value`), never a traceback.
 """
 

@@ -1,4 +1,4 @@
-"""Random clicks and values for a `Stepper`, shared by the widget tests (issue 7: 1,000 random
+"""Random clicks and values for a `Stepper`, shared by the widget tests (1,000 random
 clicks and values per widget never raise and never show a traceback)."""
 
 from __future__ import annotations

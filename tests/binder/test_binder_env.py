@@ -1,4 +1,4 @@
-"""Binder check (issue 8): a fresh virtual environment built from `binder/` alone (what
+"""Binder check: a fresh virtual environment built from `binder/` alone (what
 repo2docker installs: binder/requirements.txt, whose "." line is this repository) runs every
 lesson notebook to the end.
 

@@ -1,8 +1,8 @@
 """The bulk (numpy) engine agrees exactly with the step engine: per-leaf SEAMCALL counts, kicks,
 pages cleared, final PAMT (type and owner of every page), S-EPT entry states, leaked pages
 (address and reason, in order), KVM_BUG_ONs, HKID state, host pages in use — for every
-teardown strategy (teardown.md §1.2, §6), on seeded random TDs, with and without the
-stale-association fault that makes VPFLUSHDONE fail (§5.3, §6 "Failure rules")."""
+teardown strategy (`tdxedu.kvm.teardown`, [K616]), on seeded random TDs, with and without the
+stale-association fault that makes VPFLUSHDONE fail ([M15] `tdh_mng_vpflushdone.c`)."""
 
 import random
 from collections import Counter
@@ -60,7 +60,7 @@ def test_bulk_equals_step_on_random_tds(strategy, case):
 @pytest.mark.parametrize("strategy", TEARDOWN_POLICIES)
 def test_leak_accounting_matches_when_hkid_release_fails(strategy):
     """VPFLUSHDONE -> TDX_FLUSHVP_NOT_DONE: the HKID stays assigned and every vCPU, S-EPT and
-    control page leaks, each with its reason (teardown.md §6 "Failure rules")."""
+    control page leaks, each with its reason ([K616] `tdx_vcpu_free`, `tdx_vm_destroy`)."""
     step, sr, bulk, br, _ = run_both(700, 3, strategy, packages=2, stale=1)
     assert compare_all(step, sr, bulk, br) == []
     assert br.hkid_state == "leaked (still assigned)"
@@ -111,7 +111,8 @@ def test_bulk_equals_step_across_a_1_gib_boundary():
     pytest.param((1 << 27) + 512, 64, 2, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("strategy", TEARDOWN_POLICIES)
 def test_closed_form_counts_equal_bulk_engine(pages, vcpus, packages, strategy):
-    """teardown.md §6 in closed form (used by the cost sweep) == the bulk engine, including a
+    """The closed-form counts (`tdxedu.cost.counts`, used by the cost sweep) == the bulk engine,
+    including a
     TD past 512 GiB (a second level-3 S-EPT page)."""
     if pages > 1 << 20 and strategy not in ("v6.16", "terminate-vm"):
         pytest.skip("one big TD per flow family is enough")

@@ -1,5 +1,5 @@
 """The calibrated cost model reproduces Adrian Hunter's four measurements within 10% with
-non-negative parameters ([AH-RFC]; teardown.md §2.1, contention.md §7), says which numbers
+non-negative parameters ([AH-RFC]), says which numbers
 are fitted and which are priors, and predicts with a band."""
 
 import dataclasses
@@ -66,7 +66,8 @@ def test_fit_follows_the_data():
 
 
 def test_per_page_figures_match_the_reference_arithmetic(cal):
-    """contention.md §7: runtime ~15.3 and ~18.4 us/page, reclaim ~5.1 and ~4.8 us/page."""
+    """[AH-RFC]'s totals per 4 KiB page: runtime ~15.3 and ~18.4 us/page, reclaim ~5.1 and ~4.8
+    us/page."""
     for m, pred in zip(cal.measurements, cal.predicted, strict=True):
         us = pred / m.pages * 1e6
         ref = {(4, "v6.16"): 15.3, (32, "v6.16"): 18.4, (4, "terminate-vm"): 5.1,
@@ -99,7 +100,7 @@ def test_nnls_matches_a_brute_force_search():
 def test_predictions_are_ordered_and_banded(cal):
     up = predict(TIB, 64, "v6.16", calibration=cal)
     term = predict(TIB, 64, "terminate-vm", calibration=cal)
-    assert term.seconds < up.seconds  # teardown.md §2.1: the reclaim path is 3-4x faster
+    assert term.seconds < up.seconds  # [AH-RFC]: the reclaim path is 3-4x faster
     for p in (up, term):
         assert p.band[0] <= p.seconds <= p.band[1]
         assert sum(p.breakdown.values()) == pytest.approx(p.seconds)

@@ -1,6 +1,7 @@
 """Kernel side of Dynamic PAMT: refcounts, tdx_pamt_get/put, control pages, the per-vCPU
 cache, a whole TD life, and the allocation policies of the design debate.
-Sources: dpamt.md §2.4-§2.6, §3.1-§3.3 ([V6-03]..[V6-09], [RFC-08 thread], [V2-CL])."""
+Sources: the Dynamic PAMT v6 patches ([V6-03] to [V6-09]), the allocation debate ([RFC-08],
+[V2-THREAD], [V3-CL], [V4-CL]) and [V2-CL]."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def counts(host):
 
 
 def test_two_pages_one_range_one_add_one_remove():
-    """§2.4/§2.5 [V6-05]: two gets on one 2 MB range need one pair (ADD on 0->1 only); the put
+    """[V6-05]: two gets on one 2 MB range need one pair (ADD on 0->1 only); the put
     that drops the last reference removes it (REMOVE on 1->0) and the refcount is 0."""
     host = Host(memory=8 << 20, dynamic_pamt=True)
     pfn_a, pfn_b = (M2 >> 12) + 3, (M2 >> 12) + 7
@@ -55,7 +56,7 @@ def test_put_without_reference_warns():
 
 
 def test_cache_get_takes_pages_from_the_cache_and_empty_cache_is_enomem():
-    """§3.2 [V6-09]: under mmu_lock the pair comes from the vCPU's cache (topped up to 10
+    """[V6-09]: under mmu_lock the pair comes from the vCPU's cache (topped up to 10
     pages before the lock); an empty cache cannot allocate there."""
     host = Host(memory=8 << 20, dynamic_pamt=True)
     cache = TdxPamtCache()
@@ -69,7 +70,7 @@ def test_cache_get_takes_pages_from_the_cache_and_empty_cache_is_enomem():
 @pytest.mark.parametrize("strategy", TEARDOWN_POLICIES)
 @pytest.mark.parametrize("memory,vcpus", [("64K", 1), ("3M", 2)])
 def test_full_td_life_ends_with_no_pairs_no_refcounts_nothing_leaked(strategy, memory, vcpus):
-    """§3.3: a TD built and torn down with DPAMT: every PAMT reference dropped (removal,
+    """[V6-07], [V6-09]: a TD built and torn down with DPAMT: every PAMT reference dropped (removal,
     reclaim, vCPU free), every pair removed, no page leaked; #ADD == #REMOVE."""
     td = RunningTd(memory=memory, vcpus=vcpus, dynamic_pamt=True)
     host = td.host
@@ -105,7 +106,7 @@ def test_unknown_policy_lists_the_allowed_ones():
 
 
 def test_phys_prepare_fails_where_no_vcpu_pool_reaches():
-    """§3.1 RFC phys_prepare(): the pool is reached only through a vCPU the caller passes; the
+    """[RFC-08] phys_prepare(): the pool is reached only through a vCPU the caller passes; the
     populate path (KVM_TDX_INIT_MEM_REGION here) has none -> -ENOMEM and a KVM_BUG_ON."""
     with pytest.raises(MemoryError, match="ENOMEM"):
         RunningTd(memory="64K", vcpus=1, dynamic_pamt=True, pamt_policy="phys-prepare")
@@ -115,7 +116,7 @@ def test_phys_prepare_fails_where_no_vcpu_pool_reaches():
 
 
 def test_kmem_cache_ctor_holds_pamt_with_no_td_running():
-    """§3.1 Kirill on the kmem_cache constructor: pooled S-EPT pages keep PAMT memory with
+    """[RFC-08] Kirill on the kmem_cache constructor: pooled S-EPT pages keep PAMT memory with
     zero TDs, which makes a real PAMT leak hard to tell from caching."""
     td = RunningTd(memory="64K", vcpus=1, dynamic_pamt=True, pamt_policy="kmem-cache-ctor")
     report = td.teardown()
@@ -125,7 +126,7 @@ def test_kmem_cache_ctor_holds_pamt_with_no_td_running():
 
 
 def test_gmem_prepare_thp_collapse_breaks_coverage():
-    """§3.1 Kirill on kvm_arch_gmem_prepare(): THP collapses between allocation and EPT
+    """[RFC-08] Kirill on kvm_arch_gmem_prepare(): THP collapses between allocation and EPT
     mapping, so the mapped pfn is not the prepared one: PAGE.AUG fails with
     TDX_MISSING_PAMT_PAGE_PAIR and the prepared reference leaks."""
     td = RunningTd(memory="64K", vcpus=1, dynamic_pamt=True, pamt_policy="gmem-prepare")
@@ -155,7 +156,7 @@ def test_vcpu_cache_same_scenario_maps_fine():
 
 
 def test_vcpu_free_frees_the_unused_cache():
-    """§3.3 [V6-09]: unused cache pages were never given to the module; tdx_vcpu_free frees
+    """[V6-09]: unused cache pages were never given to the module; tdx_vcpu_free frees
     them (the full-life test checks nothing is left; here the cache was non-empty)."""
     td = RunningTd(memory="64K", vcpus=1, dynamic_pamt=True)
     assert vcpu_pamt_cache(td.kvm.vcpus[0]).cnt > 0

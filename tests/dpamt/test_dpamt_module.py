@@ -1,6 +1,6 @@
 """TDX module side of Dynamic PAMT: TDH.PHYMEM.PAMT.ADD/REMOVE (leaves 58/59) and their
 errors, MISSING_PAMT_PAGE_PAIR for pages handed to a TD, and 2M leaves with DEMOTE/PROMOTE.
-Sources: dpamt.md §2.2, §2.3, §2.5, §2.6; module 2.0 `tdh_phymem_pamt_add.c`,
+Sources: [V6-03], [V2-CL], [V3-CL], [SEAN-V5-29]; module 2.0 `tdh_phymem_pamt_add.c`,
 `tdh_phymem_pamt_remove.c`, `helpers.c` (non_shared_hpa_metadata_check_and_lock)."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def covered_td(m: TdxModule, *, huge: bool = False):
 
 
 def test_static_module_rejects_pamt_leaves():
-    """§2.3: PAMT.ADD/REMOVE while DPAMT is not enabled -> OPERAND_INVALID (| RAX)."""
+    """[M20-PAMT-ADD]: PAMT.ADD/REMOVE while DPAMT is not enabled -> OPERAND_INVALID (| RAX)."""
     m = TdxModule()
     assert m.tdh_phymem_pamt_add(0, M2, M2 + 4096).status == st.TDX_OPERAND_INVALID
     assert m.tdh_phymem_pamt_remove(0).status == st.TDX_OPERAND_INVALID
@@ -36,7 +36,7 @@ def test_static_module_rejects_pamt_leaves():
 
 
 def test_add_then_remove_returns_the_pair():
-    """§2.2: ADD turns the PAMT_2M entry into a PT_PAMT node and sets the bitmap bits;
+    """[M20-PAMT-ADD]: ADD turns the PAMT_2M entry into a PT_PAMT node and sets the bitmap bits;
     REMOVE hands the pages back in RDX/R8 and returns the entry to PT_NDA."""
     m = dpamt()
     p0, p1 = 3 * M2, 5 * M2 + 4096  # need not be contiguous
@@ -50,7 +50,7 @@ def test_add_then_remove_returns_the_pair():
 
 
 def test_register_level_leaves_58_59():
-    """§2.2 register use: RCX = HPA | 1 (2M level), RDX/R8 = pages; outputs RDX/R8."""
+    """[V6-03] register use: RCX = HPA | 1 (2M level), RDX/R8 = pages; outputs RDX/R8."""
     m = dpamt()
     assert m.seamcall(58, M2 | 1, 3 * M2, 3 * M2 + 4096).status == OK
     assert m.seamcall(58, M2 | 0, 4 * M2, 4 * M2 + 4096).status == st.TDX_OPERAND_INVALID | RCX
@@ -79,7 +79,8 @@ def test_add_operand_errors(args, status):
 
 
 def test_add_range_not_free_and_page_not_free():
-    """§2.2 ADD: a range that already has a pair -> HPA_RANGE_NOT_FREE; a page that is already
+    """[M20-PAMT-ADD] ADD: a range that already has a pair -> HPA_RANGE_NOT_FREE; a page that is
+    already
     a PAMT page, or a TD page -> PAGE_NOT_FREE (operand = its register)."""
     m = dpamt()
     assert m.tdh_phymem_pamt_add(M2, 3 * M2, 3 * M2 + 4096).status == OK
@@ -94,7 +95,8 @@ def test_add_range_not_free_and_page_not_free():
 
 
 def test_remove_errors():
-    """§2.2 REMOVE: no pair -> NO_PAMT_PAGE_PAIR; a 4K page still in use -> PAMT_PAGE_NOT_EMPTY
+    """[M20-PAMT-REMOVE] REMOVE: no pair -> NO_PAMT_PAGE_PAIR; a 4K page still in use ->
+    PAMT_PAGE_NOT_EMPTY
     with the index of the PAMT page that holds its entry (module: operand id i)."""
     m = dpamt()
     assert m.tdh_phymem_pamt_remove(M2).status == st.TDX_NO_PAMT_PAGE_PAIR | RCX
@@ -106,7 +108,8 @@ def test_remove_errors():
 
 
 def test_missing_pamt_page_pair_for_every_give_page_leaf():
-    """§2.2: pages handed to a TD in a range with no pair -> MISSING_PAMT_PAGE_PAIR | operand
+    """[V2-CL], [RFC-01]: pages handed to a TD in a range with no pair -> MISSING_PAMT_PAGE_PAIR |
+    operand
     (module 2.0 helpers.c: the PAMT walk stops at a PT_NDA PAMT_2M entry): MNG.CREATE (RCX),
     PAGE.AUG (R8), SEPT.ADD (R8)."""
     m = dpamt()
@@ -132,7 +135,7 @@ def test_missing_pamt_page_pair_for_every_give_page_leaf():
 
 
 def test_two_cpus_on_one_range_one_gets_busy():
-    """§2.5 [V3-CL]: PAMT.ADD/REMOVE lock the PAMT_2M entry exclusively, so two simultaneous
+    """[V3-CL]: PAMT.ADD/REMOVE lock the PAMT_2M entry exclusively, so two simultaneous
     calls on one 2 MB range cause one TDX_OPERAND_BUSY."""
     m = dpamt()
     a = m.stepwise("tdh_phymem_pamt_add", M2, 3 * M2, 3 * M2 + 4096, lp=0)
@@ -150,7 +153,8 @@ def test_two_cpus_on_one_range_one_gets_busy():
 
 
 def test_removal_hint_when_range_becomes_empty():
-    """§2.2: PAGE.REMOVE / RECLAIM say "can remove" (PAMT_REMOVAL_HINT) when the count of 4K
+    """[V2-CL], [M20]: PAGE.REMOVE / RECLAIM say "can remove" (PAMT_REMOVAL_HINT) when the count of
+    4K
     pages in use in the range reaches 0."""
     m = dpamt()
     td = covered_td(m)
@@ -167,7 +171,8 @@ def test_removal_hint_when_range_becomes_empty():
 
 
 def test_2m_leaf_needs_no_pair_split_needs_one_merge_returns_it():
-    """§2.6: a 2 MB mapping uses the PAMT_2M leaf (no pair); DEMOTE needs a pair, PROMOTE
+    """[SEAN-V5-29], [V2-CL]: a 2 MB mapping uses the PAMT_2M leaf (no pair); DEMOTE needs a pair,
+    PROMOTE
     returns it ([V2-CL])."""
     m = dpamt(huge_pages=True)
     td = covered_td(m)

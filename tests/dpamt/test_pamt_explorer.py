@@ -1,4 +1,4 @@
-"""Explorer verdicts for the Dynamic PAMT scenarios (dpamt.md §2.5, §6): with `pamt_lock`
+"""Explorer verdicts for the Dynamic PAMT scenarios ([V2-CL], [V6-05]): with `pamt_lock`
 two CPUs getting and putting one 2 MB range never lose or leak a pair; without the lock, or
 trusting the module's removal hint, they sometimes lose it (shortest witness shown)."""
 
@@ -31,7 +31,8 @@ def test_pamt_lock_never_loses_or_leaks():
 
 
 def test_without_pamt_lock_sometimes_loses_the_pair():
-    """§6 hint: without the kernel's lock two ADD/REMOVE on one range race in the module
+    """[V3-CL], [M20-PAMT-ADD]: without the kernel's lock two ADD/REMOVE on one range race in the
+    module
     (BUSY), and a get that reads HPA_RANGE_NOT_FREE as "already added" loses the pair."""
     e = run("pamt-get-put-no-pamt-lock")
     assert e.complete
@@ -43,7 +44,7 @@ def test_without_pamt_lock_sometimes_loses_the_pair():
 
 
 def test_module_hint_design_has_the_race_of_2_5():
-    """§2.5: CPU0's ADD succeeds, CPU1's ADD finds the pair there; CPU0 removes its page,
+    """[V2-CL]: CPU0's ADD succeeds, CPU1's ADD finds the pair there; CPU0 removes its page,
     gets the count-0 hint and removes the pair; CPU1 then uses a page in an uncovered range."""
     e = run("pamt-get-put-module-hint")
     assert e.complete and e.verdict("pair_lost") == "sometimes"

@@ -1,4 +1,5 @@
-"""PAMT memory accounting reproduces the numbers of reference/dpamt.md §1.3 and §4."""
+"""PAMT memory accounting reproduces the published numbers ([RFC-CL], [LINUX-DOC], [V6-CL]) and
+our own arithmetic from the entry sizes."""
 
 import pytest
 
@@ -19,7 +20,8 @@ from tdxedu.kvm.pamt_memory import (
 
 
 def test_static_pamt_per_tib_table():
-    """dpamt.md §1.3 table: 4 GiB + 8 MiB + 16 KiB per TiB = 0.391 % (~1/256)."""
+    """Static PAMT per TiB, 16-byte entries ([M15-PAMT]): 4 GiB + 8 MiB + 16 KiB per TiB = 0.391 %
+    (~1/256)."""
     s = static_pamt(TiB)
     assert (s.pamt_4k, s.pamt_2m, s.pamt_1g) == (4 * GiB, 8 * MiB, 16 * KiB)
     assert round(s.total / GiB, 3) == 4.008
@@ -27,12 +29,12 @@ def test_static_pamt_per_tib_table():
 
 
 def test_docs_dmesg_example_64g():
-    """dpamt.md §1.3: "262668 KBs allocated for PAMT" is ~64 GiB (64 GiB -> 262,657 KB)."""
+    """[LINUX-DOC]: "262668 KBs allocated for PAMT" is ~64 GiB (64 GiB -> 262,657 KB)."""
     assert static_pamt(64 * GiB).total // KiB == 262_657
 
 
 def test_dpamt_static_per_tib_and_refcounts():
-    """dpamt.md §4: bitmap 32 MiB + PAMT_2M 8 MiB + PAMT_1G 16 KiB ~ 40 MiB, refcounts
+    """[V6-CL]: bitmap 32 MiB + PAMT_2M 8 MiB + PAMT_1G 16 KiB ~ 40 MiB, refcounts
     2 MiB per TiB of address space, 8 GiB for a 52-bit address space; 0.4 % -> 0.004 %."""
     d = dpamt_static(TiB)
     assert (d.bitmap, d.pamt_2m, d.pamt_1g, d.refcounts) == (32 * MiB, 8 * MiB, 16 * KiB,
@@ -44,7 +46,7 @@ def test_dpamt_static_per_tib_and_refcounts():
 
 
 def test_v6_cover_letter_table():
-    """dpamt.md §4, [V6-CL]: 1.02/0.01, 1.02/8.01, 8.19/0.08, 8.19/8.08 GB."""
+    """[V6-CL]: 1.02/0.01, 1.02/8.01, 8.19/0.08, 8.19/8.08 GB."""
     rows = {(r["machine_gb"], r["max_pfn_at_max_pa"]): r for r in v6_cover_letter_table()}
     assert (rows[256, False]["pamt_gb"], rows[256, False]["dpamt_gb"]) == (1.02, 0.01)
     assert (rows[256, True]["pamt_gb"], rows[256, True]["dpamt_gb"]) == (1.02, 8.01)
@@ -56,7 +58,8 @@ def test_v6_cover_letter_table():
 
 
 def test_worked_example_1tib_host_64g_td():
-    """dpamt.md §4 worked example: static ~4.008 GiB regardless of TDs; DPAMT 42 MiB with no
+    """A worked example (our arithmetic on [V6-CL]'s rules): static ~4.008 GiB regardless of TDs;
+    DPAMT 42 MiB with no
     TD; a 64 GiB TD at 4K: 256 MiB for guest memory, S-EPT 32,768 + 64 + 1 pages costing
     ~0.5 MiB (packed) to ~256 MiB (spread): 0.29-0.54 GiB in total; mapped at 2M: 42-45 MiB."""
     td_packed = TdSpec(64 * GiB, vcpus=1, sept_placement="packed")
@@ -77,8 +80,8 @@ def test_worked_example_1tib_host_64g_td():
 
 
 def test_rule_of_thumb_matches_the_simulator():
-    """dpamt.md §4 "a 2 MB range costs 8 KiB as soon as one 4K page in it is given to the
-    module": the simulated module's pairs after building a TD."""
+    """A 2 MB range costs 8 KiB as soon as one 4K page in it is given to the module
+    ([V6-03]): the simulated module's pairs after building a TD."""
     from tdxedu.scenarios import RunningTd
 
     td = RunningTd(memory="4M", vcpus=1, dynamic_pamt=True)

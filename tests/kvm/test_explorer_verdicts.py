@@ -1,4 +1,5 @@
-"""Explorer verdicts for the KVM-side stories (reference/contention.md §6, teardown.md §5)."""
+"""Explorer verdicts for the KVM-side stories: BUSY handling ([Y4], [S20]), vCPU association
+and HKID release ([K616], [M15])."""
 
 import pytest
 
@@ -36,7 +37,7 @@ def test_retry_loop_can_spin_while_a_vcpu_holds_the_tree():
 
 
 def test_v19_notifier_sometimes_leaks_the_hkid_v616_never():
-    """teardown.md §5.3: releasing the HKID from the MMU-notifier path races with a vCPU
+    """[K-Mar24] [SC-Apr24]: releasing the HKID from the MMU-notifier path races with a vCPU
     entering again; VPFLUSHDONE then returns TDX_FLUSHVP_NOT_DONE and the HKID leaks."""
     v19 = verdicts("hkid-release-v19-notifier")
     assert v19.verdict("hkid_leaked") == "sometimes"
@@ -54,7 +55,7 @@ def test_v19_notifier_sometimes_leaks_the_hkid_v616_never():
 
 
 def test_migrating_vcpu_is_always_flushed_on_the_old_cpu_first():
-    """tdx_vcpu_load (teardown.md §5.2 item 1): the old pCPU runs TDH.VP.FLUSH before the
+    """tdx_vcpu_load ([K616]): the old pCPU runs TDH.VP.FLUSH before the
     vCPU can enter on the new one, so VP.ENTER never sees TDX_VCPU_ASSOCIATED."""
     ex = verdicts("vcpu-migration")
     assert ex.verdict("flushed_before_migrating") == "always"
@@ -69,7 +70,7 @@ def test_pruning_keeps_the_verdicts(name):
     full = verdicts(name, prune=False)
     assert {c: v.verdict for c, v in pruned.verdicts.items()} == {
         c: v.verdict for c, v in full.verdicts.items()}
-    assert pruned.executions * 10 <= full.executions  # issue 3's target
+    assert pruned.executions * 10 <= full.executions  # the pruning target: 10x fewer executions
     for c, v in full.verdicts.items():  # still the shortest witnesses
         w = pruned.verdicts[c].witness
         assert (w is None) == (v.witness is None) and (w is None or len(w) == len(v.witness))
@@ -94,7 +95,7 @@ def test_every_scenario_is_registered_with_a_description():
 
 
 def test_terminate_vm_waits_for_the_vcpu_and_keeps_it_out():
-    """KVM_TDX_TERMINATE_VM (teardown.md §2.3, v5): trylocks every vCPU mutex (-EBUSY while a
+    """KVM_TDX_TERMINATE_VM ([TERM-V5]): trylocks every vCPU mutex (-EBUSY while a
     vCPU is in KVM_RUN), marks the VM dead, releases the HKID; no vCPU enters afterwards and
     nothing leaks, in every interleaving."""
     ex = verdicts("hkid-release-terminate-vm")

@@ -1,5 +1,5 @@
 """A running TD torn down under each strategy: nothing leaks, and the SEAMCALL count per leaf
-is the formula of reference/teardown.md §6 ("Quick model for the simulator")."""
+is the closed form of `tdxedu.cost.counts` (the flows of [K616])."""
 
 import pytest
 
@@ -9,7 +9,7 @@ from tdxedu.units import parse_size
 
 
 def expected_counts(td: RunningTd, strategy: str) -> dict[str, int]:
-    """teardown.md §6: per private page BLOCK, TRACK, REMOVE, WBINVD(HKID) on the runtime path,
+    """[K616]: per private page BLOCK, TRACK, REMOVE, WBINVD(HKID) on the runtime path,
     RECLAIM on the terminate path; once per TD VP.FLUSH x vCPUs, VPFLUSHDONE, CACHE.WB x
     packages, FREEID, RECLAIM x (TDCX+TDVPR) x vCPUs, x S-EPT pages, x TDCS pages, TDR,
     WBINVD(TDR)."""
@@ -53,7 +53,7 @@ def test_teardown_counts_match_formula_and_nothing_leaks(strategy, memory, vcpus
 
 
 def test_runtime_path_has_no_block_on_terminate_vm():
-    """KVM_TDX_TERMINATE_VM (teardown.md §2.2): private pages come back with RECLAIM only."""
+    """KVM_TDX_TERMINATE_VM ([SC-Mar25]): private pages come back with RECLAIM only."""
     td = RunningTd(memory="256K", vcpus=2)
     r = td.teardown("terminate-vm")
     for leaf in ("tdh_mem_range_block", "tdh_mem_track", "tdh_mem_page_remove"):
@@ -64,7 +64,7 @@ def test_runtime_path_has_no_block_on_terminate_vm():
 
 
 def test_upstream_order_hkid_release_after_private_memory_removal():
-    """teardown.md §1.2: all private memory is removed (Stage C) before kvm_destroy_vm's
+    """[K616], [AH-RFC]: all private memory is removed (guest_memfd close) before kvm_destroy_vm's
     tdx_mmu_release_hkid (D1); the TDR is reclaimed last and WBINVDed with the global KeyID."""
     td = RunningTd(memory="128K", vcpus=2)
     r = td.teardown("v6.16")
@@ -77,7 +77,7 @@ def test_upstream_order_hkid_release_after_private_memory_removal():
 
 
 def test_clear_pages_skipped_since_6_18():
-    """6.18 skips the MOVDIR64B clear unless X86_BUG_TDX_PW_MCE (teardown.md §2.4)."""
+    """6.18 skips the MOVDIR64B clear unless X86_BUG_TDX_PW_MCE ([AH-clear], [PULL618])."""
     a = RunningTd(memory="64K", vcpus=1).teardown()
     b = RunningTd(memory="64K", vcpus=1, clear_pages=False).teardown()
     assert a.cleared_pages > 0 and b.cleared_pages == 0

@@ -84,7 +84,8 @@ def test_busy_policy_rejects_non_generators_and_restores_kvm():
     assert kvm_tdx.tdh_do_no_vcpus is orig
 
 
-def test_lock_table_matches_contention_md():
+def test_lock_table_matches_the_module_source():
+    """[M15] handlers (as tabulated in [Y-RFC]): the spy's locks equal REFERENCE_LOCKS."""
     rows = obl.lock_table()
     assert obl.lock_differences(rows) == []
     assert {r.call for r in rows} == set(obl.REFERENCE_LOCKS)

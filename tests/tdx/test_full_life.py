@@ -1,5 +1,5 @@
-"""A TD's whole life, scripted the way upstream KVM drives it (reference/teardown.md §1.2), with
-the SEAMCALL count of every leaf checked against the formula of teardown.md §6."""
+"""A TD's whole life, scripted the way upstream KVM drives it ([K616] [RE-P2]), with
+the SEAMCALL count of every leaf checked against the closed form of `tdxedu.cost.counts`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tdxedu.tdx.testing import EXTENDMR_CHUNK, TdBuilder
 def full_life(P: int, V: int, rounds: int):
     m = new_module(cache_wb_rounds=rounds)
     b = TdBuilder(m)
-    # KVM_TDX_INIT_VM / INIT_VCPU / INIT_MEM_REGION / FINALIZE_VM (td§3.2)
+    # KVM_TDX_INIT_VM / INIT_VCPU / INIT_MEM_REGION / FINALIZE_VM ([K616])
     added = (P + 1) // 2  # initial memory via PAGE.ADD, the rest AUG + guest ACCEPT at runtime
     td = b.build("initialized", vcpus=V, pages=added)
     b.finalize(td)
@@ -73,7 +73,7 @@ def test_full_life(P, V, rounds):
     assert not any(m.dirty_keyids.values())
     assert not m.tds and not m.vcpus
     assert not m.check_invariants()
-    # teardown.md §6 + the build (td§3.2): SEAMCALLs per leaf
+    # the teardown and the build ([K616]): SEAMCALLs per leaf
     K, C, X = m.num_packages, m.tdcs_pages, m.tdcx_per_vcpu
     S = len(td.sept_pages)
     assert S == 3  # all pages sit below one 2 MiB table: levels 3, 2, 1

@@ -1,7 +1,7 @@
 """Table-driven tests for the runtime and teardown leaves, plus the contention scenarios.
 
-Source tags as in test_leaves.py: "td§" = reference/teardown.md, "ct§" = reference/contention.md,
-"M:file.c" = TDX module 1.5 source file.
+Case ids start with their source as in test_leaves.py: a bibliography tag ("M15", "K616";
+`tdxedu sources M15`) or "M:file.c" = TDX module 1.5 source file.
 """
 
 from __future__ import annotations
@@ -34,81 +34,81 @@ def _remove_runtime(w, gpa=0):
 
 
 RUNTIME = [
-    C("ct§5 VP.ENTER success", "finalized", lambda w: w.m.tdh_vp_enter(w.vp, lp=w.vp_lp), OK),
-    C("td§3.2 VP.ENTER before finalize (op-state)", "initialized",
+    C("M15 VP.ENTER success", "finalized", lambda w: w.m.tdh_vp_enter(w.vp, lp=w.vp_lp), OK),
+    C("M15 VP.ENTER before finalize (op-state)", "initialized",
       lambda w: w.m.tdh_vp_enter(w.vp, lp=w.vp_lp), st.TDX_OP_STATE_INCORRECT),
-    C("td§5.1 VP.ENTER on another LP than the associated one", "finalized",
+    C("M15 VP.ENTER on another LP than the associated one", "finalized",
       lambda w: w.m.tdh_vp_enter(w.vp, lp=w.other_lp(w.vp_lp)), st.TDX_VCPU_ASSOCIATED),
     C("M:tdh_vp_enter.c VP.ENTER on a vCPU never VP.INITed", "initialized",
       lambda w: w.m.tdh_vp_enter(_uninit(w)), st.TDX_VCPU_STATE_INCORRECT),
-    C("ct§3 VP.ENTER on a non-TDVPR page", "finalized",
+    C("M15 VP.ENTER on a non-TDVPR page", "finalized",
       lambda w: w.m.tdh_vp_enter(w.tdr), st.TDX_PAGE_METADATA_INCORRECT | RCX),
-    C("ct§5 td_exit success", "finalized", lambda w: (w.enter(), w.exit())[1], OK),
-    C("ct§4.1 RANGE.BLOCK success", "finalized",
+    C("M15 td_exit success", "finalized", lambda w: (w.enter(), w.exit())[1], OK),
+    C("M15 RANGE.BLOCK success", "finalized",
       lambda w: w.m.tdh_mem_range_block(w.tdr, 0, 0), OK),
-    C("ct§4.1 RANGE.BLOCK already blocked (non-error)", "finalized",
+    C("M15 RANGE.BLOCK already blocked (non-error)", "finalized",
       lambda w: (w.m.tdh_mem_range_block(w.tdr, 0, 0), w.m.tdh_mem_range_block(w.tdr, 0, 0))[1],
       st.TDX_GPA_RANGE_ALREADY_BLOCKED | RCX),
-    C("ct§4.1 RANGE.BLOCK a FREE entry", "finalized",
+    C("M15 RANGE.BLOCK a FREE entry", "finalized",
       lambda w: w.m.tdh_mem_range_block(w.tdr, FREE_GPA, 0), ESI),
-    C("ct§4.1 RANGE.BLOCK walk fails", "finalized",
+    C("M15 RANGE.BLOCK walk fails", "finalized",
       lambda w: w.m.tdh_mem_range_block(w.tdr, NO_TABLE_GPA, 0), st.TDX_EPT_WALK_FAILED | RCX),
-    C("ct§4.1 RANGE.BLOCK a PENDING entry", "finalized",
+    C("M15 RANGE.BLOCK a PENDING entry", "finalized",
       lambda w: (w.b.aug(w.td, FREE_GPA), w.m.tdh_mem_range_block(w.tdr, FREE_GPA, 0))[1], OK),
-    C("td§1.3 RANGE.BLOCK keys not configured (TD_BLOCKED)", "finalized",
+    C("M15 RANGE.BLOCK keys not configured (TD_BLOCKED)", "finalized",
       lambda w: (w.to_blocked(), w.m.tdh_mem_range_block(w.tdr, 0, 0))[1],
       st.TDX_TD_KEYS_NOT_CONFIGURED),
-    C("ct§4.1 RANGE.UNBLOCK success once tracked", "finalized",
+    C("M15 RANGE.UNBLOCK success once tracked", "finalized",
       lambda w: (w.block_track(0), w.m.tdh_mem_range_unblock(w.tdr, 0, 0))[1], OK),
-    C("ct§4.1 RANGE.UNBLOCK not tracked", "finalized",
+    C("M15 RANGE.UNBLOCK not tracked", "finalized",
       lambda w: (w.m.tdh_mem_range_block(w.tdr, 0, 0), w.m.tdh_mem_range_unblock(w.tdr, 0, 0))[1],
       st.TDX_TLB_TRACKING_NOT_DONE | st.TDX_OPERAND_ID_SEPT),
-    C("ct§4.1 RANGE.UNBLOCK not blocked", "finalized",
+    C("M15 RANGE.UNBLOCK not blocked", "finalized",
       lambda w: w.m.tdh_mem_range_unblock(w.tdr, 0, 0), ESI),
-    C("ct§5 MEM.TRACK success", "finalized", lambda w: w.m.tdh_mem_track(w.tdr), OK),
-    C("ct§5 MEM.TRACK previous epoch busy", "finalized",
+    C("M15 MEM.TRACK success", "finalized", lambda w: w.m.tdh_mem_track(w.tdr), OK),
+    C("M15 MEM.TRACK previous epoch busy", "finalized",
       lambda w: (w.enter(), w.m.tdh_mem_track(w.tdr), w.m.tdh_mem_track(w.tdr))[2],
       st.TDX_PREVIOUS_TLB_EPOCH_BUSY),
-    C("ct§4.1 PAGE.REMOVE runtime success (BLOCK, TRACK)", "finalized", _remove_runtime, OK),
-    C("ct§4.1 PAGE.REMOVE an unblocked entry", "finalized",
+    C("M15 PAGE.REMOVE runtime success (BLOCK, TRACK)", "finalized", _remove_runtime, OK),
+    C("M15 PAGE.REMOVE an unblocked entry", "finalized",
       lambda w: w.m.tdh_mem_page_remove(w.tdr, 0, 0), st.TDX_GPA_RANGE_NOT_BLOCKED | RCX),
-    C("ct§4.1 PAGE.REMOVE after BLOCK without TRACK", "finalized",
+    C("M15 PAGE.REMOVE after BLOCK without TRACK", "finalized",
       lambda w: (w.m.tdh_mem_range_block(w.tdr, 0, 0), w.m.tdh_mem_page_remove(w.tdr, 0, 0))[1],
       st.TDX_TLB_TRACKING_NOT_DONE | RCX),
-    C("ct§5 PAGE.REMOVE: a vCPU that entered in the block epoch has not exited", "finalized",
+    C("M15 PAGE.REMOVE: a vCPU that entered in the block epoch has not exited", "finalized",
       lambda w: (w.enter(), _remove_runtime(w))[1], st.TDX_TLB_TRACKING_NOT_DONE | RCX),
-    C("ct§5 PAGE.REMOVE: vCPU exits after TRACK", "finalized",
+    C("M15 PAGE.REMOVE: vCPU exits after TRACK", "finalized",
       lambda w: (w.enter(), _remove_runtime(w), w.exit(), w.m.tdh_mem_page_remove(w.tdr, 0, 0))[3],
       OK),
-    C("td§3.1 PAGE.REMOVE before finalize needs no BLOCK/TRACK", "initialized",
+    C("M15 PAGE.REMOVE before finalize needs no BLOCK/TRACK", "initialized",
       lambda w: w.m.tdh_mem_page_remove(w.tdr, 0, 0), OK),
-    C("ct§4.1 PAGE.REMOVE a FREE entry", "finalized",
+    C("M15 PAGE.REMOVE a FREE entry", "finalized",
       lambda w: w.m.tdh_mem_page_remove(w.tdr, FREE_GPA, 0), ESI),
     C("M:tdh_mem_page_remove.c PAGE.REMOVE a non-leaf (level 1)", "finalized",
       lambda w: w.m.tdh_mem_page_remove(w.tdr, 0, 1), ESI),
-    C("ct§4.1 PAGE.REMOVE walk fails", "finalized",
+    C("M15 PAGE.REMOVE walk fails", "finalized",
       lambda w: w.m.tdh_mem_page_remove(w.tdr, NO_TABLE_GPA, 0), st.TDX_EPT_WALK_FAILED | RCX),
-    C("ct§4.1 SEPT.REMOVE a table with children", "initialized",
+    C("M15 SEPT.REMOVE a table with children", "initialized",
       lambda w: w.m.tdh_mem_sept_remove(w.tdr, 0, 1), st.TDX_EPT_PAGE_NOT_FREE | RCX),
-    C("ct§4.1 SEPT.REMOVE an empty table before finalize", "initialized",
+    C("M15 SEPT.REMOVE an empty table before finalize", "initialized",
       lambda w: (w.m.tdh_mem_page_remove(w.tdr, 0, 0), w.m.tdh_mem_sept_remove(w.tdr, 0, 1))[1],
       OK),
-    C("ct§4.1 SEPT.REMOVE unblocked table at runtime", "finalized",
+    C("M15 SEPT.REMOVE unblocked table at runtime", "finalized",
       lambda w: w.m.tdh_mem_sept_remove(w.tdr, 0, 1), st.TDX_GPA_RANGE_NOT_BLOCKED | RCX),
-    C("ct§4.1 SEPT.REMOVE a FREE level-1 entry", "initialized",
+    C("M15 SEPT.REMOVE a FREE level-1 entry", "initialized",
       lambda w: w.m.tdh_mem_sept_remove(w.tdr, 0x20_0000, 1), ESI),
-    C("ct§4.1 ACCEPT success (PENDING -> MAPPED)", "finalized",
+    C("M15 ACCEPT success (PENDING -> MAPPED)", "finalized",
       lambda w: (w.b.aug(w.td, FREE_GPA), w.enter(),
                  w.m.tdg_mem_page_accept(w.vp, FREE_GPA, lp=w.vp_lp))[2], OK),
-    C("ct§4.1 ACCEPT already accepted (non-error, operand = level)", "finalized",
+    C("M15 ACCEPT already accepted (non-error, operand = level)", "finalized",
       lambda w: (w.enter(), w.m.tdg_mem_page_accept(w.vp, 0, lp=w.vp_lp))[1],
       st.TDX_PAGE_ALREADY_ACCEPTED | 0),
-    C("ct§4.1 ACCEPT 2M on a 4K-mapped range: size mismatch", "finalized",
+    C("M15 ACCEPT 2M on a 4K-mapped range: size mismatch", "finalized",
       lambda w: (w.enter(), w.m.tdg_mem_page_accept(w.vp, 0, 1, lp=w.vp_lp))[1],
       st.TDX_PAGE_SIZE_MISMATCH | 1),
-    C("ct§4.1 ACCEPT unmapped GPA: EPT-violation exit, no error", "finalized",
+    C("M15 ACCEPT unmapped GPA: EPT-violation exit, no error", "finalized",
       lambda w: (w.enter(), w.m.tdg_mem_page_accept(w.vp, FREE_GPA, lp=w.vp_lp))[1], OK),
-    C("ct§4.1 ACCEPT unaligned GPA", "finalized",
+    C("M15 ACCEPT unaligned GPA", "finalized",
       lambda w: (w.enter(), w.m.tdg_mem_page_accept(w.vp, FREE_GPA + 8, lp=w.vp_lp))[1],
       st.TDX_OPERAND_INVALID | RCX),
 ]
@@ -126,70 +126,70 @@ def test_runtime_leaves(td_at, stage, kw, action, expect):
 
 
 TEARDOWN = [
-    C("td§5.1 VP.FLUSH success on the associated LP", "finalized",
+    C("M15 VP.FLUSH success on the associated LP", "finalized",
       lambda w: w.m.tdh_vp_flush(w.vp, lp=w.vp_lp), OK),
-    C("td§3.3 VP.FLUSH on another LP", "finalized",
+    C("M15 VP.FLUSH on another LP", "finalized",
       lambda w: w.m.tdh_vp_flush(w.vp, lp=w.other_lp(w.vp_lp)), st.TDX_VCPU_NOT_ASSOCIATED),
-    C("td§3.3 VP.FLUSH twice", "finalized",
+    C("M15 VP.FLUSH twice", "finalized",
       lambda w: (w.m.tdh_vp_flush(w.vp, lp=w.vp_lp), w.m.tdh_vp_flush(w.vp, lp=w.vp_lp))[1],
       st.TDX_VCPU_NOT_ASSOCIATED),
-    C("td§3.3 VP.FLUSH after VPFLUSHDONE (TD_BLOCKED)", "finalized",
+    C("M15 VP.FLUSH after VPFLUSHDONE (TD_BLOCKED)", "finalized",
       lambda w: (w.to_blocked(), w.m.tdh_vp_flush(w.vp, lp=w.vp_lp))[1],
       st.TDX_TD_KEYS_NOT_CONFIGURED),
     C("M:tdh_vp_flush.c VP.FLUSH with TDCX pages missing", "initialized",
       lambda w: w.m.tdh_vp_flush(_created_vp(w)), st.TDX_TDCX_NUM_INCORRECT, pages=0),
-    C("ct§3 VP.FLUSH while the vCPU is in guest: TDVPR busy", "finalized",
+    C("M15 VP.FLUSH while the vCPU is in guest: TDVPR busy", "finalized",
       lambda w: (w.enter(), w.m.tdh_vp_flush(w.vp, lp=w.vp_lp))[1], st.TDX_OPERAND_BUSY | RCX),
-    C("td§3.3 VPFLUSHDONE success", "finalized",
+    C("M15 VPFLUSHDONE success", "finalized",
       lambda w: (w.flush_all(), w.m.tdh_mng_vpflushdone(w.tdr))[1], OK),
-    C("td§5.3 VPFLUSHDONE with an associated vCPU", "finalized",
+    C("M15 VPFLUSHDONE with an associated vCPU", "finalized",
       lambda w: w.m.tdh_mng_vpflushdone(w.tdr), st.TDX_FLUSHVP_NOT_DONE),
-    C("td§3.3 VPFLUSHDONE twice", "finalized",
+    C("M15 VPFLUSHDONE twice", "finalized",
       lambda w: (w.to_blocked(), w.m.tdh_mng_vpflushdone(w.tdr))[1],
       st.TDX_LIFECYCLE_STATE_INCORRECT),
-    C("td§3.3 VPFLUSHDONE in TD_HKID_ASSIGNED (creation error path)", "created",
+    C("M15 VPFLUSHDONE in TD_HKID_ASSIGNED (creation error path)", "created",
       lambda w: w.m.tdh_mng_vpflushdone(w.tdr), OK),
-    C("ct§3 VPFLUSHDONE while a vCPU is in guest: TDR busy", "finalized",
+    C("M15 VPFLUSHDONE while a vCPU is in guest: TDR busy", "finalized",
       lambda w: (w.enter(), w.m.tdh_mng_vpflushdone(w.tdr))[1], st.TDX_OPERAND_BUSY | RCX),
-    C("td§3.3 CACHE.WB success", "finalized",
+    C("M15 CACHE.WB success", "finalized",
       lambda w: (w.to_blocked(), w.m.tdh_phymem_cache_wb(0, lp=0))[1], OK),
-    C("td§3.3 CACHE.WB with no HKID flushed", "finalized",
+    C("M15 CACHE.WB with no HKID flushed", "finalized",
       lambda w: w.m.tdh_phymem_cache_wb(0), st.TDX_NO_HKID_READY_TO_WBCACHE),
-    C("td§3.3 CACHE.WB resume with no saved state", "finalized",
+    C("M15 CACHE.WB resume with no saved state", "finalized",
       lambda w: (w.to_blocked(), w.m.tdh_phymem_cache_wb(1))[1], st.TDX_WBCACHE_RESUME_ERROR),
     C("M:tdh_phymem_cache_wb.c CACHE.WB bad command", "finalized",
       lambda w: w.m.tdh_phymem_cache_wb(2), st.TDX_OPERAND_INVALID | RCX),
-    C("td§3.3 KEY.FREEID success", "finalized",
+    C("M15 KEY.FREEID success", "finalized",
       lambda w: (w.to_blocked(), w.cache_wb_all(), w.m.tdh_mng_key_freeid(w.tdr))[2], OK),
-    C("td§3.3 KEY.FREEID before VPFLUSHDONE", "finalized",
+    C("M15 KEY.FREEID before VPFLUSHDONE", "finalized",
       lambda w: (w.flush_all(), w.m.tdh_mng_key_freeid(w.tdr))[1], LSI),
-    C("td§3.3 KEY.FREEID before CACHE.WB", "finalized",
+    C("M15 KEY.FREEID before CACHE.WB", "finalized",
       lambda w: (w.to_blocked(), w.m.tdh_mng_key_freeid(w.tdr))[1], st.TDX_WBCACHE_NOT_COMPLETE),
-    C("td§3.3 KEY.FREEID after CACHE.WB on one package of two", "finalized",
+    C("M15 KEY.FREEID after CACHE.WB on one package of two", "finalized",
       lambda w: (w.to_blocked(), w.m.tdh_phymem_cache_wb(0, lp=0),
                  w.m.tdh_mng_key_freeid(w.tdr))[2], st.TDX_WBCACHE_NOT_COMPLETE),
-    C("td§3.3 PAGE.RECLAIM success (TDCS page)", "finalized",
+    C("M15 PAGE.RECLAIM success (TDCS page)", "finalized",
       lambda w: (w.to_teardown(), w.m.tdh_phymem_page_reclaim(w.td.tdcs[0]))[1], OK),
-    C("td§1.3 PAGE.RECLAIM before KEY.FREEID", "finalized",
+    C("M15 PAGE.RECLAIM before KEY.FREEID", "finalized",
       lambda w: (w.to_blocked(), w.cache_wb_all(), w.m.tdh_phymem_page_reclaim(w.td.tdcs[0]))[2],
       st.TDX_LIFECYCLE_STATE_INCORRECT),
-    C("td§1.3 PAGE.RECLAIM of a running TD's page", "finalized",
+    C("M15 PAGE.RECLAIM of a running TD's page", "finalized",
       lambda w: w.m.tdh_phymem_page_reclaim(w.td.private[0]), st.TDX_LIFECYCLE_STATE_INCORRECT),
-    C("td§3.3 PAGE.RECLAIM the TDR with children", "finalized",
+    C("M15 PAGE.RECLAIM the TDR with children", "finalized",
       lambda w: (w.to_teardown(), w.m.tdh_phymem_page_reclaim(w.tdr))[1],
       st.TDX_TD_ASSOCIATED_PAGES_EXIST),
-    C("td§3.3 PAGE.RECLAIM an NDA page", "finalized",
+    C("M15 PAGE.RECLAIM an NDA page", "finalized",
       lambda w: w.m.tdh_phymem_page_reclaim(w.b.page()), st.TDX_PAGE_METADATA_INCORRECT | RCX),
-    C("td§3.3 PAGE.RECLAIM unaligned", "finalized",
+    C("M15 PAGE.RECLAIM unaligned", "finalized",
       lambda w: w.m.tdh_phymem_page_reclaim(w.tdr + 0x10), st.TDX_OPERAND_INVALID | RCX),
-    C("td§3.3 PAGE.RECLAIM with KeyID bits", "finalized",
+    C("M15 PAGE.RECLAIM with KeyID bits", "finalized",
       lambda w: w.m.tdh_phymem_page_reclaim(w.tdr | 33 << KEYID_SHIFT),
       st.TDX_OPERAND_INVALID | RCX),
     C("M:tdh_phymem_page_reclaim.c PAGE.RECLAIM outside any TDMR", "finalized",
       lambda w: w.m.tdh_phymem_page_reclaim(OUTSIDE), st.TDX_OPERAND_ADDR_RANGE_ERROR | RCX),
-    C("td§3.3 PAGE.WBINVD an NDA page", "finalized",
+    C("M15 PAGE.WBINVD an NDA page", "finalized",
       lambda w: w.m.tdh_phymem_page_wbinvd_hkid(w.td.hkid, w.b.page()), OK),
-    C("td§3.3 PAGE.WBINVD a page still assigned", "finalized",
+    C("M15 PAGE.WBINVD a page still assigned", "finalized",
       lambda w: w.m.tdh_phymem_page_wbinvd_hkid(w.td.hkid, w.td.private[0]),
       st.TDX_PAGE_METADATA_INCORRECT | RCX),
     C("M:tdh_phymem_page_wbinvd.c PAGE.WBINVD unaligned", "finalized",
@@ -210,7 +210,7 @@ def test_teardown_leaves(td_at, stage, kw, action, expect):
 
 # --- effects and multi-step scenarios ---------------------------------------------------------
 def test_block_records_bepoch_and_track_advances_epoch(td_at):
-    """ct§5: BLOCK writes the TD epoch into the page's PAMT BEPOCH; TRACK increments it."""
+    """[M15]: BLOCK writes the TD epoch into the page's PAMT BEPOCH; TRACK increments it."""
     w = td_at("finalized")
     tdcs = w.m.td(w.tdr).tdcs
     e0 = tdcs.td_epoch
@@ -222,8 +222,9 @@ def test_block_records_bepoch_and_track_advances_epoch(td_at):
 
 
 def test_cache_wb_interrupted_resumable():
-    """td§3.3 / M:tdh_phymem_cache_wb.c: an unfinished write-back returns
-    TDX_INTERRUPTED_RESUMABLE; KVM resumes with RCX=1 until it succeeds (td§1.2 D1.5)."""
+    """[M15] / M:tdh_phymem_cache_wb.c: an unfinished write-back returns
+    TDX_INTERRUPTED_RESUMABLE; KVM resumes with RCX=1 until it succeeds ([K616]
+    tdx_mmu_release_hkid)."""
     from tdxedu.tdx.testing import TdBuilder
 
     m = new_module(cache_wb_rounds=3)
@@ -242,7 +243,7 @@ def test_cache_wb_interrupted_resumable():
 
 
 def test_cache_wb_package_mutex_busy(td_at):
-    """td§3.3: CACHE.WB takes a package-scope mutex; a second LP of the same package gets
+    """[M15]: CACHE.WB takes a package-scope mutex; a second LP of the same package gets
     BUSY | WBCACHE, an LP of the other package does not."""
     w = td_at("finalized")
     w.to_blocked()
@@ -254,7 +255,7 @@ def test_cache_wb_package_mutex_busy(td_at):
 
 
 def test_freeid_frees_hkid_for_reuse(td_at):
-    """td§3.1: KEY.FREEID moves the TD to TD_TEARDOWN and the KOT entry to HKID_FREE."""
+    """[M15]: KEY.FREEID moves the TD to TD_TEARDOWN and the KOT entry to HKID_FREE."""
     w = td_at("finalized")
     w.to_teardown()
     assert w.m.td(w.tdr).lifecycle == Lifecycle.TD_TEARDOWN
@@ -263,7 +264,7 @@ def test_freeid_frees_hkid_for_reuse(td_at):
 
 
 def test_reclaim_outputs(td_at):
-    """td§3.3: RECLAIM outputs RCX = page type, RDX = owner, R8 = size; the TDR last."""
+    """[M15]: RECLAIM outputs RCX = page type, RDX = owner, R8 = size; the TDR last."""
     w = td_at("finalized", pages=0)
     w.to_teardown()
     res = w.m.tdh_phymem_page_reclaim(w.td.tdcs[0])
@@ -279,7 +280,7 @@ def test_reclaim_outputs(td_at):
 
 
 def test_block_busy_during_zero_step_entry(td_at):
-    """ct§3.1: after STEPPING_EPF_THRESHOLD (6) EPT violations at one RIP, the next VP.ENTER
+    """[M15]: after STEPPING_EPF_THRESHOLD (6) EPT violations at one RIP, the next VP.ENTER
     takes the S-EPT tree exclusively for its 0-step check; RANGE.BLOCK then gets
     TDX_OPERAND_BUSY | TDX_OPERAND_ID_SEPT (and TRACK gets BUSY | TD_EPOCH)."""
     w = td_at("finalized")
@@ -301,7 +302,7 @@ def test_block_busy_during_zero_step_entry(td_at):
 
 
 def test_guest_accept_vs_host_block_priority(td_at):
-    """ct§2.3: a guest ACCEPT holding the entry lock makes host BLOCK fail with BUSY | RCX and
+    """[M15]: a guest ACCEPT holding the entry lock makes host BLOCK fail with BUSY | RCX and
     sets TDHP; the guest's next try gets BUSY_HOST_PRIORITY until the host wins."""
     w = td_at("finalized")
     w.b.aug(w.td, FREE_GPA)
@@ -318,7 +319,7 @@ def test_guest_accept_vs_host_block_priority(td_at):
 
 
 def test_guest_vs_guest_accept_busy(td_at):
-    """ct§2.3: two guest-side acquirers: the second gets plain BUSY | RCX."""
+    """[M15]: two guest-side acquirers: the second gets plain BUSY | RCX."""
     w = td_at("finalized", vcpus=2)
     w.b.aug(w.td, FREE_GPA)
     a, b = w.td.vcpus

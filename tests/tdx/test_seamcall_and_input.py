@@ -30,7 +30,7 @@ def test_seamcall_unsupported(module, rax):
 
 
 def test_seamcall_key_reclaimid_is_a_noop(module):
-    """td§3.3: TDH.MNG.KEY.RECLAIMID (27) always returns TDX_SUCCESS and does nothing."""
+    """[M15]: TDH.MNG.KEY.RECLAIMID (27) always returns TDX_SUCCESS and does nothing."""
     assert module.seamcall(Leaf.TDH_MNG_KEY_RECLAIMID, 0x1234).status == OK
     assert Leaf.TDH_MNG_KEY_RECLAIMID in SEAMCALL_MODELLED
 
@@ -93,11 +93,11 @@ def test_seamcall_full_build_by_registers(module):
     pytest.param(lambda w: w.m.tdh_vp_flush(w.tdr, lp=0), st.TDX_PAGE_METADATA_INCORRECT | RCX,
                  id="M:tdh_vp_flush.c TDR given as TDVPR"),
     pytest.param(lambda w: w.m.tdh_mem_page_remove(_other_td(w), 0, 0),
-                 st.TDX_EPT_WALK_FAILED | RCX, id="ct§4.1 wrong owner: other TD's S-EPT"),
+                 st.TDX_EPT_WALK_FAILED | RCX, id="M15 wrong owner: other TD's S-EPT"),
     pytest.param(lambda w: w.m.tdh_phymem_page_reclaim(w.td.private[0]),
-                 st.TDX_LIFECYCLE_STATE_INCORRECT, id="td§1.3 wrong lifecycle"),
+                 st.TDX_LIFECYCLE_STATE_INCORRECT, id="M15 wrong lifecycle"),
     pytest.param(lambda w: w.m.tdh_vp_flush(w.vp, lp=3), st.TDX_VCPU_NOT_ASSOCIATED,
-                 id="td§5.1 wrong LP"),
+                 id="M15 wrong LP"),
     pytest.param(lambda w: w.m.tdh_mem_page_aug(w.tdr, -4096, 0, w.b.page()),
                  st.TDX_OPERAND_INVALID | RCX, id="M:helpers.c negative GPA"),
     pytest.param(lambda w: w.m.tdh_mem_range_block(w.tdr, 0, 7), st.TDX_OPERAND_INVALID | RCX,
@@ -139,7 +139,7 @@ def test_lp_that_does_not_exist_is_value_error(module):
 
 
 def test_wbcache_bool_resume_accepted(td_at):
-    """KVM passes resume as a bool-ish int; True is RESUME (td§3.3 RCX=1)."""
+    """KVM passes resume as a bool-ish int; True is RESUME ([M15] tdh_phymem_cache_wb.c: RCX=1)."""
     w = td_at("finalized")
     assert w.m.tdh_phymem_cache_wb(True).status == st.TDX_WBCACHE_RESUME_ERROR
 

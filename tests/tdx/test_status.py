@@ -1,12 +1,12 @@
-"""Status: str / decode / operand_id / is_error for values from the reference sheets."""
+"""Status: str / decode / operand_id / is_error for the values of [K-ERRNO] and [M15]."""
 
 import pytest
 
 from tdxedu.tdx import status as st
 from tdxedu.tdx.status import Status, decode, describe
 
-# (raw value, str(), operand id, is_error) -- values from reference/teardown.md §4.2 and
-# reference/contention.md §1 (composites in the "Composite values seen in practice" list).
+# (raw value, str(), operand id, is_error) -- values from [K-ERRNO] and [M15]
+# `tdx_error_codes_defs.h` (composites: BUSY on the S-EPT tree, the epoch, an entry).
 CASES = [
     (0x0000000000000000, "TDX_SUCCESS", 0, False),
     (0x8000020000000092, "TDX_OPERAND_BUSY | TDX_OPERAND_ID_SEPT", 0x92, True),
@@ -24,7 +24,7 @@ CASES = [
     (0xC000082300000000, "TDX_WBCACHE_RESUME_ERROR", 0, True),
     (0x8000020400000001, "TDX_OPERAND_BUSY_HOST_PRIORITY | TDX_OPERAND_ID_RCX", 0x01, True),
     (0x80000200000000BA, "TDX_OPERAND_BUSY | TDX_OPERAND_ID_KOT", 0xBA, True),
-    (0x8000FF000000000D, "TDX_SEAMCALL_GP", 0x0D, True),  # [Kasm] software-defined
+    (0x8000FF000000000D, "TDX_SEAMCALL_GP", 0x0D, True),  # [K-ASM] software-defined
     (0x8000FF00FFFF0000, "TDX_SEAMCALL_VMFAILINVALID", 0xFFFF0000, True),
 ]
 
@@ -40,10 +40,11 @@ def test_status_decode(raw, text, op, err):
 
 
 def test_constants_compose_like_kernel_macros():
-    # teardown.md §4.2: TDX_EPT_ENTRY_STATE_INCORRECT | TDX_OPERAND_ID_RCX = 0xC0000B0D00000001
+    # [K616] tests this value (the pre-finalize premap case): TDX_EPT_ENTRY_STATE_INCORRECT |
+    # TDX_OPERAND_ID_RCX = 0xC0000B0D00000001
     v = st.TDX_EPT_ENTRY_STATE_INCORRECT | st.TDX_OPERAND_ID_RCX
     assert isinstance(v, Status) and int(v) == 0xC0000B0D00000001
-    # KVM compares the masked status half only (contention.md §1, tdx_operand_busy())
+    # KVM compares the masked status half only ([K616] tdx_operand_busy())
     assert Status(0x8000020000000092).matches(st.TDX_OPERAND_BUSY)
     assert Status(0x8000020000000092).code == st.TDX_OPERAND_BUSY
     assert not Status(0x8000020100000000).matches(st.TDX_OPERAND_BUSY)
@@ -53,7 +54,8 @@ def test_constants_compose_like_kernel_macros():
     "name", ["TDX_NON_RECOVERABLE_TD", "TDX_NON_RECOVERABLE_TD_WRONG_APIC_MODE"]
 )
 def test_module_values_where_kernel_differs(name):
-    # teardown.md §4.2: module 1.5.01 values are modelled (0x6000000200000000, 0xE000000700000000)
+    # [K-ERRNO] and [M15] differ here; module 1.5.01 values are modelled (0x6000000200000000,
+    # 0xE000000700000000)
     expected = {"TDX_NON_RECOVERABLE_TD": 0x6000000200000000,
                 "TDX_NON_RECOVERABLE_TD_WRONG_APIC_MODE": 0xE000000700000000}[name]
     assert int(getattr(st, name)) == expected
