@@ -9,14 +9,19 @@ letters, digits or inner dots + ``]`` (``[K616]``, ``[AH-RFC]``, ``[SC-Apr24]``,
 ``(`` (a Markdown link ``[A tour](...)``) or by a regex quantifier (``[KMGT]?``). Lower-case
 words (``[None]``), lists with commas or spaces (``[A, B]``), single letters (``[X]``) and
 regex classes (``[A-Z0-9]``) never match. Mail subject prefixes (``[PATCH]``, ``[RFC]``) and
-the placeholder ``[TAG]`` are words, not citations.
+the placeholder ``[TAG]`` are words, not citations. In Python (``.py`` files and notebook code
+cells) only strings and comments are read, so a list literal of a constant (``[RIDGE]``) is
+code, not a citation.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import re
 import subprocess
 import sys
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -64,6 +69,44 @@ def cited_tags(text: str) -> list[tuple[int, str]]:
     return out
 
 
+def python_prose(source: str, first_line: int = 1) -> list[tuple[int, str]]:
+    """(line, text) of the strings and comments of Python `source` (the code itself, where
+    `[NAME]` is a list, is left out); the whole text when it does not tokenize."""
+    prose = []
+    kinds = {tokenize.STRING, tokenize.COMMENT}
+    if hasattr(tokenize, "FSTRING_MIDDLE"):  # Python 3.12+ splits f-strings into tokens
+        kinds.add(tokenize.FSTRING_MIDDLE)
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type in kinds:
+                prose.append((first_line + tok.start[0] - 1, tok.string))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return [(first_line, source)]
+    return prose
+
+
+def prose_of(path: Path) -> list[tuple[str, str]]:
+    """(where, text) pieces of a file in which citations are looked for."""
+    text = path.read_text(errors="replace")
+    if path.suffix == ".py":
+        return [(f"{n}", t) for n, t in python_prose(text)]
+    if path.suffix == ".ipynb":
+        out = []
+        for i, cell in enumerate(json.loads(text)["cells"]):
+            src = "".join(cell.get("source", ""))
+            if cell["cell_type"] == "code":
+                out += [(f"cell {i}", t) for _, t in python_prose(src)]
+            else:
+                out.append((f"cell {i}", src))
+            for o in cell.get("outputs", []):
+                data = o.get("data", {})
+                for key in ("text/plain", "text/markdown", "text/html"):
+                    out.append((f"cell {i} output", "".join(data.get(key, ""))))
+                out.append((f"cell {i} output", "".join(o.get("text", ""))))
+        return out
+    return [("1", text)]
+
+
 def _hits(pattern: re.Pattern[str], roots, skip=()) -> list[str]:
     found = []
     for f in _files(roots):
@@ -88,6 +131,12 @@ def _hits(pattern: re.Pattern[str], roots, skip=()) -> list[str]:
 ])
 def test_citation_rule(text, tags):
     assert [t for _, t in cited_tags(text)] == tags
+
+
+def test_python_code_is_not_prose_but_its_strings_and_comments_are():
+    src = 'w = [0.0] * n + [RIDGE]  # see [K616]\ndef f():\n    """[AH-RFC] says so."""\n'
+    got = [(n, t) for n, text in python_prose(src) for _, t in cited_tags(text)]
+    assert got == [(1, "K616"), (3, "AH-RFC")]
 
 
 # ------------------------------------------------------------------------- the data
@@ -133,10 +182,12 @@ def test_docs_sources_md_is_generated_from_the_data():
 def test_every_cited_tag_resolves():
     bad = []
     for f in _files(CITING):
-        for n, tag in cited_tags(f.read_text(errors="replace")):
-            if tag not in BY_TAG:
-                hint = f" (now [{RENAMED[tag]}])" if tag in RENAMED else ""
-                bad.append(f"{f.relative_to(ROOT)}:{n}: [{tag}]{hint}")
+        for where, text in prose_of(f):
+            for n, tag in cited_tags(text):
+                if tag not in BY_TAG:
+                    hint = f" (now [{RENAMED[tag]}])" if tag in RENAMED else ""
+                    line = int(where) + n - 1 if where.isdigit() else where
+                    bad.append(f"{f.relative_to(ROOT)}:{line}: [{tag}]{hint}")
     assert not bad, "tags not in tdxedu/sources.py:\n" + "\n".join(bad)
 
 
