@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Developer entry point for tdxedu (standard library only).
 
-    python3 dev.py lab     open the lessons in JupyterLab   (extra args go to `tdxedu lab`)
+    python3 dev.py lab     open your copies of the lessons (in my-lessons/, git-ignored) in
+                           JupyterLab (extra args go to `tdxedu lab`, e.g. --reset 03)
     python3 dev.py test    run the whole suite: unit, notebooks (nbval), browser
                            (extra args go to pytest, e.g. `python3 dev.py test -k tour`)
     python3 dev.py lint    ruff check .
@@ -11,7 +12,7 @@
     python3 dev.py sources regenerate docs/sources.md from tdxedu/sources.py (the bibliography)
 
 Each command creates or reuses `.venv/` next to this file and runs `pip install -e .[lab,test]`
-only when pyproject.toml changed since the last install (hash stamp inside .venv).
+only when pyproject.toml or setup.py changed since the last install (hash stamp inside .venv).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -27,6 +29,8 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".tdxedu-install-stamp"
 PYPROJECT = ROOT / "pyproject.toml"
+SETUP = ROOT / "setup.py"
+WORKSPACE = ROOT / "my-lessons"  # `dev.py lab`'s copies of the lessons (git-ignored)
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 EXTRAS = "lab,test"
@@ -66,7 +70,7 @@ def _venv_works() -> bool:
 
 
 def _wanted_stamp() -> str:
-    digest = hashlib.sha256(PYPROJECT.read_bytes()).hexdigest()
+    digest = hashlib.sha256(PYPROJECT.read_bytes() + SETUP.read_bytes()).hexdigest()
     return f"{digest} extras={EXTRAS}\n"
 
 
@@ -80,14 +84,18 @@ def ensure_venv() -> Path:
     want = _wanted_stamp()
     have = STAMP.read_text() if STAMP.exists() else ""
     if have != want:
-        say("pyproject.toml changed since the last install (or first run): installing")
+        why = "first run" if not have else "pyproject.toml or setup.py changed"
+        say(f"{why}: installing tdxedu and what it needs (JupyterLab, matplotlib, pytest, ...) "
+            f"into {VENV.relative_to(ROOT)}/; the first time takes about 2 minutes")
+        t0 = time.monotonic()
         rc = run(
-            [PY, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", f".[{EXTRAS}]"]
+            [PY, "-m", "pip", "install", "--disable-pip-version-check", "-e", f".[{EXTRAS}]"]
         )
         if rc != 0:
             STAMP.unlink(missing_ok=True)
             sys.exit(f"[dev.py] pip install failed (exit {rc})")
         STAMP.write_text(want)
+        say(f"installed in {time.monotonic() - t0:.0f} s")
     return PY
 
 
@@ -102,7 +110,8 @@ def venv_env(**extra: str) -> dict[str, str]:
 
 def cmd_lab(args: list[str]) -> int:
     ensure_venv()
-    return run([BIN / "tdxedu", "lab", *args], env=venv_env())
+    where = [] if any(a.startswith("--workspace") for a in args) else ["--workspace", WORKSPACE]
+    return run([BIN / "tdxedu", "lab", *where, *args], env=venv_env())
 
 
 def cmd_test(args: list[str]) -> int:

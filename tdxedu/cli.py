@@ -17,16 +17,12 @@ Adding a subcommand takes a function and one registration line::
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from tdxedu import __version__
-
-TOUR_NOTEBOOKS = ("00_tour.ipynb",)  # opened at start-up when it exists
 
 
 @dataclass(frozen=True)
@@ -47,64 +43,55 @@ def _err(msg: str) -> None:
 # --------------------------------------------------------------------------- lab
 
 
-def find_notebooks_dir(explicit: str | os.PathLike[str] | None = None) -> Path | None:
-    """Where the lessons live: --notebooks DIR, $TDXEDU_NOTEBOOKS, or next to the package
-    in a source checkout (``<repo>/notebooks`` beside ``<repo>/tdxedu``)."""
-    candidates: list[Path] = []
-    if explicit:
-        candidates.append(Path(explicit))
-    elif os.environ.get("TDXEDU_NOTEBOOKS"):
-        candidates.append(Path(os.environ["TDXEDU_NOTEBOOKS"]))
-    else:
-        candidates.append(Path(__file__).resolve().parent.parent / "notebooks")
-        candidates.append(Path.cwd() / "notebooks")
-    for c in candidates:
-        if c.is_dir():
-            return c.resolve()
-    return None
-
-
-def lab_command(notebooks: Path, extra: Sequence[str] = ()) -> list[str]:
-    """The JupyterLab command line `tdxedu lab` runs (separate so tests can check it)."""
-    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={notebooks}"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in extra:
-        cmd.append("--allow-root")  # containers and CI machines often run as root
-    cmd.extend(extra)
-    for name in TOUR_NOTEBOOKS:
-        if (notebooks / name).is_file():
-            cmd.append(str(notebooks / name))  # JupyterLab opens it at start-up
-            break
-    return cmd
-
-
 def _lab_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workspace",
+        metavar="DIR",
+        help="your copies of the lessons (default: $TDXEDU_WORKSPACE or ~/tdxedu-lessons); "
+        "copies you already have are never overwritten",
+    )
+    p.add_argument(
+        "--reset",
+        metavar="LESSON",
+        action="append",
+        default=[],
+        help='put a fresh copy of LESSON ("03", "03_operand_busy" or "all") in the workspace; '
+        "your old copy moves to backups/",
+    )
     p.add_argument(
         "--notebooks",
         metavar="DIR",
-        help="folder with the lessons (default: notebooks/ of the source checkout, "
-        "or $TDXEDU_NOTEBOOKS)",
+        help="where the shipped lessons are (default: $TDXEDU_NOTEBOOKS, the installed "
+        "package, or notebooks/ of the source checkout)",
     )
-    p.add_argument(
-        "--dry-run", action="store_true", help="print the JupyterLab command instead of running it"
-    )
+    p.add_argument("--dry-run", action="store_true", help="print what would be done, do nothing")
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
-    notebooks = find_notebooks_dir(args.notebooks)
-    if notebooks is None:
-        where = args.notebooks or os.environ.get("TDXEDU_NOTEBOOKS") or "next to the package"
-        _err(
-            f"cannot find the lessons folder notebooks/ ({where}). Run from a source checkout "
-            "(git clone ...; python3 dev.py lab) or pass --notebooks DIR."
-        )
-        return 2
-    cmd = lab_command(notebooks, args.extra)
-    if args.dry_run:
-        print(" ".join(cmd))
-        return 0
-    print(f"tdxedu: JupyterLab on {notebooks} (Ctrl-C twice to stop)", file=sys.stderr)
+    from . import lab
+
     try:
-        return subprocess.call(cmd)
+        plan = lab.make_plan(lab.find_lessons(args.notebooks), lab.find_workspace(args.workspace),
+                             reset=args.reset, extra=args.extra)
+        if not args.dry_run:
+            lab.require_jupyterlab()
+    except lab.LabError as exc:
+        _err(str(exc))
+        return 2
+    if args.dry_run:
+        print("tdxedu lab --dry-run: nothing is changed")
+        print("\n".join(plan.describe()))
+        return 0
+    lab.apply(plan)
+    for name, backup in plan.reset:
+        print(f"tdxedu: fresh {name}; your old copy is {backup}", file=sys.stderr)
+    if plan.kept:
+        print(f"tdxedu: kept your edited {', '.join(plan.kept)} "
+              "(`tdxedu lab --reset LESSON` gives a fresh copy)", file=sys.stderr)
+    print(f"tdxedu: JupyterLab on your copies in {plan.workspace} (Ctrl-C twice to stop)",
+          file=sys.stderr)
+    try:
+        return subprocess.call(plan.command, env=plan.env())
     except KeyboardInterrupt:
         return 130
 
@@ -115,8 +102,9 @@ COMMANDS: list[Command] = [
     Command(
         "lab",
         cmd_lab,
-        "open the lessons in JupyterLab (extra arguments go to JupyterLab)",
-        examples=("tdxedu lab", "tdxedu lab --no-browser --port 8899"),
+        "open your copies of the lessons in JupyterLab (extra arguments go to JupyterLab)",
+        examples=("tdxedu lab", "tdxedu lab --reset 03", "tdxedu lab --workspace ~/course",
+                  "tdxedu lab --no-browser --port 8899"),
         add_arguments=_lab_args,
         passthrough=True,
     ),

@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tdxedu"
 # Top to bottom. A module may import from its own layer or any layer below it. Every
 # subpackage and top-level module of tdxedu must be listed (a new one has to be placed).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__main__", "cli", "explore_cmd", "teardown_cmd", "sources_cmd"),  # the `tdxedu` command
+    ("__main__", "cli", "explore_cmd", "teardown_cmd", "sources_cmd", "lab"),  # the command
     ("widgets",),  # ipywidgets front ends
     ("viz",),  # matplotlib renderers
     ("lessons",),  # per-lesson helpers and exercises

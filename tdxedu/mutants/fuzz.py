@@ -35,6 +35,7 @@ from ..scenarios.registry import load_all
 from ..scenarios.td import RunningTd
 from ..sim.engine import run_seeded
 from ..tdx import Leaf, TdxModule
+from ..tdx.metadata import FIELD_IDS
 from ..tdx.pamt import KEYID_SHIFT, PAGE_SIZE
 from ..tdx.status import Status
 from ..tdx.testing import BuildError, TdBuilder
@@ -122,8 +123,10 @@ _NAMED = {
     "tdh_phymem_pamt_remove": "p", "tdh_mem_page_demote": "pglppp",
     "tdh_mem_page_promote": "pgl", "tdh_mem_sept_rd": "pgl", "tdg_mem_page_attr_rd": "pg",
     "tdg_mem_page_attr_wr": "pglcc",
+    "tdh_mng_rd": "pf", "tdh_mng_wr": "pfvv", "tdh_vp_rd": "pf", "tdh_vp_wr": "pfvv",
 }
 _NAMES = sorted(_NAMED)
+_FIELDS = sorted(FIELD_IDS.values())
 
 
 def _named_args(rng, kinds: str, pool: list[int]) -> list[int]:
@@ -135,6 +138,12 @@ def _named_args(rng, kinds: str, pool: list[int]) -> list[int]:
             out.append(rng.choice((0, 0x1000, 0x2000, 0x3000, 0x20_0000, 0x1000 + 8)))
         elif k == "l":
             out.append(rng.choice((0, 0, 0, 1, 2, 3, -1)))
+        elif k == "f":  # a metadata field id: a modelled one, perhaps with bits flipped
+            fid = rng.choice(_FIELDS)
+            out.append(fid if rng.random() < 0.7 else fid ^ 1 << rng.randrange(64))
+        elif k == "v":
+            out.append(rng.choice((0, 0x80, 0xFFFF, 50_000, (1 << 64) - 1,
+                                   rng.randrange(0, 1 << 64))))
         else:
             out.append(rng.randrange(0, 3))
     return out

@@ -17,6 +17,7 @@ from .status import Status
 from .td import OP_RUNNABLE, TD_KEYS_CONFIGURED
 
 IN_SEAMCALL = Preempt("in SEAMCALL, locks held")
+MAX_PA = 52  # physical address width the model assumes; KeyIDs sit in bits 51:46
 
 
 class Result:
@@ -80,6 +81,17 @@ class Call:
             return True
         return False
 
+    def promote(self, lock) -> bool:
+        """`promote_sharex_lock_hp` (module 1.5 `src/common/helpers/tdx_locks.h`): a shared
+        hold becomes exclusive only if this call is the single reader."""
+        if lock.readers != [self.who]:
+            return False
+        lock.readers.clear()
+        lock.writer = self.who
+        i = self.held.index((lock, False))
+        self.held[i] = (lock, True)
+        return True
+
     def keep(self) -> list:
         """Hand the held locks to someone else (VP.ENTER keeps TDR/TDVPR over guest run)."""
         kept, self.held = self.held, []
@@ -131,6 +143,14 @@ class CoreMixin:
             return st.TDX_OPERAND_ADDR_RANGE_ERROR | operand
         return None
 
+    def _shared_hpa_error(self, pa: int, align: int) -> bool:
+        """`shared_hpa_check_with_pwr_2_alignment` (module 1.5 `src/common/helpers/helpers.c`)
+        for a host page the module only reads (TD_PARAMS, PAGE.ADD's source): aligned, below
+        MAX_PA, and a shared KeyID (below the first TDX private KeyID). No TDMR needed; the
+        SEAMRR overlap test is not modelled."""
+        return (pa < 0 or pa % align or pa >> MAX_PA
+                or pa >> KEYID_SHIFT >= min(self.global_keyid, self.private_hkids.start))
+
     def _pamt_walk(self, call: Call, pa: int, operand: int, exclusive: bool, new: bool = False):
         """`pamt_walk` for a 4K operand (module 1.5 `pamt_manager.c`, called by
         `non_shared_hpa_metadata_check_and_lock` in `helpers.c`): the PAMT_2M entry of the
@@ -152,8 +172,8 @@ class CoreMixin:
         if not call.shared(r.lock):
             return None, st.TDX_OPERAND_BUSY | operand
         if rpt == PT_REG:
-            if exclusive and len(r.lock.readers) > 1:  # promote_sharex_lock_hp fails
-                r.lock.host_priority = True
+            if exclusive and not call.promote(r.lock):
+                r.lock.host_priority = True  # promote_sharex_lock_hp sets it when it fails
                 return None, st.TDX_OPERAND_BUSY | operand
             return None, st.TDX_PAGE_METADATA_INCORRECT | operand
         e = pamt.entries.get(pa >> 12) or pamt.entry(pa >> 12)
@@ -201,7 +221,8 @@ class CoreMixin:
             return None, err
         return self.tds[tdr_pa], None
 
-    def _lock_vcpu(self, call: Call, tdvpr_pa: int, operand: int, exclusive: bool = False):
+    def _lock_vcpu(self, call: Call, tdvpr_pa: int, operand: int, exclusive: bool = False,
+                   tdr_exclusive: bool = False):
         """The TDVPR operand (`check_and_lock_explicit_4k_private_hpa`), then its TD's TDR
         shared as an implicit operand (`lock_and_map_implicit_tdr`, BUSY | TDR), as in module
         1.5 `tdh_vp_flush.c`, `tdh_vp_enter.c`, `tdh_vp_addcx.c`, `tdh_vp_init.c`."""
@@ -211,7 +232,7 @@ class CoreMixin:
         vp = self.vcpus[tdvpr_pa]
         # The vCPU's TD is locked implicitly, shared ([M15] `tdh_vp_enter.c`).
         td_lock = self.pamt.entry(vp.td.pa >> 12).lock
-        if not call.shared(td_lock):
+        if not (call.exclusive(td_lock) if tdr_exclusive else call.shared(td_lock)):
             return None, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_TDR
         return vp, None
 

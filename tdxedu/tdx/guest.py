@@ -23,13 +23,13 @@ from . import status as st
 from .core import Result
 from .sept import (
     ACCEPTABLE,
+    ARCH_STATE,
     ATTR_RD_ALLOWED,
     ATTR_WR_ALLOWED,
     GUEST_ACCESSIBLE,
     LEVEL_SIZES,
     NON_LEAF,
     PENDING_STATES,
-    PUBLIC_STATE,
     SEPT_FREE,
     SEPT_MAPPED,
     SEPT_PENDING,
@@ -191,7 +191,7 @@ class GuestMixin:
         if req_level is not None:
             state = SEPT_FREE if entry is None else entry.state
             qual = 1 << 1 | entry_rwx(entry) << 3
-            info = req_level | lvl << 3 | PUBLIC_STATE[state] << 6 | is_leaf(entry) << 14
+            info = req_level | lvl << 3 | ARCH_STATE[state] << 6 | is_leaf(entry) << 14
             eeq_type = VMX_EEQ_ACCEPT if leaf == "TDG.MEM.PAGE.ACCEPT" else VMX_EEQ_ATTR_WR
             eeq = eeq_type | info << 32
         return Result(leaf, OK, rcx=qual, rdx=eeq, r8=gpa & ~0xFFF, exit_reason="EPT_VIOLATION")

@@ -18,8 +18,17 @@ from .guest import GuestMixin
 from .leaves import TDX_VERSION_SHIFT, Leaf
 from .locks import SharexLock
 from .mem import MemMixin
+from .metadata import MetadataMixin
 from .pamt import KEYID_SHIFT, PAGE_SIZE, PageType, Pamt
-from .td import KotState, Lifecycle, VcpuState
+from .td import (
+    MAX_NUM_TDCS_PAGES,
+    MAX_TDCX_PER_VCPU,
+    MIN_NUM_TDCS_PAGES,
+    MIN_TDCX_PER_VCPU,
+    KotState,
+    Lifecycle,
+    VcpuState,
+)
 from .teardown import TeardownMixin
 from .vcpu import VcpuMixin
 from .versions import DEFAULT_MODULE_VERSION, check_version
@@ -27,14 +36,17 @@ from .versions import DEFAULT_MODULE_VERSION, check_version
 OWNED_TYPES = (PageType.PT_REG, PageType.PT_TDCX, PageType.PT_TDVPR, PageType.PT_EPT)
 
 
-class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, TeardownMixin, GuestMixin):
+class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, TeardownMixin, GuestMixin,
+                MetadataMixin):
     """The TDX module's state: PAMT, TDs, vCPUs, KOT, per-package cache write-back state.
 
-    Defaults are assumptions for teaching, not read from a real module: 6 TDCS pages (module
-    1.5.01 MIN_NUM_TDCS_PAGES), 5 TDCX pages per vCPU, private HKIDs 33..63 with the global
-    TDX KeyID 32, and one TDMR of `memory` bytes starting at `base`. `module_version` is the
-    TDX module release whose statuses the model returns where releases differ
-    (`tdxedu.tdx.versions`: "1.5.05", the default, or "1.5.01").
+    Defaults are assumptions for teaching, not read from a real module: private HKIDs 33..63
+    with the global TDX KeyID 32, and one TDMR of `memory` bytes starting at `base`.
+    `tdcs_pages` / `tdcx_per_vcpu` are what the module reports to the host (TDCS_BASE_SIZE,
+    TDVPS_BASE_SIZE less the TDVPR: 6 and 5 in module 1.5), i.e. how many pages KVM and
+    `TdBuilder` add; the module itself accepts 6..9 TDCS and 5..14 TDCX pages (`tdx.td`).
+    `module_version` is the TDX module release whose statuses the model returns where releases
+    differ (`tdxedu.tdx.versions`: "1.5.05", the default, or "1.5.01").
     """
 
     def __init__(
@@ -55,8 +67,12 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
     ):
         if num_packages < 1 or lps_per_package < 1:
             raise ValueError("need at least one package with one logical processor")
-        if tdcs_pages < 4:
-            raise ValueError("the S-EPT root is TDCS page 3: tdcs_pages must be >= 4")
+        if not MIN_NUM_TDCS_PAGES <= tdcs_pages <= MAX_NUM_TDCS_PAGES:
+            raise ValueError(f"tdcs_pages must be {MIN_NUM_TDCS_PAGES}..{MAX_NUM_TDCS_PAGES} "
+                             "(the module's MIN/MAX_NUM_TDCS_PAGES)")
+        if not MIN_TDCX_PER_VCPU <= tdcx_per_vcpu <= MAX_TDCX_PER_VCPU:
+            raise ValueError(f"tdcx_per_vcpu must be {MIN_TDCX_PER_VCPU}..{MAX_TDCX_PER_VCPU} "
+                             "(the module's MIN/MAX_TDVPS_PAGES less the TDVPR)")
         if cache_wb_rounds < 1:
             raise ValueError("cache_wb_rounds must be >= 1")
         self.pamt = Pamt(base, memory)
@@ -142,8 +158,12 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
     def tdh_mng_addcx(self, td: int, tdcs_page: int, *, lp: int = 0) -> Result:
         return self._call("tdh_mng_addcx", lp, (td, tdcs_page), (_TDR, _PAGE))
 
-    def tdh_mng_init(self, td: int, td_params: int = 0, *, lp: int = 0) -> Result:
-        return self._call("tdh_mng_init", lp, (td, td_params), (_TDR, ("td_params", "PA")))
+    def tdh_mng_init(self, td: int, td_params: int = 0, *, attributes: int = 0,
+                     lp: int = 0) -> Result:
+        """`attributes` stands for TD_PARAMS.ATTRIBUTES in the page at `td_params` (bit 0 =
+        DEBUG); the model does not read the page itself."""
+        return self._call("tdh_mng_init", lp, (td, td_params, attributes),
+                          (_TDR, ("td_params", "PA"), ("attributes", "TD ATTRIBUTES")))
 
     def tdh_vp_create(self, td: int, vp: int, *, lp: int = 0) -> Result:
         return self._call("tdh_vp_create", lp, (td, vp), (_TDR, _TDVPR))
@@ -205,6 +225,25 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
         return self._call("tdg_mem_page_attr_wr", lp, (vp, gpa, level, attrs, flags),
                           (_TDVPR, _GPA, _LEVEL, ("attrs", "GPA attributes"),
                            ("flags", "attribute flags")))
+    # --- metadata (tdx.metadata) -----------------------------------------------------------
+    def tdh_mng_rd(self, td: int, field_id: int, *, lp: int = 0) -> Result:
+        """Read one TD metadata field: R8 = its value (kernel `tdh_mng_rd`, version 0)."""
+        return self._call("tdh_mng_rd", lp, (td, field_id), (_TDR, _FIELD))
+
+    def tdh_mng_wr(self, td: int, field_id: int, data: int, mask: int, *, lp: int = 0):
+        """Write the `mask` bits of one TD metadata field: R8 = its old value."""
+        return self._call("tdh_mng_wr", lp, (td, field_id, data, mask),
+                          (_TDR, _FIELD, ("data", "value"), ("mask", "write mask")))
+
+    def tdh_vp_rd(self, vp: int, field_id: int, *, lp: int = 0) -> Result:
+        """Read one vCPU metadata field on the LP the vCPU is (or will be) associated with
+        (kernel `tdh_vp_rd`): R8 = its value."""
+        return self._call("tdh_vp_rd", lp, (vp, field_id), (_TDVPR, _FIELD))
+
+    def tdh_vp_wr(self, vp: int, field_id: int, data: int, mask: int, *, lp: int = 0):
+        """Write the `mask` bits of one vCPU field (kernel `tdh_vp_wr`): R8 = its old value."""
+        return self._call("tdh_vp_wr", lp, (vp, field_id, data, mask),
+                          (_TDVPR, _FIELD, ("data", "value"), ("mask", "write mask")))
 
     # --- runtime removal ------------------------------------------------------------------
     def tdh_mem_range_block(self, td: int, gpa: int, level: int = 0, *, lp: int = 0):
@@ -298,7 +337,7 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
         Dispatch follows module 1.5 `src/vmm_dispatcher/tdx_vmm_dispatcher.c`:
         * RAX bits above 23 set -> TDX_OPERAND_INVALID | OPERAND_ID_RAX (0);
         * version > 0 on a leaf that has no versions (only SEPT.ADD, SEPT.REMOVE, MNG.RD,
-          VP.RD, VP.INIT, PAGE.PROMOTE, SYS.INIT do; VP.INIT is issued by the kernel as
+          VP.RD, PAGE.PROMOTE and, from 1.5.05, VP.INIT do; the kernel issues VP.INIT as
           version 1) -> TDX_OPERAND_INVALID | OPERAND_ID_RAX; a versioned leaf rejects
           version > 1 in its handler with the same status;
         * a leaf number the switch does not know -> TDX_OPERAND_INVALID | OPERAND_ID_RAX.
@@ -306,7 +345,7 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
         11:3 and 63:52 reserved (must be zero, checked by `verify_page_info_input` inside the
         handler, so at the handler's point in the order: OPERAND_INVALID | RCX).
         TDH.MNG.KEY.RECLAIMID is a no-op that returns TDX_SUCCESS ([M15] `tdh_mng_key_reclaimid.c`).
-        Leaves this model does not implement (TDH.MNG.RD/WR, TDH.SYS.*, migration, ...) return
+        Leaves this model does not implement (TDH.MEM.RD/WR, TDH.SYS.*, migration, ...) return
         TDX_OPERAND_INVALID | OPERAND_ID_RAX too; so do TDH.PHYMEM.PAMT.ADD/REMOVE (58/59) from
         their own handlers when Dynamic PAMT is off (module 2.0 `tdh_phymem_pamt_add.c`).
         PAMT.ADD: RCX = HPA | level, RDX / R8 = the two pages; PAMT.REMOVE: RCX, and the pages
@@ -329,6 +368,13 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
             res = Result("TDH.MNG.KEY.RECLAIMID", st.TDX_SUCCESS)
             self._emit("tdh_mng_key_reclaimid", lp, (rcx,), res)
             return res
+        if number == Leaf.TDH_VP_INIT:  # version 0: TDR shared, no x2APIC id
+            return self._run("tdh_vp_init", lp, (rcx, rdx, r8),
+                             self._h_tdh_vp_init(rcx, rdx, r8, version, lp=lp))
+        if number in (Leaf.TDH_MNG_RD, Leaf.TDH_VP_RD):  # version 1: next field id in RDX
+            name = "tdh_mng_rd" if number == Leaf.TDH_MNG_RD else "tdh_vp_rd"
+            return self._run(name, lp, (rcx, rdx),
+                             getattr(self, _HANDLER[name])(rcx, rdx, version, lp=lp))
         route = _ROUTES.get(number)
         if route is None:
             return self._unsupported(leaf, lp, bad_rax)
@@ -421,7 +467,11 @@ _ROUTES = {
     Leaf.TDH_MNG_VPFLUSHDONE: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mng_vpflushdone(rcx, lp=lp),
     Leaf.TDH_MNG_KEY_FREEID: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mng_key_freeid(rcx, lp=lp),
     Leaf.TDH_MNG_INIT: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mng_init(rcx, rdx, lp=lp),
-    Leaf.TDH_VP_INIT: lambda m, rcx, rdx, r8, r9, lp: m.tdh_vp_init(rcx, rdx, r8, lp=lp),
+    Leaf.TDH_VP_INIT: None,  # `seamcall` passes the version itself
+    Leaf.TDH_MNG_RD: None,
+    Leaf.TDH_VP_RD: None,
+    Leaf.TDH_MNG_WR: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mng_wr(rcx, rdx, r8, r9, lp=lp),
+    Leaf.TDH_VP_WR: lambda m, rcx, rdx, r8, r9, lp: m.tdh_vp_wr(rcx, rdx, r8, r9, lp=lp),
     Leaf.TDH_PHYMEM_PAGE_RECLAIM: lambda m, rcx, rdx, r8, r9, lp: m.tdh_phymem_page_reclaim(
         rcx, lp=lp),
     Leaf.TDH_MEM_PAGE_REMOVE: lambda m, rcx, rdx, r8, r9, lp: m.tdh_mem_page_remove(
@@ -460,10 +510,11 @@ def _page_add(m, rcx, rdx, r8, r9, lp):
     return m.tdh_mem_page_add(rdx, gpa, r8, r9, lp=lp)
 
 
-# Leaves the dispatcher accepts with version > 0 (module 1.5 `tdx_vmm_dispatcher.c`).
+# Leaves the dispatcher accepts with version > 0 (module 1.5.05 `tdx_vmm_dispatcher.c`;
+# 1.5.01 lacks VP.INIT).
 _VERSIONED = frozenset({
     Leaf.TDH_MEM_PAGE_PROMOTE, Leaf.TDH_MEM_SEPT_ADD, Leaf.TDH_MEM_SEPT_REMOVE, Leaf.TDH_MNG_RD,
-    Leaf.TDH_VP_RD, Leaf.TDH_VP_INIT, Leaf.TDH_SYS_INIT,
+    Leaf.TDH_VP_RD, Leaf.TDH_VP_INIT,
 })
 # Leaves that run a model handler through `seamcall` (plus the no-op KEY.RECLAIMID).
 SEAMCALL_MODELLED = frozenset(_ROUTES) | {Leaf.TDH_MNG_KEY_RECLAIMID}
@@ -473,6 +524,7 @@ _HANDLER = {name[3:]: name for name in dir(TdxModule) if name.startswith("_h_")}
 
 _TDR = ("td", "TDR page PA")
 _TDVPR = ("vp", "TDVPR page PA")
+_FIELD = ("field_id", "metadata field id")
 _PAGE = ("page", "4K-aligned host physical address")
 _GPA = ("gpa", "guest physical address")
 _LEVEL = ("level", "S-EPT level: 0=4K, 1=2M, 2=1G, 3=512G")

@@ -101,28 +101,30 @@ AUG_ALLOWED = frozenset({S.FREE, S.REMOVED})
 ATTR_RD_ALLOWED = GUEST_ACCESSIBLE | (PENDING_STATES - {S.PENDING_BLOCKED})
 ATTR_WR_ALLOWED = frozenset({S.MAPPED, S.EXPORTED_DIRTY, S.PENDING, S.PENDING_EXPORTED_DIRTY})
 
-# The architectural ("public") state the module reports for each of our states in RDX bits
-# 15:8 (`sept_special_flags_lookup[].public_state`, module `sept_state_lookup.c`).
-PUBLIC_STATE = {
+# `sept_special_flags_lookup[].public_state` (module 1.5 `include/auto_gen/sept_state_lookup.c`):
+# the architectural state the module reports in RDX bits 15:8 when it returns an entry's
+# details; non-leaf states have bit 7 set.
+ARCH_STATE = {
     S.FREE: 0, S.REMOVED: 5, S.NL_MAPPED: 0x84, S.NL_BLOCKED: 0x81, S.MAPPED: 4, S.BLOCKED: 1,
     S.BLOCKEDW: 8, S.EXPORTED_BLOCKEDW: 9, S.EXPORTED_DIRTY: 11, S.EXPORTED_DIRTY_BLOCKEDW: 12,
     S.PENDING: 2, S.PENDING_BLOCKED: 3, S.PENDING_BLOCKEDW: 16, S.PENDING_EXPORTED_BLOCKEDW: 17,
     S.PENDING_EXPORTED_DIRTY: 19, S.PENDING_EXPORTED_DIRTY_BLOCKEDW: 20,
 }
+SUPPRESS_VE = 1 << 63
 _NO_W = frozenset({S.BLOCKEDW, S.EXPORTED_BLOCKEDW, S.EXPORTED_DIRTY_BLOCKEDW})
-_SVE = 1 << 63  # suppress #VE
-_LEAF_BITS = (6 << 3) | (1 << 6) | (1 << 7) | _SVE  # MT = WB, IPAT, PS (leaf), SVE
+_LEAF_BITS = (6 << 3) | (1 << 6) | (1 << 7) | SUPPRESS_VE  # MT = WB, IPAT, PS (leaf), SVE
+
+
+def state_rwx(state: SeptState) -> int:
+    """The R/W/X bits the module keeps in an entry of this state: a mapped table or a fully
+    accessible page RWX, a write-blocked page R+X, anything else (free, blocked, pending) none."""
+    if state == _NL_MAPPED or state in GUEST_FULLY_ACCESSIBLE:
+        return 7
+    return 5 if state in _NO_W else 0
 
 
 def entry_rwx(entry: SeptEntry | None) -> int:
-    """The R/W/X bits the module keeps in an entry: a mapped table or a fully accessible leaf
-    RWX, a write-blocked leaf R+X, anything else (free, blocked, pending) none."""
-    if entry is None:
-        return 0
-    state = entry.state
-    if state == S.NL_MAPPED or state in GUEST_FULLY_ACCESSIBLE:
-        return 7
-    return 5 if state in _NO_W else 0
+    return 0 if entry is None else state_rwx(entry.state)
 
 
 def is_leaf(entry: SeptEntry | None) -> bool:
@@ -131,20 +133,26 @@ def is_leaf(entry: SeptEntry | None) -> bool:
         SEPT_FREE, S.REMOVED)
 
 
-def septe_details(entry: SeptEntry | None, level: int) -> tuple[int, int]:
-    """RCX and RDX as `set_arch_septe_details_in_vmm_regs` (module 1.5 `sept_manager.c`) fills
-    them after a failed walk, a busy entry or a wrong state: RCX the architectural S-EPT entry
-    (FREE: only SVE; a table: its RWX; a leaf: HPA, RWX, MT = WB, IPAT, PS, SVE), RDX the
-    entry's level (bits 2:0) and public state (bits 15:8). `None` is an entry never written
-    (FREE)."""
-    state = SEPT_FREE if entry is None else entry.state
+def arch_septe_details(state: SeptState, hpa: int, level: int) -> tuple[int, int]:
+    """(RCX, RDX) as `set_arch_septe_details_in_vmm_regs` (module 1.5
+    `src/common/memory_handlers/sept_manager.c`) fills them after a failed walk, a busy entry
+    or a wrong state: RCX the architectural S-EPT entry -- FREE: SUPPRESS_VE alone; a table:
+    its RWX and PS only (SEPT_ARCH_ENTRY_NON_LEAF_MASK, no HPA); a page: HPA, RWX, MT = WB,
+    IPAT, PS and SUPPRESS_VE (SEPT_ARCH_ENTRY_LEAF_MASK; the module sets all four on every
+    page it maps) -- and RDX = level (bits 2:0) | architectural state << 8."""
+    rdx = level | ARCH_STATE[state] << 8
     if state == SEPT_FREE:
-        raw = _SVE
-    elif is_leaf(entry):
-        raw = entry.hpa | entry_rwx(entry) | _LEAF_BITS
-    else:
-        raw = entry_rwx(entry)  # a table: RWX and PS only (SEPT_ARCH_ENTRY_NON_LEAF_MASK)
-    return raw, level | PUBLIC_STATE[state] << 8
+        return SUPPRESS_VE, rdx
+    if state in NON_LEAF or state == S.REMOVED:
+        return state_rwx(state), rdx
+    return hpa | state_rwx(state) | _LEAF_BITS, rdx
+
+
+def septe_details(entry: SeptEntry | None, level: int) -> tuple[int, int]:
+    """`arch_septe_details` of an entry object; `None` is an entry never written (FREE)."""
+    if entry is None:
+        return arch_septe_details(SEPT_FREE, 0, level)
+    return arch_septe_details(entry.state, entry.hpa, level)
 
 
 class SeptEntry:
@@ -205,6 +213,29 @@ class SecureEpt:
             if e is None or e.state != _NL_MAPPED:
                 return e, lvl
         return self.entries.get((level, gpa & _MASKS[level])), level
+    def stop(self, gpa: int, level: int) -> tuple[SeptState, int, int]:
+        """Where `walk(gpa, level)` stops: (state, HPA, level) of the entry it ends on -- the
+        requested one, or the first entry above it that is not a mapped table. The module
+        reports that entry in RCX/RDX when a walk fails (`set_arch_septe_details_in_vmm_regs`)."""
+        for lvl in range(SEPT_LEVELS - 1, level - 1, -1):
+            e = self.entries.get((lvl, gpa & _MASKS[lvl]))
+            if e is None:
+                return SEPT_FREE, 0, lvl
+            if lvl == level or e.state != _NL_MAPPED:
+                return e.state, e.hpa, lvl
+        return SEPT_FREE, 0, level
+
+    def walk_to_leaf(self, gpa: int) -> SeptEntry | None:
+        """`check_and_walk_private_gpa_to_leaf` (module 1.5 `src/common/helpers/helpers.c`,
+        SEPT_WALK_TO_LEAF): down from the root to the first entry that is not a mapped table;
+        it must be a present leaf (RWX != 0: a guest-accessible state), else None."""
+        for lvl in range(SEPT_LEVELS - 1, -1, -1):
+            e = self.entries.get((lvl, gpa & _MASKS[lvl]))
+            if e is None:
+                return None
+            if e.state != _NL_MAPPED:
+                return e if e.state in GUEST_ACCESSIBLE else None
+        return None
 
     def children(self, entry: SeptEntry) -> list[SeptEntry]:
         """Entries in the table a non-leaf entry points at that are not FREE."""

@@ -93,6 +93,10 @@ class Tdcs:
         self.td_epoch = 1
         self.refcount = [0, 0]  # vCPUs in guest per epoch parity
         self.num_assoc_vcpus = 0
+        self.num_vcpus = 0  # vCPUs initialised by TDH.VP.INIT (TDH.MR.FINALIZE needs one)
+        self.x2apic_ids: list[int] = []  # per VCPU_INDEX, from TDH.VP.INIT version 1
+        self.attributes = 0  # TD_PARAMS.ATTRIBUTES (bit 0 = DEBUG), read by TDH.MNG.RD
+        self.hp_lock_timeout = 1_000_000  # usec, DEFAULT_HP_LOCK_TIMEOUT_USEC; TDH.MNG.WR
         self.epoch_lock = SharexLock(f"TD_EPOCH[{td.pa:#x}]")
         self.sept_lock = SharexLock(f"SEPT_TREE[{td.pa:#x}]")
         self.op_state_lock = SharexHpLock(f"OP_STATE[{td.pa:#x}]")
@@ -132,6 +136,8 @@ class Tdvps:
         self.tdcx_pa: list[int] = []
         self.state = VcpuState.VCPU_UNINITIALIZED
         self.assoc_lpid = NO_LP
+        self.vcpu_index = -1  # TDVPS.VCPU_INDEX, given by TDH.VP.INIT
+        self.vmcs: dict[int, int] = {}  # TD VMCS fields KVM writes with TDH.VP.WR
         self.vcpu_epoch = 0
         # Counted in TDCS.REFCOUNT[vcpu_epoch & 1]: from VP.ENTER's epoch step (before its
         # 0-step check) until the TD exit, or until VP.ENTER gives up after counting itself.

@@ -13,7 +13,7 @@ from __future__ import annotations
 from . import status as st
 from .core import IN_SEAMCALL, Call, Result
 from .leaves import TDH_PHYMEM_CACHEWB_RESUME_CMD, TDH_PHYMEM_CACHEWB_START_CMD
-from .pamt import KEYID_SHIFT, PA_MASK, PT_NDA, PT_PAMT, PT_RSVD, PT_TDR
+from .pamt import KEYID_SHIFT, PA_MASK, PAGE_2M, PT_NDA, PT_PAMT, PT_REG, PT_RSVD, PT_TDR
 from .td import (
     HKID_FLUSHED,
     HKID_FREE,
@@ -127,33 +127,56 @@ class TeardownMixin:
 
     # TDH.PHYMEM.PAGE.RECLAIM --------------------------------------------------------------
     def _h_tdh_phymem_page_reclaim(self, page: int, lp: int):
-        """Module 1.5 `tdh_phymem_page_reclaim.c`, in its order: PA aligned with no KeyID bits
-        (OPERAND_INVALID | RCX); inside a TDMR (ADDR_RANGE_ERROR | RCX); PAMT entry locked
-        exclusively (BUSY | RCX); type not NDA/RSVD (PAGE_METADATA_INCORRECT | RCX). Then for a
-        child page: its TDR shared (BUSY | TDR), lifecycle TD_TEARDOWN, chldcnt -= 1; for the
-        TDR itself: lifecycle TD_TEARDOWN, then chldcnt == 0 (TD_ASSOCIATED_PAGES_EXIST).
-        Outputs RCX = page type, RDX = owner (0 for a TDR), R8 = size (0 = 4K)."""
+        """Module 1.5 `tdh_phymem_page_reclaim.c`, in its order: PA 4K-aligned, below MAX_PA,
+        no KeyID bits (OPERAND_INVALID | RCX); inside a TDMR (ADDR_RANGE_ERROR | RCX);
+        `pamt_walk` *not* to a fixed size, taking the leaf entry exclusively: the PAMT_2M
+        entry shared and, if it is a 2 MB page, that entry promoted to exclusive, else the 4K
+        entry exclusively (BUSY | RCX); type not NDA/RSVD (PAGE_METADATA_INCORRECT | RCX).
+        From here the outputs are set, failure or not: RCX = page type, RDX = owner (the TDR's
+        PA; 0 for a TDR), R8 = the page level (0 = 4K, 1 = 2M). A 2 MB page must be named by
+        its 2 MB-aligned PA (OPERAND_INVALID | RCX). A child page: its TDR shared (BUSY |
+        TDR), lifecycle TD_TEARDOWN (LIFECYCLE_STATE_INCORRECT), child count minus 1 or 512.
+        The TDR itself: TD_TEARDOWN, then no children left (TD_ASSOCIATED_PAGES_EXIST).
+        Dynamic PAMT (module 2.0) also refuses its PAMT pages (PT_PAMT)."""
         leaf = "TDH.PHYMEM.PAGE.RECLAIM"
         call = Call(f"{leaf}@LP{lp}")
         try:
             err = self._hpa_error(page, RCX)
             if err:
                 return Result(leaf, err)
-            e = self.pamt.entry(page >> 12)
-            if not call.exclusive(e.lock):
-                return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
+            pamt = self.pamt
+            level, e = 0, None
+            r = pamt.ranges.get(page >> 21)
+            if r is not None:
+                if not self.dynamic_pamt and not call.shared(r.lock):
+                    return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
+                if r.pt == PT_REG:  # the walk ends at a 2 MB leaf
+                    if not (call.promote(r.lock) if not self.dynamic_pamt
+                            else call.exclusive(r.lock)):
+                        return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
+                    level, e = 1, r
+            if e is None:
+                e = pamt.entry(page >> 12)
+                if not call.exclusive(e.lock):
+                    return Result(leaf, st.TDX_OPERAND_BUSY | RCX)
             if e.pt in (PT_NDA, PT_RSVD, PT_PAMT):
                 return Result(leaf, st.TDX_PAGE_METADATA_INCORRECT | RCX)
+            out = {"rcx": int(e.pt), "rdx": e.owner, "r8": level}
+            if level and page % PAGE_2M:
+                return Result(leaf, st.TDX_OPERAND_INVALID | RCX, **out)
             is_tdr = e.pt == PT_TDR
             td = self.tds[page] if is_tdr else self.tds[e.owner]
-            if not is_tdr and not call.shared(self.pamt.entry(td.pa >> 12).lock):
-                return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_TDR)
+            if not is_tdr and not call.shared(pamt.entry(td.pa >> 12).lock):
+                return Result(leaf, st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_TDR, **out)
             if td.lifecycle != TD_TEARDOWN:
-                return Result(leaf, st.TDX_LIFECYCLE_STATE_INCORRECT)
+                return Result(leaf, st.TDX_LIFECYCLE_STATE_INCORRECT, **out)
             if is_tdr and td.chldcnt:
-                return Result(leaf, st.TDX_TD_ASSOCIATED_PAGES_EXIST)
+                return Result(leaf, st.TDX_TD_ASSOCIATED_PAGES_EXIST, **out)
             yield IN_SEAMCALL
-            pt, owner = e.pt, e.owner
+            if level:
+                self._free_2m_page(page, td)
+                self.reclaimed += 1
+                return Result(leaf, OK, **out)
             e.pt, e.owner, e.bepoch = PT_NDA, 0, 0
             if is_tdr:
                 del self.tds[td.pa]
@@ -162,26 +185,32 @@ class TeardownMixin:
             else:
                 td.chldcnt -= 1
             self.reclaimed += 1
-            return self._removal_hint(Result(leaf, OK, rcx=int(pt), rdx=owner, r8=0), page)
+            return self._removal_hint(Result(leaf, OK, **out), page)
         finally:
             call.release()
 
     # TDH.PHYMEM.PAGE.WBINVD ---------------------------------------------------------------
     def _h_tdh_phymem_page_wbinvd(self, pa_with_keyid: int, lp: int):
-        """Write back and invalidate one page's cache lines under the KeyID in the PA's upper
-        bits. The page must already be PT_NDA; no lifecycle check ([M15]
-        `tdh_phymem_page_wbinvd.c`)."""
+        """Module 1.5 `tdh_phymem_page_wbinvd.c`: the KeyID is taken from the PA's upper bits
+        (any KeyID: no check) and cleared; then the page is an explicit 4K operand locked
+        *shared* with PT_NDA expected (`check_and_lock_explicit_4k_private_hpa`): aligned
+        (OPERAND_INVALID | RCX), in a TDMR (ADDR_RANGE_ERROR | RCX), the PAMT_2M entry not a 2
+        MB page (PAGE_METADATA_INCORRECT | RCX), the 4K entry's lock (BUSY | RCX), PT_NDA
+        (PAGE_METADATA_INCORRECT | RCX). No lifecycle check: once a page is PT_NDA the host
+        may write it back at any time."""
         leaf = "TDH.PHYMEM.PAGE.WBINVD"
-        if pa_with_keyid < 0 or pa_with_keyid >> 64:
-            return Result(leaf, st.TDX_OPERAND_INVALID | RCX)
-        keyid, pa = pa_with_keyid >> KEYID_SHIFT, pa_with_keyid & PA_MASK
-        err = self._hpa_error(pa, RCX)
-        if err:
-            return Result(leaf, err)
-        yield from ()
-        if self.pamt.page_type(pa) != PT_NDA:
-            return Result(leaf, st.TDX_PAGE_METADATA_INCORRECT | RCX)
-        lines = self.dirty_keyids.get(keyid)
-        if lines is not None:
-            lines.discard(pa >> 12)
-        return Result(leaf, OK)
+        call = Call(f"{leaf}@LP{lp}")
+        try:
+            if not 0 <= pa_with_keyid < 1 << 64:  # not a register value
+                return Result(leaf, st.TDX_OPERAND_INVALID | RCX)
+            keyid, pa = pa_with_keyid >> KEYID_SHIFT, pa_with_keyid & PA_MASK
+            e, err = self._lock_explicit(call, pa, RCX, PT_NDA, exclusive=False)
+            if err:
+                return Result(leaf, err)
+            yield from ()
+            lines = self.dirty_keyids.get(keyid)
+            if lines is not None:
+                lines.discard(pa >> 12)
+            return Result(leaf, OK)
+        finally:
+            call.release()

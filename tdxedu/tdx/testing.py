@@ -120,7 +120,8 @@ class TdBuilder:
             self._ok(self.m.tdh_vp_addcx(vp, pa), "TDH.VP.ADDCX")
             td.tdcx[vp].append(pa)
         if init:
-            self._ok(self.m.tdh_vp_init(vp, lp=lp), "TDH.VP.INIT")
+            # x2APIC ids must be unique per TD (TDH.VP.INIT version 1); KVM passes vcpu_id.
+            self._ok(self.m.tdh_vp_init(vp, 0, len(td.vcpu_lp), lp=lp), "TDH.VP.INIT")
             td.vcpu_lp[vp] = lp
         return vp
 

@@ -29,7 +29,14 @@ from . import status as st
 from .core import Call, Result
 from .leaves import Leaf
 from .sept import GUEST_FULLY_ACCESSIBLE, SHARED_BIT
-from .td import EPF_GPA_LIST_SIZE, NO_LP, STEPPING_EPF_THRESHOLD, Lifecycle, VcpuState
+from .td import (
+    EPF_GPA_LIST_SIZE,
+    MIN_TDCX_PER_VCPU,
+    NO_LP,
+    STEPPING_EPF_THRESHOLD,
+    Lifecycle,
+    VcpuState,
+)
 
 RCX = st.TDX_OPERAND_ID_RCX
 OK = st.TDX_SUCCESS
@@ -52,7 +59,7 @@ class VcpuMixin:
             err = self._td_state_error(call, td, Leaf.TDH_VP_ENTER)
             if err:
                 return Result(leaf, err)
-            if len(vp.tdcx_pa) != self.tdcx_per_vcpu:
+            if len(vp.tdcx_pa) < MIN_TDCX_PER_VCPU:  # map_tdvps
                 return Result(leaf, st.TDX_TDCX_NUM_INCORRECT)
             if vp.state != VcpuState.VCPU_READY:
                 return Result(leaf, st.TDX_VCPU_STATE_INCORRECT)
@@ -139,7 +146,7 @@ class VcpuMixin:
                 return Result(leaf, st.TDX_TD_KEYS_NOT_CONFIGURED)
             # Module 1.5 `tdh_vp_flush.c`: mapping the TDVPS fails while not every TDCX page
             # has been added (`map_tdvps` -> TDX_TDCX_NUM_INCORRECT), before the LP check.
-            if len(vp.tdcx_pa) != self.tdcx_per_vcpu:
+            if len(vp.tdcx_pa) < MIN_TDCX_PER_VCPU:
                 return Result(leaf, st.TDX_TDCX_NUM_INCORRECT)
             if vp.assoc_lpid != lp:
                 return Result(leaf, st.TDX_VCPU_NOT_ASSOCIATED)

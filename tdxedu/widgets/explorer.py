@@ -69,7 +69,7 @@ class Explorer:
         self.stepper.load(ExplorerSource(self.result.name, choices=v.witness))
 
     def _repr_mimebundle_(self, **kw):
-        return mimebundle(self.widget, f"<tdxedu Explorer: {self.scenario.value}>", **kw)
+        return mimebundle(self.widget, f"tdxedu Explorer: {self.scenario.value}", **kw)
 
 
 def verdict_table(ex) -> str:

@@ -41,15 +41,18 @@ def _esc(s) -> str:
     return html.escape(str(s))
 
 
+RUN_TO_START = "Run this cell to start the widget."
+
 
 def mimebundle(widget, text: str, **kw) -> dict:
-    """Display a lesson object as its ipywidget, with a short text/plain for non-widget
-    front ends (nbval compares that text, so it must not be the widget's model id)."""
+    """Display a lesson object as its ipywidget, with a short text/plain for front ends that
+    cannot draw it (an untrusted notebook, a text viewer): what it is and what to do (nbval
+    compares that text, so it must not be the widget's model id)."""
     data = widget._repr_mimebundle_(**kw)
     if isinstance(data, tuple):
         data = data[0]
     data = dict(data or {})
-    data["text/plain"] = text
+    data["text/plain"] = f"{text}. {RUN_TO_START}"
     return data
 
 class Stepper:
@@ -220,7 +223,7 @@ class Stepper:
 
     def _repr_mimebundle_(self, **kw):
         title = self.source.title if self.source else "-"
-        return mimebundle(self.widget, f"<tdxedu Stepper: {title}>", **kw)
+        return mimebundle(self.widget, f"tdxedu Stepper: {title}", **kw)
 
 
 # --- builders: one line in a notebook ---------------------------------------------------------
@@ -296,9 +299,10 @@ BUILD_PRESETS = {
     "VP.ENTER before MR.FINALIZE": "tdh_mng_create, tdh_mng_key_config, tdh_mng_addcx, "
                                    "tdh_mng_init, tdh_vp_create, tdh_vp_addcx, tdh_vp_init, "
                                    "tdh_vp_enter",
+    # MR.FINALIZE needs an initialised vCPU (module tdh_mr_finalize.c: TDX_NO_VCPUS)
     "PAGE.ADD after MR.FINALIZE": "tdh_mng_create, tdh_mng_key_config, tdh_mng_addcx, "
-                                  "tdh_mng_init, tdh_mem_sept_add, tdh_mr_finalize, "
-                                  "tdh_mem_page_add",
+                                  "tdh_mng_init, tdh_vp_create, tdh_vp_addcx, tdh_vp_init, "
+                                  "tdh_mem_sept_add, tdh_mr_finalize, tdh_mem_page_add",
     "reclaim the TDR first": "tdh_mng_create, tdh_mng_key_config, tdh_mng_addcx, "
                              "tdh_mng_init, tdh_phymem_page_reclaim",
     "free the HKID too early": "tdh_mng_create, tdh_mng_key_config, tdh_mng_addcx, "

@@ -72,3 +72,25 @@ def test_package_comes_from_the_binder_env(binder_python: Path, tmp_path: Path):
     assert r.returncode == 0, r.stderr
     assert str(binder_python.parent.parent) in r.stdout, r.stdout
     assert sys.prefix not in r.stdout
+
+
+def test_postbuild_trusts_the_lessons_and_silences_the_news(binder_python: Path, tmp_path: Path):
+    """binder/postBuild as repo2docker runs it (repository root, the env's `jupyter` first on
+    PATH), with the Jupyter dirs private: afterwards every lesson is trusted (JupyterLab draws
+    the saved widgets) and the announcements plugin is disabled."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PATH=f"{binder_python.parent}{os.pathsep}{env['PATH']}",
+               JUPYTER_DATA_DIR=str(tmp_path / "data"), JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"))
+    r = subprocess.run([str(BINDER / "postBuild")], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    check = ("import sys, nbformat\nfrom nbformat.sign import NotebookNotary\n"
+             "n = NotebookNotary()\n"
+             "print(sum(n.check_signature(nbformat.read(p, as_version=4)) for p in sys.argv[1:]))")
+    r = subprocess.run([str(binder_python), "-c", check, *map(str, NOTEBOOKS)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) == len(NOTEBOOKS) == 7
+    # `jupyter labextension disable` writes to the environment (sys.prefix) config.
+    page = (binder_python.parent.parent / "etc/jupyter/labconfig/page_config.json").read_text()
+    assert "@jupyterlab/apputils-extension:announcements" in page

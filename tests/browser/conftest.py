@@ -1,23 +1,26 @@
 """Fixtures for the real-browser test: JupyterLab on 127.0.0.1 + Debian Chromium via Playwright.
 
-* JupyterLab runs in its own process group (kernels included) on a fresh free port, token and
-  password off, ``--allow-root``, root dir = a temporary copy of ``notebooks/``, with its own
-  JUPYTER_CONFIG_DIR whose ``labconfig/page_config.json`` disables the news toast.
+* JupyterLab is launched the way ``tdxedu lab`` launches it (``tdxedu.lab``: the lessons copied
+  into a fresh workspace, unedited copies signed, the workspace's own JupyterLab config), in
+  its own process group (kernels included) on a fresh free port, token and password off,
+  ``--allow-root``, with private Jupyter config/data/settings dirs so nothing of the
+  developer's (or a trust database) helps: what the learner sees is what is tested.
 * Chromium is Debian's ``/usr/bin/chromium`` (no browser download is possible). If it is
   missing the tests skip with a reason, except under ``CI=true`` where that is a failure.
-* Screenshots go to ``test-artifacts/`` only for failing tests; per-notebook timings are
-  printed in the terminal summary and written to ``test-artifacts/browser-timings.txt``.
+* Every lesson's full page after Run All is saved to ``test-artifacts/<lesson>.png`` (failing
+  tests also save ``<test>.png``); per-notebook timings, the Step-click latency per lesson and
+  the pictures' pixel/display ratios are printed in the terminal summary and written to
+  ``test-artifacts/browser-*.txt``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
+import statistics
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -38,12 +41,11 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DISABLED_LAB_PLUGINS = [
-    "@jupyterlab/apputils-extension:announcements",  # "get notified about Jupyter news?"
-]
 SERVER_START_TIMEOUT = 90.0
 
 TIMINGS: list[tuple[str, float, str]] = []  # (notebook, seconds, outcome)
+LATENCIES: dict[str, list[float]] = {}  # notebook -> ms from a Step click to the new picture
+PICTURES: dict[str, list[dict]] = {}  # notebook -> every raster picture's pixels vs display
 
 
 def _in_ci() -> bool:
@@ -98,46 +100,44 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="session")
 def lab_server(tmp_path_factory):
-    """(base_url, root_dir) of a private JupyterLab serving a copy of notebooks/."""
+    """(base_url, workspace, plan) of a private JupyterLab started as `tdxedu lab` starts it."""
     require_chromium()
+    from tdxedu import lab
+
     base = tmp_path_factory.mktemp("lab")
-    root = base / "root"
-    shutil.copytree(
-        NOTEBOOKS,
-        root / "notebooks",
-        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "*.py", "__pycache__"),
-    )
-    config_dir = base / "jupyter-config"
-    (config_dir / "labconfig").mkdir(parents=True)
-    (config_dir / "labconfig" / "page_config.json").write_text(
-        json.dumps({"disabledExtensions": {name: True for name in DISABLED_LAB_PLUGINS}})
-    )
+    workspace = base / "tdxedu-lessons"
+    port = _free_port()
+    server_args = [
+        "--no-browser", "--allow-root",
+        "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
+        "--IdentityProvider.token=", "--ServerApp.password=",
+        "--ServerApp.disable_check_xsrf=True",
+    ]  # fmt: skip
     env = dict(os.environ)
     env.update(
-        JUPYTER_CONFIG_DIR=str(config_dir),
+        JUPYTER_CONFIG_DIR=str(base / "jupyter-config"),
+        JUPYTER_DATA_DIR=str(base / "jupyter-data"),  # the trust database: empty before
         JUPYTER_RUNTIME_DIR=str(base / "runtime"),
         JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"),
         JUPYTERLAB_SETTINGS_DIR=str(base / "user-settings"),
         IPYTHONDIR=str(base / "ipython"),
         PYTHONHASHSEED=env.get("PYTHONHASHSEED", "0"),
     )
-    port = _free_port()
+    env.pop("JUPYTER_CONFIG_PATH", None)
+    saved = os.environ.copy()
+    os.environ.update(env)  # apply() signs into JUPYTER_DATA_DIR, as the server will read it
+    try:
+        plan = lab.make_plan(NOTEBOOKS, workspace, extra=server_args)
+        lab.apply(plan)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     log = base / "jupyterlab.log"
-    cmd = [
-        sys.executable, "-m", "jupyterlab",
-        "--no-browser", "--allow-root",
-        "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
-        "--IdentityProvider.token=", "--ServerApp.password=",
-        "--ServerApp.disable_check_xsrf=True",
-        f"--ServerApp.root_dir={root}",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-    ]  # fmt: skip
     with log.open("wb") as fh:
         proc = subprocess.Popen(
-            cmd,
-            env=env,
-            cwd=root,
+            plan.command,
+            env=plan.env(env),
+            cwd=base,
             stdout=fh,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -146,7 +146,7 @@ def lab_server(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, proc, log)
-        yield url, root
+        yield url, workspace, log
     finally:
         _kill_group(proc)
 
@@ -155,6 +155,18 @@ def lab_server(tmp_path_factory):
 def browser_timings() -> list[tuple[str, float, str]]:
     """Tests append (notebook, seconds, outcome); printed in the terminal summary."""
     return TIMINGS
+
+
+@pytest.fixture(scope="session")
+def step_latencies() -> dict[str, list[float]]:
+    """Tests add each lesson's Step-click latencies (ms); printed in the terminal summary."""
+    return LATENCIES
+
+
+@pytest.fixture(scope="session")
+def picture_sizes() -> dict[str, list[dict]]:
+    """Tests add each lesson's pictures (natural vs displayed width); printed in the summary."""
+    return PICTURES
 
 
 @pytest.fixture(scope="session")
@@ -209,12 +221,54 @@ def pytest_runtest_makereport(item, call):
     return rep
 
 
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def latency_lines(latencies: dict[str, list[float]]) -> list[str]:
+    """Median and p90 of Step click -> new picture on screen, per lesson and overall."""
+    lines = [f"{'lesson':34} {'clicks':>6} {'median':>9} {'p90':>9}"]
+    every: list[float] = []
+    for nb, ms in latencies.items():
+        every += ms
+        if ms:
+            lines.append(f"{nb:34} {len(ms):6d} {statistics.median(ms):6.0f} ms "
+                         f"{_percentile(ms, 0.9):6.0f} ms")
+        else:
+            lines.append(f"{nb:34} {0:6d}  (no picture changed)")
+    if every:
+        lines.append(f"{'all lessons':34} {len(every):6d} {statistics.median(every):6.0f} ms "
+                     f"{_percentile(every, 0.9):6.0f} ms   (target: median < 150 ms)")
+    return lines
+
+
+def picture_lines(pictures: dict[str, list[dict]]) -> list[str]:
+    """Per lesson: raster pictures shown, how many are upscaled (fewer pixels than shown)."""
+    lines = []
+    for nb, pics in pictures.items():
+        shown = [p for p in pics if p["shown"] > 0]
+        up = [p for p in shown if p["natural"] < p["shown"]]
+        worst = min((p["natural"] / p["shown"] for p in shown), default=1.0)
+        lines.append(f"{nb:34} {len(shown):3d} raster pictures, {len(up):3d} upscaled, "
+                     f"lowest pixels/displayed width {worst:.2f}")
+    return lines
+
+
 def pytest_terminal_summary(terminalreporter):
-    if not TIMINGS:
-        return
-    lines = [f"{sec:6.1f} s  {outcome:7}  {nb}" for nb, sec, outcome in TIMINGS]
-    terminalreporter.write_sep("-", "browser test: time per notebook")
-    for line in lines:
-        terminalreporter.write_line(line)
     ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "browser-timings.txt").write_text("\n".join(lines) + "\n")
+    sections = [
+        ("time per notebook", "browser-timings.txt",
+         [f"{sec:6.1f} s  {outcome:7}  {nb}" for nb, sec, outcome in TIMINGS]),
+        ("Step click -> new picture on screen (in Chromium)", "browser-step-latency.txt",
+         latency_lines(LATENCIES) if LATENCIES else []),
+        ("pictures after Run All: pixels vs displayed width", "browser-pictures.txt",
+         picture_lines(PICTURES)),
+    ]
+    for title, filename, lines in sections:
+        if not lines:
+            continue
+        terminalreporter.write_sep("-", f"browser test: {title}")
+        for line in lines:
+            terminalreporter.write_line(line)
+        (ARTIFACTS / filename).write_text("\n".join(lines) + "\n")

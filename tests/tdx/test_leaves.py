@@ -64,8 +64,14 @@ BUILD = [
       lambda w: w.m.tdh_mng_key_config(w.b.page()), st.TDX_PAGE_METADATA_INCORRECT | RCX),
     C("M15 MNG.ADDCX before keys configured", "created",
       lambda w: w.m.tdh_mng_addcx(w.tdr, w.b.page()), st.TDX_TD_KEYS_NOT_CONFIGURED),
-    C("M:tdh_mng_add_cx.c ADDCX beyond TDCS page count", "keys_configured",
-      lambda w: w.m.tdh_mng_addcx(w.tdr, w.b.page()), st.TDX_TDCX_NUM_INCORRECT),
+    C("M:tdh_mng_add_cx.c ADDCX a 7th TDCS page before MNG.INIT", "keys_configured",
+      lambda w: w.m.tdh_mng_addcx(w.tdr, w.b.page()), OK),
+    C("M:tdh_mng_add_cx.c ADDCX beyond MAX_NUM_TDCS_PAGES (9)", "keys_configured",
+      lambda w: [w.m.tdh_mng_addcx(w.tdr, w.b.page()) for _ in range(4)][-1],
+      st.TDX_TDCX_NUM_INCORRECT),
+    C("M:tdh_mng_add_cx.c ADDCX a 7th TDCS page after MNG.INIT (op-state)", "initialized",
+      lambda w: w.m.tdh_mng_addcx(w.tdr, w.b.page()), st.TDX_OP_STATE_INCORRECT,
+      vcpus=0, pages=0),
     C("M:tdh_mng_add_cx.c ADDCX page already assigned", "created",
       lambda w: (w.b.configure_keys(w.td), w.m.tdh_mng_addcx(w.tdr, w.b.create().tdr))[1],
       st.TDX_PAGE_METADATA_INCORRECT | RCX),
@@ -92,8 +98,11 @@ BUILD = [
       OK, vcpus=0, pages=0),
     C("M:tdh_vp_addcx.c VP.ADDCX after VP.INIT", "initialized",
       lambda w: w.m.tdh_vp_addcx(w.vp, w.b.page()), st.TDX_VCPU_STATE_INCORRECT, pages=0),
-    C("M:tdh_vp_addcx.c VP.ADDCX beyond TDCX count", "initialized",
+    C("M:tdh_vp_addcx.c VP.ADDCX a 6th TDCX page", "initialized",
       lambda w: w.m.tdh_vp_addcx(w.b.add_vcpu(w.td, init=False), w.b.page()),
+      OK, vcpus=0, pages=0),
+    C("M:tdh_vp_addcx.c VP.ADDCX beyond MAX_TDVPS_PAGES (15)", "initialized",
+      lambda w: _addcx_n(w, w.b.add_vcpu(w.td, init=False), 10),
       st.TDX_TDCX_NUM_INCORRECT, vcpus=0, pages=0),
     C("M:helpers.c VP.ADDCX on a non-TDVPR", "initialized",
       lambda w: w.m.tdh_vp_addcx(w.tdr, w.b.page()), st.TDX_PAGE_METADATA_INCORRECT | RDX,
@@ -144,11 +153,12 @@ BUILD = [
       lambda w: w.m.tdh_mr_extend(w.tdr, 0x100), OK, vcpus=0),
     C("M15 MR.EXTEND not 256-aligned", "initialized",
       lambda w: w.m.tdh_mr_extend(w.tdr, 0x10), st.TDX_OPERAND_INVALID | RCX, vcpus=0),
-    C("M15 MR.EXTEND FREE entry", "initialized",
-      lambda w: w.m.tdh_mr_extend(w.tdr, FREE_GPA), st.TDX_EPT_ENTRY_STATE_INCORRECT | RCX,
+    C("M:tdh_mr_extend.c MR.EXTEND FREE entry: not present", "initialized",
+      lambda w: w.m.tdh_mr_extend(w.tdr, FREE_GPA), st.TDX_EPT_ENTRY_NOT_PRESENT | RCX,
       vcpus=0),
-    C("M15 MR.EXTEND walk fails", "initialized",
-      lambda w: w.m.tdh_mr_extend(w.tdr, NO_TABLE_GPA), st.TDX_EPT_WALK_FAILED | RCX, vcpus=0),
+    C("M:tdh_mr_extend.c MR.EXTEND walk fails: not present", "initialized",
+      lambda w: w.m.tdh_mr_extend(w.tdr, NO_TABLE_GPA), st.TDX_EPT_ENTRY_NOT_PRESENT | RCX,
+      vcpus=0),
     C("M15 MR.EXTEND after finalize", "finalized",
       lambda w: w.m.tdh_mr_extend(w.tdr, 0), st.TDX_OP_STATE_INCORRECT),
     C("M15 MR.FINALIZE success", "initialized", lambda w: w.m.tdh_mr_finalize(w.tdr), OK),
@@ -173,6 +183,11 @@ BUILD = [
       lambda w: w.m.tdh_mem_page_aug(w.tdr, FREE_GPA, 0, w.td.private[0]),
       st.TDX_PAGE_METADATA_INCORRECT | R8),
 ]
+
+
+def _addcx_n(w, vp, n):
+    """TDH.VP.ADDCX `n` more pages; the last call's result."""
+    return [w.m.tdh_vp_addcx(vp, w.b.page()) for _ in range(n)][-1]
 
 
 def _vp_partial(w):

@@ -10,6 +10,7 @@ from hypothesis import strategies as hs
 from tdx_cases import OUTSIDE, build_world, new_module
 
 from tdxedu.tdx import Leaf
+from tdxedu.tdx.metadata import FIELD_IDS
 from tdxedu.tdx.pamt import KEYID_SHIFT
 from tdxedu.tdx.status import STATUS_CODES, Status
 
@@ -24,7 +25,7 @@ CALLS = {
     "tdh_mng_init": ("pa",),
     "tdh_vp_create": ("pa", "pa"),
     "tdh_vp_addcx": ("pa", "pa"),
-    "tdh_vp_init": ("pa",),
+    "tdh_vp_init": ("pa", "u64", "u64"),
     "tdh_mem_sept_add": ("pa", "gpa", "level", "pa"),
     "tdh_mem_page_add": ("pa", "gpa", "pa"),
     "tdh_mr_extend": ("pa", "gpa"),
@@ -49,6 +50,10 @@ CALLS = {
     "tdh_mng_key_freeid": ("pa",),
     "tdh_phymem_page_reclaim": ("pa",),
     "tdh_phymem_page_wbinvd": ("pa",),
+    "tdh_mng_rd": ("pa", "field"),
+    "tdh_mng_wr": ("pa", "field", "u64", "u64"),
+    "tdh_vp_rd": ("pa", "field"),
+    "tdh_vp_wr": ("pa", "field", "u64", "u64"),
 }
 NAMES = sorted(CALLS)
 
@@ -75,6 +80,12 @@ def _args(data, w, kinds, addrs):
             out.append(data.draw(hs.sampled_from([w.td.hkid, 34, 35, 32, 4096])))
         elif kind == "cmd":
             out.append(data.draw(hs.integers(0, 2)))
+        elif kind == "field":
+            out.append(data.draw(hs.sampled_from(sorted(FIELD_IDS.values()))
+                                 | hs.integers(0, (1 << 64) - 1)))
+        elif kind == "u64":
+            out.append(data.draw(hs.sampled_from([0, 0x80, 50_000, (1 << 64) - 1])
+                                 | hs.integers(0, (1 << 64) - 1)))
     return out
 
 

@@ -148,5 +148,7 @@ def test_explorer_verdicts_and_witness_replay():
 def test_displays_with_a_short_text_form():
     st = removal_stepper()
     data = st._repr_mimebundle_()
-    assert data["text/plain"].startswith("<tdxedu Stepper:")
+    # What a viewer that cannot draw the widget shows: what it is and what to do.
+    assert data["text/plain"] == (
+        f"tdxedu Stepper: {st.source.title}. Run this cell to start the widget.")
     assert "application/vnd.jupyter.widget-view+json" in data
