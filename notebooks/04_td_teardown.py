@@ -68,7 +68,6 @@
 
 # %%
 from tdxedu.cost import default_calibration, sweep
-from tdxedu.cost.plot import sweep_figure
 from tdxedu.lessons.operand_busy import format_verdicts
 from tdxedu.lessons.td_teardown import (
     cost_table,
@@ -83,7 +82,7 @@ from tdxedu.lessons.td_teardown_exercises import (
     check_release_hkid,
     show_solution,
 )
-from tdxedu.viz import as_image
+from tdxedu.viz import as_image, sweep_figure
 from tdxedu.widgets import Explorer, teardown_stepper
 
 teardown = teardown_stepper("16K", vcpus=2, strategy="v6.16", panels=("timeline", "lifecycle"))

@@ -87,13 +87,13 @@ def run(args: argparse.Namespace) -> int:
     preds = [predict(size >> PAGE_SHIFT, vcpus, s, packages=packages, clear_pages=clear)
              for s in strategies]
     if args.plot:
-        from .cost.plot import sweep_figure
+        from .viz import RENDER_DPI, sweep_figure
 
         sizes = sorted({*(parse_size(s) for s in PLOT_SIZES), size})
         fig = sweep_figure(sweep(sizes, TEARDOWN_POLICIES, vcpus, packages=packages,
                                  clear_pages=clear))
         try:
-            fig.savefig(args.plot, dpi=100)
+            fig.savefig(args.plot, dpi=RENDER_DPI)
         except OSError as e:
             return _fail(f"cannot write {args.plot}: {e}")
     if args.json:

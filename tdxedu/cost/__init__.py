@@ -4,7 +4,7 @@
 * `counts`: the teardown's SEAMCALL counts in closed form (checked against both engines).
 * `params`: every priced operation with its value, range and source (fitted or prior).
 * `model`: pricing, `calibrate()` against `calibration.csv`, `predict()`, `sweep()`.
-* `plot`: `sweep_figure()`, a pure matplotlib Figure of time vs TD size.
+* the plot of a `sweep()` is `tdxedu.viz.sweep_figure` (viz sits above cost).
 """
 
 from .bulk import BulkReport, BulkTd, bulk_teardown
