@@ -19,8 +19,10 @@ import functools
 import io
 import struct
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
 from matplotlib.collections import LineCollection, PathCollection
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
@@ -37,7 +39,7 @@ MIN_FONT = 11  # CSS px (= points here): the smallest text of any figure
 SCALE = 2  # device pixels per CSS px in the PNGs
 PT_PER_INCH = 72  # one point = one CSS px at the size a figure is shown
 RENDER_DPI = SCALE * PT_PER_INCH
-PNG_COMPRESS_LEVEL = 6  # zlib level of the PNGs (flat colours: small either way)
+PNG_COMPRESS_LEVEL = 6  # zlib level of the PNGs
 
 OK = palette.GREEN  # success
 INFO = palette.YELLOW  # a status that is not an error (TDX_GPA_RANGE_ALREADY_BLOCKED, ...)
@@ -65,6 +67,66 @@ def png_size(png: bytes) -> tuple[int, int]:
     if png[:8] != b"\x89PNG\r\n\x1a\n":
         raise ValueError("not a PNG")
     return struct.unpack(">II", png[16:24])
+
+
+class StampText(Text):
+    """A Text that Agg draws from a cached bitmap: laying out and rasterising a string costs
+    about 1-3 ms in matplotlib, and a Step redraws mostly the same labels (lanes, legends,
+    addresses), so each (string, font, colour, alignment, dpi) is rasterised once and then
+    copied. Any other renderer (SVG, PDF) or a rotated text draws as a plain Text."""
+
+    def draw(self, renderer):
+        s = self.get_text()
+        if not self.get_visible() or not s.strip():
+            return
+        if (not isinstance(renderer, RendererAgg) or self.get_rotation()
+                or "$" in s or self.get_usetex() or self.get_bbox_patch() is not None):
+            return super().draw(renderer)
+        fp = self.get_fontproperties()
+        key = (s, tuple(fp.get_family()), fp.get_style(), fp.get_weight(),
+               fp.get_size_in_points(), to_hex(self.get_color(), keep_alpha=True),
+               self.get_horizontalalignment(), self.get_verticalalignment(),
+               self._get_multialignment(), self._linespacing, renderer.dpi)
+        img, ox, oy = _stamp(key)
+        x, y = self.get_transform().transform(self.get_unitless_position())
+        gc = renderer.new_gc()
+        renderer.draw_image(gc, round(x + ox), round(y + oy), img)
+        gc.restore()
+        self.stale = False
+
+
+@functools.lru_cache(maxsize=2048)
+def _stamp(key):
+    """(RGBA bitmap, dx, dy from the text's anchor to the bitmap's bottom-left) of a text."""
+    s, family, style, weight, size, colour, ha, va, ma, spacing, dpi = key
+    fig = Figure(figsize=(1, 1), dpi=dpi)
+    fig.patch.set_alpha(0)
+    canvas = FigureCanvasAgg(fig)
+    t = Text(0, 0, s, fontproperties=FontProperties(family=list(family), style=style,
+                                                     weight=weight, size=size),
+             color=colour, ha=ha, va=va, ma=ma, linespacing=spacing)
+    fig._set_artist_props(t)  # (sets the figure's transform: replace it after)
+    t.set_transform(IdentityTransform())
+    fig.texts.append(t)
+    bb = t.get_window_extent(canvas.get_renderer())
+    pad = 2
+    w, h = int(np.ceil(bb.width)) + 2 * pad, int(np.ceil(bb.height)) + 2 * pad
+    fig.set_size_inches(w / dpi, h / dpi)
+    dx, dy = np.floor(bb.x0) - pad, np.floor(bb.y0) - pad
+    t.set_position((-dx, -dy))
+    canvas.draw()
+    img = np.asarray(canvas.buffer_rgba())[::-1].copy()
+    return img, dx, dy
+
+
+def put_text(fig: Figure, x: float, y: float, s: str, *, transform=None, **kw) -> Text:
+    """`fig.text` with a `StampText` (same arguments; `transform` default: figure fraction)."""
+    t = StampText(x, y, s, **kw)
+    fig._set_artist_props(t)  # (sets the figure's transform: replace it after)
+    t.set_transform(transform if transform is not None else fig.transSubfigure)
+    fig.texts.append(t)
+    t._remove_method = fig.texts.remove
+    return t
 
 
 @functools.lru_cache(maxsize=4096)
@@ -112,7 +174,7 @@ class Panel:
         return artist
 
     def text(self, x, y, s, **kw):
-        return self.fig.text(x, y, s, transform=self.transform, **kw)
+        return put_text(self.fig, x, y, s, transform=self.transform, **kw)
 
     def lines(self, segments, gid: str | None = None, **kw):
         return self.add(LineCollection(segments, **kw), gid)
@@ -177,7 +239,7 @@ def legend(fig: Figure, items, *, y: float = 4, x0: float = 8, height: float = 2
                                       else colour, markeredgewidth=0.6 if marker != "|"
                                       else 2, linestyle="none", gid=gid,
                                       transform=fig.transFigure))
-            fig.text((x + 18) / w, yc, label, fontsize=fontsize, va="center")
+            put_text(fig, (x + 18) / w, yc, label, fontsize=fontsize, va="center")
     return [i[1] for i in items]
 
 
@@ -213,7 +275,9 @@ def artists_by_gid(fig: Figure) -> dict[str, object]:
 def figure_png(fig: Figure) -> bytes:
     """PNG bytes of a figure at `SCALE` device px per CSS px; identical input gives identical
     bytes (no timestamp). Figures from `css_figure` are drawn once on their canvas and encoded
-    as RGB (opaque white background: a quarter fewer bytes than RGBA)."""
+    with a fixed palette (`_png_palette`: the package's colours, their blends with white and
+    black, greys): every colour the renderers use is exact, anti-aliased edges take the
+    nearest blend, and the PNG is about 40 % of an RGB one (the lessons save every picture)."""
     from PIL import Image
 
     if fig.dpi != RENDER_DPI or fig.get_layout_engine() is not None:
@@ -226,8 +290,56 @@ def figure_png(fig: Figure) -> bytes:
     w, h = canvas.get_width_height(physical=True)
     img = Image.frombuffer("RGBA", (w, h), canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
     buf = io.BytesIO()
-    img.convert("RGB").save(buf, format="png", compress_level=PNG_COMPRESS_LEVEL)
+    img = img.convert("RGB").quantize(palette=_png_palette(), dither=Image.Dither.NONE)
+    img.save(buf, format="png", compress_level=PNG_COMPRESS_LEVEL)
     return buf.getvalue()
+
+
+def palette_colours() -> list[tuple[int, int, int]]:
+    """The 8-bit colours of `figure_png`'s palette: greys, every named colour of `palette`
+    exactly, and each colour blended with white (anti-aliasing over the background) and
+    black (over text and edges). A colour within `spacing` units (in every channel) of one
+    already in is left out: Pillow's nearest-colour search is approximate, and well spaced
+    entries keep the named colours (white first) exact."""
+    from matplotlib.colors import to_rgb
+
+    named = [v for k, v in vars(palette).items() if k.isupper() and isinstance(v, str)
+             and v.startswith("#")]
+    named += list(palette.SEPT_STATES.values()) + list(palette.PAGE_TYPES.values())
+    named += list(palette.OWNERS) + list(palette.HOLDERS.values())
+    named += ["#F4F4F4", "#E0E0E0", "#E8B9D3", "#F8DDA0"]
+    out: list[tuple[int, int, int]] = []
+    spacing = 8
+
+    def add(rgb):
+        c = tuple(int(round(255 * v)) for v in rgb)
+        if all(max(abs(a - b) for a, b in zip(c, o, strict=True)) >= spacing for o in out):
+            out.append(c)
+
+    for c in ["#FFFFFF", "#000000", *named]:
+        add(to_rgb(c))
+    for g in np.linspace(0, 1, 33):
+        add((g, g, g))
+    chroma = [c for c in dict.fromkeys(named) if len(set(to_rgb(c))) > 1]
+    for c in chroma:
+        r = np.array(to_rgb(c))
+        for t in np.linspace(0.15, 0.9, 8):
+            add(r * t + (1 - t))
+        for t in (0.35, 0.7):
+            add(r * t)
+    return out[:256]
+
+
+@functools.lru_cache(maxsize=1)
+def _png_palette():
+    from PIL import Image
+
+    cols = palette_colours()
+    flat = [v for c in cols for v in c]
+    flat += flat[-3:] * (256 - len(cols))
+    img = Image.new("P", (1, 1))
+    img.putpalette(flat)
+    return img
 
 
 def as_image(fig: Figure):

@@ -15,7 +15,14 @@ from matplotlib.patches import FancyArrowPatch, Rectangle
 
 from ..tdx.td import Lifecycle, OpState
 from . import palette
-from ._common import DISPLAY_WIDTH, MIN_FONT, Panel, css_figure, text_px
+from ._common import (
+    DISPLAY_WIDTH,
+    MIN_FONT,
+    Panel,
+    css_figure,
+    put_text,
+    text_px,
+)
 
 LIFECYCLE_ARROWS = ("TDH.MNG.KEY.CONFIG\n(every package)", "TDH.MNG.VPFLUSHDONE",
                     "TDH.MNG.KEY.FREEID")
@@ -32,7 +39,7 @@ def draw_lifecycle(lifecycle: Lifecycle | None = None, op_state: OpState | None 
     fig = css_figure(height, width)
     ax = Panel.px(fig, 0, 0, width, height, (0, width), (height, 0))  # CSS px, y down
     now = "TDR reclaimed" if reclaimed else ("no TD" if lifecycle is None else lifecycle.name)
-    fig.text(6 / width, 1 - 4 / height, f"TD lifecycle: {now}"
+    put_text(fig, 6 / width, 1 - 4 / height, f"TD lifecycle: {now}"
              + (f", OP_STATE {op_state.name}" if op_state is not None else ""),
              fontsize=MIN_FONT + 1, va="top")
 

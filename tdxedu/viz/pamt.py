@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.colors import to_rgb
+from matplotlib.image import FigureImage
 from matplotlib.patches import Rectangle
+from matplotlib.transforms import IdentityTransform
 
 from ..tdx.pamt import PAGE_2M, PAGE_SHIFT, PageType
 from . import palette
@@ -25,6 +27,7 @@ from ._common import (
     css_figure,
     legend,
     legend_height,
+    put_text,
     text_px,
 )
 
@@ -71,6 +74,20 @@ def pamt_grid(module, *, by: str = "type", max_rows: int = 16):
     return rows, grid
 
 
+class PixelImage(FigureImage):
+    """A figure image drawn pixel for pixel (no resampling: the grid is built at device
+    resolution), `rgb` rows bottom first, at device px (`xo`, `yo`)."""
+
+    def __init__(self, fig, rgb, xo: int, yo: int):
+        super().__init__(fig, offsetx=xo, offsety=yo, origin="lower")
+        self.set_data(rgb)
+        alpha = np.full(rgb.shape[:2] + (1,), 255, dtype=np.uint8)
+        self._rgba = np.ascontiguousarray(np.concatenate([rgb, alpha], axis=2))
+
+    def make_image(self, renderer, magnification=1.0, unsampled=False):
+        return self._rgba, self.ox, self.oy, IdentityTransform()
+
+
 def draw_pamt(module, *, by: str = "type", highlight_pa: int | None = None,
               dpamt: dict | None = None, max_rows: int = 16, width: float = DISPLAY_WIDTH):
     """Draw the PAMT of `module` (a `TdxModule`). `highlight_pa` rings the page a step just
@@ -100,22 +117,23 @@ def draw_pamt(module, *, by: str = "type", highlight_pa: int | None = None,
     height = top + body + bottom
     fig = css_figure(height, width)
     # the grid at device resolution: SCALE px per page, ROW_PX * SCALE per range, with a gap
-    rgb = np.array([to_rgb(c) for c in colours])[grid]  # rows x 512 x 3
+    lut = np.array([[round(255 * v) for v in to_rgb(c)] for c in colours], dtype=np.uint8)
+    rgb = lut[grid]  # rows x 512 x 3
     gap = SCALE * 2
-    img = np.ones((len(rows), ROW_PX * SCALE, PAGES_PER_2M * SCALE, 3))
+    img = np.full((len(rows), ROW_PX * SCALE, PAGES_PER_2M * SCALE, 3), 255, dtype=np.uint8)
     img[:, : ROW_PX * SCALE - gap] = np.repeat(rgb, SCALE, axis=1)[:, None]
-    img = img.reshape(len(rows) * ROW_PX * SCALE, PAGES_PER_2M * SCALE, 3)
-    fi = fig.figimage(img[::-1], xo=round(left * SCALE), yo=round(bottom * SCALE) + gap,
-                      origin="lower")
+    img = img.reshape(len(rows) * ROW_PX * SCALE, PAGES_PER_2M * SCALE, 3)[::-1]
+    fi = PixelImage(fig, img, round(left * SCALE), round(bottom * SCALE) + gap)
     fi.set_gid("pamt-grid")
-    fig.text(6 / width, 1 - 4 / height, f"PAMT: {len(rows)} x 2 MiB ranges, "
+    fig.images.append(fi)
+    put_text(fig, 6 / width, 1 - 4 / height, f"PAMT: {len(rows)} x 2 MiB ranges, "
              f"{len(module.pamt.in_use())} pages assigned (colour: {by})",
              fontsize=MIN_FONT + 1, va="top")
-    fig.text(left / width, 1 - 28 / height, "page 0", fontsize=MIN_FONT, va="center",
+    put_text(fig, left / width, 1 - 28 / height, "page 0", fontsize=MIN_FONT, va="center",
              color=palette.TEXT_DIM)
-    fig.text((left + PAGES_PER_2M) / width, 1 - 28 / height, "page 511", fontsize=MIN_FONT,
+    put_text(fig, (left + PAGES_PER_2M) / width, 1 - 28 / height, "page 511", fontsize=MIN_FONT,
              va="center", ha="right", color=palette.TEXT_DIM)
-    fig.text((left + PAGES_PER_2M / 2) / width, 1 - 28 / height, "4 KiB pages of each 2 MiB",
+    put_text(fig, (left + PAGES_PER_2M / 2) / width, 1 - 28 / height, "4 KiB pages of each 2 MiB",
              fontsize=MIN_FONT, va="center", ha="center", color=palette.TEXT_DIM)
     # one panel in CSS px: x = page index, y = row index from the top
     p = Panel.px(fig, left, bottom, PAGES_PER_2M, body, (0, PAGES_PER_2M), (len(rows), 0))
@@ -132,8 +150,8 @@ def draw_pamt(module, *, by: str = "type", highlight_pa: int | None = None,
         bar = width - x0 - 60
         sp = Panel.px(fig, x0, bottom, width - x0 - 8, body, (0, width - x0 - 8),
                       (len(rows), 0))
-        fig.text(x0 / width, 1 - 28 / height, "pair", fontsize=MIN_FONT, va="center")
-        fig.text((x0 + 36) / width, 1 - 28 / height, "refcount (of 512)", fontsize=MIN_FONT,
+        put_text(fig, x0 / width, 1 - 28 / height, "pair", fontsize=MIN_FONT, va="center")
+        put_text(fig, (x0 + 36) / width, 1 - 28 / height, "refcount (of 512)", fontsize=MIN_FONT,
                  va="center")
         for i, (pa, pair, ref) in enumerate(side):
             sp.add(Rectangle((8, i + 0.12), 12, 0.75, facecolor=PAIR_COLOUR if pair

@@ -22,6 +22,7 @@ from ._common import (
     css_figure,
     legend,
     legend_height,
+    put_text,
     text_px,
 )
 
@@ -86,7 +87,7 @@ def draw_roots(kvm, *, highlight: int | None = None, width: float = DISPLAY_WIDT
     height = top + body + bottom
     fig = css_figure(height, width)
     pol = getattr(getattr(kvm.arch, "tdp_mmu_policy", None), "name", "?")
-    fig.text(6 / width, 1 - 4 / height, f"TDP MMU roots (policy {pol}): {len(roots)} live, "
+    put_text(fig, 6 / width, 1 - 4 / height, f"TDP MMU roots (policy {pol}): {len(roots)} live, "
              f"{getattr(kvm.arch, 'tdp_mmu_pages', 0)} page-table pages",
              fontsize=MIN_FONT + 1, va="top")
     most = max([r.tdp_mmu_root_count for r in roots] + [sum(r.refs.values()) for r in roots]
@@ -94,7 +95,7 @@ def draw_roots(kvm, *, highlight: int | None = None, width: float = DISPLAY_WIDT
     ax = Panel.px(fig, left, bottom, width - left - 12, body, (0, most + 0.5),
                   (max(len(roots), 1) - 0.5, -0.5))
     if not roots:
-        fig.text(6 / width, (bottom + body / 2) / height,
+        put_text(fig, 6 / width, (bottom + body / 2) / height,
                  "no roots (no vCPU has loaded its MMU yet, or all freed)",
                  fontsize=MIN_FONT, va="center", color=palette.TEXT_DIM)
     for i, r in enumerate(roots):
@@ -111,7 +112,7 @@ def draw_roots(kvm, *, highlight: int | None = None, width: float = DISPLAY_WIDT
             ax.line([r.tdp_mmu_root_count], [i], marker="|", color=ERROR, markersize=18,
                     markeredgewidth=3, gid=f"mismatch#{r.hpa}")
         hl = highlight == r.hpa
-        fig.text((left - 8) / width, (bottom + body - (i + 0.5) * ROW_PX) / height,
+        put_text(fig, (left - 8) / width, (bottom + body - (i + 0.5) * ROW_PX) / height,
                  labels[i], fontsize=MIN_FONT, ha="right", va="center", gid=f"label#{r.hpa}",
                  color=palette.GREY if r.invalid else "black", weight="bold" if hl else None)
     legend(fig, items, y=4)

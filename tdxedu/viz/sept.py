@@ -21,6 +21,7 @@ from ._common import (
     css_figure,
     legend,
     legend_height,
+    put_text,
     text_px,
 )
 
@@ -59,7 +60,7 @@ def draw_sept(model, tdr: int | None = None, *, highlight: tuple[int, int] | Non
             title = f"Secure EPT of TD {td.pa:#x}   TD_EPOCH={c.td_epoch}  REFCOUNT={c.refcount}"
     if sept is None:
         fig = css_figure(30, width)
-        fig.text(6 / width, 0.5, "Secure EPT: no S-EPT, the TD has no TDCS (not built yet, "
+        put_text(fig, 6 / width, 0.5, "Secure EPT: no S-EPT, the TD has no TDCS (not built yet, "
                  "or reclaimed)", fontsize=MIN_FONT + 1, va="center", color=palette.TEXT_DIM)
         return fig
     by_level: dict[int, list] = {lvl: [] for lvl in range(4)}
@@ -82,7 +83,7 @@ def draw_sept(model, tdr: int | None = None, *, highlight: tuple[int, int] | Non
     top, bottom = 26, leg_h + 10 + (18 if label_leaves else 0)
     height = top + 4 * LEVEL_PX + bottom
     fig = css_figure(height, width)
-    fig.text(6 / width, 1 - 4 / height, title, fontsize=MIN_FONT + 1, va="top")
+    put_text(fig, 6 / width, 1 - 4 / height, title, fontsize=MIN_FONT + 1, va="top")
     p = Panel.px(fig, left, bottom, width - left - right, 4 * LEVEL_PX, (-0.5, cols + 0.5),
                  (3.5, -0.5))
     pos: dict[tuple[int, int], float] = {}
@@ -108,10 +109,10 @@ def draw_sept(model, tdr: int | None = None, *, highlight: tuple[int, int] | Non
         p.text(-0.6, y, f"L{lvl}", fontsize=MIN_FONT, va="center", ha="right")
     if label_leaves:
         for e, t in zip(leaves, leaf_labels, strict=True):
-            fig.text((left + (pos[(0, e.gpa)] + 0.5) * col_px) / width,
+            put_text(fig, (left + (pos[(0, e.gpa)] + 0.5) * col_px) / width,
                      (bottom - 4) / height, t, fontsize=MIN_FONT, ha="center", va="top",
                      color=palette.TEXT_DIM)
-        fig.text(4 / width, (bottom - 4) / height, "GFN", fontsize=MIN_FONT, va="top",
+        put_text(fig, 4 / width, (bottom - 4) / height, "GFN", fontsize=MIN_FONT, va="top",
                  color=palette.TEXT_DIM)
     segs = []  # edges: parent box bottom -> child box top
     for (lvl, gpa), x in pos.items():

@@ -31,6 +31,7 @@ from ._common import (
     css_figure,
     legend,
     legend_height,
+    put_text,
     text_px,
 )
 from .palette import MARKS
@@ -156,7 +157,7 @@ def draw_timeline(trace, *, window: int = 48, highlight_seq: int | None = None,
     body = LANE_PX * len(lanes)
     bottom = leg_h + 10
     fig = css_figure(top + body + bottom, fig_w)
-    fig.text(6 / fig_w, 1 - 4 / (top + body + bottom), title or f"timeline: {len(evs)} events"
+    put_text(fig, 6 / fig_w, 1 - 4 / (top + body + bottom), title or f"timeline: {len(evs)} events"
              + (f" (last {len(shown)})" if len(shown) < len(evs) else ""),
              fontsize=MIN_FONT + 1, va="top")
     x_hi = max(hi, lo + 8) + 1
@@ -195,7 +196,7 @@ def draw_timeline(trace, *, window: int = 48, highlight_seq: int | None = None,
                 color=palette.HIGHLIGHT, markeredgewidth=1.5, gid="highlight")
         label = last.op + (f" -> {last.status}" if last.status else "")
         right = last.seq > (lo + x_hi) / 2
-        fig.text((left + (last.seq - lo + 1) / (x_hi - lo + 1) * (fig_w - left - 10))
+        put_text(fig, (left + (last.seq - lo + 1) / (x_hi - lo + 1) * (fig_w - left - 10))
                  / fig_w, 1 - (26 + 9) / (top + body + bottom), "last step: " + label[:70],
                  fontsize=MIN_FONT, ha="right" if right else "left", va="center",
                  gid="highlight-label")

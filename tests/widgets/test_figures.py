@@ -188,7 +188,7 @@ def _sept_kinds(fig) -> set[str]:
 
 def _pamt_kinds(fig, by="type") -> set[str]:
     img = artists_by_gid(fig)["pamt-grid"].get_array()
-    colours = {to_hex(tuple(px)) for px in np.unique(img.reshape(-1, 3), axis=0)}
+    colours = {to_hex(tuple(px / 255)) for px in np.unique(img.reshape(-1, 3), axis=0)}
     names = {to_hex(palette.PAGE_TYPES[t.name]): t.name for t in TYPE_ORDER} if by == "type" \
         else {to_hex(c): "no owner" if i == 0 else f"TD {i}" for i, c in
               enumerate(palette.OWNERS)}
@@ -297,3 +297,26 @@ def test_events_are_drawn_once(figures):
             if (g.startswith("seamcall:") or g in ("ipi", "lock", "kvm")))
     assert n == len(t.events)
     assert isinstance(t.events[0], Event)
+
+
+def test_png_palette_keeps_the_package_colours_exact():
+    """figure_png encodes with a fixed palette: white stays white and every colour a mark
+    kind, S-EPT state or page type uses comes out within a few units of itself."""
+    import io
+
+    from matplotlib.colors import to_rgb
+    from PIL import Image
+
+    from tdxedu.viz._common import _png_palette
+
+    wanted = [m.colour for m in MARKS.values()] + list(palette.SEPT_STATES.values()) + list(
+        palette.PAGE_TYPES.values()) + ["#FFFFFF", "#000000"]
+    rgb = [tuple(round(255 * v) for v in to_rgb(c)) for c in wanted]
+    im = Image.new("RGB", (len(rgb), 1))
+    im.putdata(rgb)
+    q = im.quantize(palette=_png_palette(), dither=Image.Dither.NONE).convert("RGB")
+    got = [q.getpixel((i, 0)) for i in range(len(rgb))]
+    for c, want, have in zip(wanted, rgb, got, strict=True):
+        assert max(abs(a - b) for a, b in zip(want, have, strict=True)) <= 4, (c, have)
+    png = figure_png(draw_lifecycle())
+    assert Image.open(io.BytesIO(png)).convert("RGB").getpixel((2, 2)) == (255, 255, 255)
