@@ -12,6 +12,7 @@
     python3 dev.py sources regenerate docs/sources.md from tdxedu/sources.py (the bibliography)
     python3 dev.py site    build the static site in site/ (git-ignored; works offline; needs npm
                            once, for the widget manager): tools/build_site.py
+    python3 dev.py teaching  regenerate the per-lesson part of docs/teaching.md from the lessons
 
 Each command creates or reuses `.venv/` next to this file and runs `pip install -e .[lab,test]`
 only when pyproject.toml or setup.py changed since the last install (hash stamp inside .venv).
@@ -193,6 +194,11 @@ def cmd_site(args: list[str]) -> int:
     return rc
 
 
+def cmd_teaching(args: list[str]) -> int:
+    ensure_venv()
+    return run([PY, ROOT / "tools" / "teaching.py", *args], env=venv_env())
+
+
 COMMANDS = {
     "lab": cmd_lab,
     "test": cmd_test,
@@ -201,6 +207,7 @@ COMMANDS = {
     "execute": cmd_execute,
     "sources": cmd_sources,
     "site": cmd_site,
+    "teaching": cmd_teaching,
 }
 
 

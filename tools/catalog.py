@@ -3,7 +3,7 @@ prerequisites, predict prompts and exercises.
 
 The site's index (tools/build_site.py) and the per-lesson facts of docs/teaching.md
 (tools/teaching.py) are generated from this, so they cannot drift from the lessons. It reads
-the conventions every lesson follows (DESIGN.md, "Lessons"): a first Markdown cell
+the conventions every lesson follows (README.md, "The lessons"): a first Markdown cell
 ``# NN · Title`` with ``**What you'll be able to do** (about N minutes)`` and a bullet list,
 ``**Predict...`` paragraphs under ``## N. Section`` headings, and an ``## Exercises`` section
 of ``**N. Title.**`` paragraphs whose code cells call a ``check_*`` function and
@@ -150,8 +150,8 @@ def read_lesson(path: Path) -> Lesson:
             lesson.minutes = int(m.group(1))
         if m := OBJECTIVES.search(head):
             lesson.objectives = _bullets(head[m.end() :].split("\n", 1)[-1])
-        if m := NEEDS.search(head):
-            lesson.needs = _one_line(m.group(1))
+        if m := NEEDS.search(head):  # its first sentence
+            lesson.needs = re.split(r"(?<=\.)\s", _one_line(m.group(1)), maxsplit=1)[0]
     text = "\n\n".join(src for _, src in md_cells)
     lesson.refers_to = sorted({n for n in LESSON_REF.findall(text) if n != lesson.number})
 
