@@ -22,6 +22,10 @@ class TdLifeSource:
     `phases` = ("build", "teardown") steps both; ("teardown",) builds first and steps only
     the teardown (`RunningTd.teardown`'s order, `tdxedu.kvm.teardown`)."""
 
+    STEP_IS = ("KVM's code runs up to and including its next SEAMCALL. What KVM does on the "
+               "way (taking a lock, an IPI, clearing a page) belongs to that Step: the status "
+               "line names the SEAMCALL and counts the rest as \"+N more events\".")
+
     def __init__(self, memory="64K", vcpus: int = 2, strategy: str = "v6.16", *,
                  phases: tuple[str, ...] = ("build", "teardown"), packages: int = 1):
         if strategy not in TEARDOWN_POLICIES:
