@@ -13,7 +13,7 @@ from tdxedu.steps import ExplorerSource, RemovalSource, SeamcallScriptSource, Td
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 # Lessons whose prompts were audited for answers shown under the question.
-AUDITED = ["00_tour", "01_seamcalls_and_lifecycle", "04_td_teardown"]
+AUDITED = ["00_tour", "01_seamcalls_and_lifecycle", "02_sept_removal_and_tlb", "04_td_teardown"]
 
 
 def _cells(name):
@@ -28,7 +28,7 @@ def _outputs_text(cell):
     out = []
     for o in cell.get("outputs", []):
         if o.get("output_type") == "stream":
-            out.append(("stream", "".join(o["text"])))
+            out.append((o.get("name", "stdout"), "".join(o["text"])))
         for mime, data in o.get("data", {}).items():
             out.append((mime, "".join(data) if isinstance(data, list) else str(data)))
     return out
@@ -48,7 +48,7 @@ def test_no_answer_printed_under_a_predict_prompt(name):
             if nxt["cell_type"] != "code":
                 continue
             kinds = {k for k, _ in _outputs_text(nxt)}
-            assert "stream" not in kinds, (
+            assert "stdout" not in kinds, (
                 f"{name}: cell {cells.index(nxt)} prints under the prompt of cell {i}: "
                 "show the answer with a Reveal")
 
