@@ -48,7 +48,7 @@ class Reveal(Prose):
         # Blank lines around the body: CommonMark (JupyterLab, nbconvert) then renders the
         # body as Markdown inside the HTML block.
         return (
-            f"<details><summary>{html.escape(self.summary)}</summary>\n\n"
+            f"<details><summary>{html.escape(self.summary, quote=False)}</summary>\n\n"
             f"{self.markdown}\n\n</details>"
         )
 
