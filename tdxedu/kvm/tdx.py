@@ -23,6 +23,7 @@ from ..tdx.sept import level_size
 from ..trace import PREEMPT, WaitUntil
 from .kvm import IN_GUEST_MODE, KVM_REQ_OUTSIDE_GUEST_MODE, OUTSIDE_GUEST_MODE, Kvm, KvmVcpu
 from .pamt import (
+    Errno,
     dpamt_alloc_sept_page,
     dpamt_free_sept_page,
     dpamt_get_guest_page,
@@ -282,6 +283,8 @@ def tdx_init_mem_region(kvm: Kvm, gpa: int, cpu: int = 0, measure: bool = True):
     TDH.MR.EXTEND per 256-byte chunk (tdx.c `tdx_gmem_post_populate`)."""
     kt = to_kvm_tdx(kvm)
     err = yield from _link_tables(kt, gpa, cpu)
+    if isinstance(err, Errno):  # no PAMT pages for an S-EPT page
+        raise MemoryError(f"KVM_TDX_INIT_MEM_REGION {gpa:#x}: no PAMT pages ({err})")
     if err is not None:  # kvm_tdp_map_page failed: -EBUSY or -EIO (already a KVM_BUG_ON)
         raise KvmIoctlError("tdh_mem_sept_add", err,
                             EBUSY if err.matches(st.TDX_OPERAND_BUSY) else EIO)
