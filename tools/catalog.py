@@ -48,6 +48,7 @@ class Exercise:
 class Predict:
     section: str  # "1. Three actors"
     text: str
+    answer: str = ""  # the `*_answer` helper whose collapsed Reveal answers it, if any
 
 
 @dataclass
@@ -159,9 +160,15 @@ def read_lesson(path: Path) -> Lesson:
     section = ""
     in_exercises = False
     current: Exercise | None = None
+    waiting: list[Predict] = []  # prompts of this section not yet followed by an answer cell
     for cell in cells:
         src = _source(cell)
         if cell.get("cell_type") == "code":
+            answers = [c for c in _calls(src) if c.endswith("_answer")]
+            if answers and waiting:
+                for p in waiting:
+                    p.answer = answers[0]
+                waiting = []
             if current is not None:
                 current.checkers += [
                     c for c in _calls(src) if c.startswith("check_") and c not in current.checkers
@@ -174,6 +181,7 @@ def read_lesson(path: Path) -> Lesson:
             if m := SECTION.match(para):
                 section = m.group(1).strip()
                 in_exercises = section.lower().startswith("exercises")
+                waiting = []
                 para = para[m.end() :].strip()
                 if not para:
                     continue
@@ -184,6 +192,7 @@ def read_lesson(path: Path) -> Lesson:
                 current = None
             elif PREDICT.match(para) and not in_exercises:
                 lesson.predicts.append(Predict(section, _one_line(para)))
+                waiting.append(lesson.predicts[-1])
     for ex in lesson.exercises:
         ex.checks = " ".join(_checker_doc(modules, c) for c in ex.checkers)
     return lesson

@@ -63,13 +63,18 @@ def lesson_block(lesson: catalog.Lesson, numbers: set[str]) -> str:
     out += ["", f"**Prerequisites:** {prerequisites(lesson, numbers)}", ""]
     if lesson.predicts:
         out += [
-            "**Predict prompts** (the answer is the widget or output right after the prompt, "
-            "in the same section):",
+            "**Predict prompts:**",
             "",
-            "| where | prompt |",
-            "|---|---|",
+            "| where | prompt | answer |",
+            "|---|---|---|",
         ]
-        out += [f"| {_section_no(p.section)} | {_cell(_short(p.text))} |" for p in lesson.predicts]
+        for p in lesson.predicts:
+            answer = (
+                f"`{p.answer}(...)`, collapsed"
+                if p.answer
+                else "the widget or output after the prompt"
+            )
+            out.append(f"| {_section_no(p.section)} | {_cell(_short(p.text))} | {answer} |")
         out.append("")
     if lesson.exercises:
         out += [
