@@ -12,7 +12,21 @@ import sys
 from .kvm.tdx import TEARDOWN_POLICIES
 from .tdx.pamt import PAGE_SHIFT
 
-PLOT_SIZES = ("1G", "4G", "16G", "64G", "128G", "256G", "512G", "1T")
+GIB = 1 << 30
+
+
+def plot_sizes(query: int) -> list[int]:
+    """Sizes for --plot: powers of two from 1 GiB (or the query, if smaller) up to 1 TiB (or
+    twice the query, if larger), the two measured sizes and the query itself."""
+    lo = min(GIB, query)
+    hi = max(1 << 40, 2 * query)
+    sizes = {query, 18 * GIB, 107 * GIB}
+    b = 1 << max(0, lo.bit_length() - 1)
+    while b <= hi:
+        if b >= lo:
+            sizes.add(b)
+        b <<= 1
+    return sorted(sizes)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.add_argument("--calibration", action="store_true",
                    help="print the fitted parameters, priors and residuals")
+    p.add_argument("--validate", action="store_true",
+                   help="leave-one-out over the published rows, and fit on the 4-vCPU pair "
+                        "to predict the 32-vCPU pair: each error, per model form")
 
 
 def _fail(msg: str) -> int:
@@ -56,6 +73,9 @@ def _text(pred) -> str:
              f"({d['pages']:,} pages), {d['vcpus']} vCPUs, {d['packages']} package(s), "
              f"{'pages cleared' if d['cleared_pages'] else 'no clear (6.18+)'}",
              f"predicted {_fmt_s(d['predicted_seconds'])}, band {_fmt_s(lo)} .. {_fmt_s(hi)}",
+             f"band: every model form x prior x jitter that fits the published rows within "
+             f"10%; upper edge set by {d['upper_edge_form']}, lower by {d['lower_edge_form']}",
+             _extrapolation_line(d["extrapolation"]),
              f"dominated by: {d['dominant']}", "", "SEAMCALLs per leaf:"]
     lines += [f"  {leaf:<28} {n:>14,}" for leaf, n in d["counts"].items()]
     lines += [f"  {'(all-vCPU kicks)':<28} {d['kicks']:>14,}",
@@ -69,8 +89,37 @@ def _text(pred) -> str:
     return "\n".join(lines)
 
 
+def _extrapolation_line(ex: dict) -> str:
+    if not ex:
+        return "inside the measured range (4..32 vCPUs, 18..107 GiB, 1 package)"
+    parts = [f"{k} {q:g} (measured up to {b:g})" if q > b else f"{k} {q:g} (measured "
+             f"from {b:g})" for k, (q, b) in ex.items()]
+    return "EXTRAPOLATES: " + ", ".join(parts) + ": the forms disagree here, so trust the band"
+
+
+def _validate(as_json: bool) -> int:
+    from .cost.validate import describe, validate
+
+    rows = validate()
+    if as_json:
+        print(json.dumps({"validation": [r.to_dict() for r in rows]}, indent=2))
+    else:
+        print(describe(rows))
+    return 0
+
+
+def plot_data(args: argparse.Namespace, size: int, vcpus: int, packages: int,
+              clear: bool) -> dict:
+    """What --plot draws: every strategy at the query's vCPUs, packages and clear setting,
+    over sizes around the query (`plot_sizes`)."""
+    from .cost import sweep
+
+    return sweep(plot_sizes(size), TEARDOWN_POLICIES, vcpus, packages=packages,
+                 clear_pages=clear, query=size)
+
+
 def run(args: argparse.Namespace) -> int:
-    from .cost import default_calibration, predict, sweep
+    from .cost import default_calibration, predict
     from .units import parse_size
 
     try:
@@ -83,15 +132,15 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"unknown strategy {args.strategy!r}; allowed: "
                      f"{', '.join(TEARDOWN_POLICIES)}")
     clear = not args.no_clear
+    if args.validate:
+        return _validate(args.json)
     strategies = TEARDOWN_POLICIES if args.compare else (args.strategy,)
     preds = [predict(size >> PAGE_SHIFT, vcpus, s, packages=packages, clear_pages=clear)
              for s in strategies]
     if args.plot:
         from .cost.plot import sweep_figure
 
-        sizes = sorted({*(parse_size(s) for s in PLOT_SIZES), size})
-        fig = sweep_figure(sweep(sizes, TEARDOWN_POLICIES, vcpus, packages=packages,
-                                 clear_pages=clear))
+        fig = sweep_figure(plot_data(args, size, vcpus, packages, clear))
         try:
             fig.savefig(args.plot, dpi=100)
         except OSError as e:
@@ -111,13 +160,15 @@ def run(args: argparse.Namespace) -> int:
         w = max(len(s) for s in strategies)
         print(f"{size / (1 << 30):g} GiB, {vcpus} vCPUs, {packages} package(s), "
               f"{'pages cleared' if clear else 'no clear (6.18+)'}")
-        print(f"{'strategy':<{w}}  {'predicted':>12}  {'band':>25}  {'SEAMCALLs':>12}  dominant")
+        print(f"{'strategy':<{w}}  {'predicted':>12}  {'band':>25}  {'SEAMCALLs':>12}  "
+              f"dominant / band's upper edge")
         for p in preds:
             d = p.to_dict()
             lo, hi = d["band_seconds"]
             print(f"{d['strategy']:<{w}}  {d['predicted_seconds']:>10,.0f} s  "
                   f"{lo:>10,.0f} .. {hi:>8,.0f} s  {sum(d['counts'].values()):>12,}  "
-                  f"{d['dominant']}")
+                  f"{d['dominant']} / {d['upper_edge_form']}")
+        print(_extrapolation_line(preds[0].extrapolation))
     else:
         print(_text(preds[0]))
     if args.plot:

@@ -76,3 +76,32 @@ def test_bad_input_exits_2_with_a_message(argv, msg, capsys):
 def test_unwritable_plot_path(capsys, tmp_path):
     assert main(["teardown", "--plot", str(tmp_path / "no" / "such" / "dir.png")]) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_plot_honours_memory_and_vcpus():
+    """--plot draws the query's vCPUs/packages/clear setting over sizes that reach the query."""
+    import argparse
+
+    from tdxedu.teardown_cmd import plot_data
+    d = plot_data(argparse.Namespace(), 4 << 40, 96, 2, False)
+    assert d["vcpus"] == 96 and d["packages"] == 2 and d["clear_pages"] is False
+    assert d["query_bytes"] == 4 << 40 and (4 << 40) in d["sizes_bytes"]
+    assert max(d["sizes_bytes"]) >= 4 << 40 and min(d["sizes_bytes"]) <= 1 << 30
+    small = plot_data(argparse.Namespace(), 256 << 20, 2, 1, True)
+    assert min(small["sizes_bytes"]) == 256 << 20
+
+
+def test_coinciding_curves_are_marked_and_both_drawn():
+    """v19-notifier reclaims like terminate-vm, flush-at-vcpu-free removes like v6.16: their
+    curves are identical, so the second is drawn dashed and labelled '(= ...)'."""
+    from tdxedu.cost import sweep
+    from tdxedu.cost.plot import sweep_figure
+    d = sweep(["1G", "64G"], TEARDOWN_POLICIES, vcpus=8)
+    assert d["same_as"] == {"v19-notifier": "terminate-vm", "flush-at-vcpu-free": "v6.16"}
+    ax = sweep_figure(d).axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "v19-notifier (= terminate-vm: same curve)" in labels
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    twin = lines["flush-at-vcpu-free (= v6.16: same curve)"]
+    assert twin.get_linestyle() != lines["v6.16"].get_linestyle()
+    assert list(twin.get_xdata()) != list(lines["v6.16"].get_xdata())  # nudged, not hidden
