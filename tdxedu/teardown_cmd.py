@@ -11,7 +11,11 @@ import sys
 
 from .kvm.tdx import TEARDOWN_POLICIES
 from .tdx.pamt import PAGE_SHIFT
+from .units import format_size
 
+# The most vCPUs x86 KVM lets a VM have: KVM_MAX_VCPUS (arch/x86/include/asm/kvm_host.h), set
+# by CONFIG_KVM_MAX_NR_VCPUS since 6.9, whose Kconfig range ends at 4096.
+MAX_VCPUS = 4096
 GIB = 1 << 30
 
 
@@ -30,8 +34,11 @@ def plot_sizes(query: int) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--memory", default="64G", help="TD private memory, e.g. 400G, 1T (default 64G)")
-    p.add_argument("--vcpus", default="4", help="vCPUs (default 4)")
+    p.add_argument("--memory", default="64G",
+                   help="TD private memory, e.g. 400G, 1.5T, 64GiB (K, M, G, T, P: powers of "
+                   "1024; default 64G)")
+    p.add_argument("--vcpus", default="4",
+                   help=f"vCPUs, 1 to {MAX_VCPUS} (KVM_MAX_VCPUS; default 4)")
     p.add_argument("--packages", default="1", help="CPU packages the vCPUs spread over")
     p.add_argument("--strategy", default="v6.16",
                    help=f"teardown strategy: {', '.join(TEARDOWN_POLICIES)}")
@@ -52,24 +59,32 @@ def _fail(msg: str) -> int:
     return 2
 
 
-def _positive_int(name: str, text: str) -> int:
+def _positive_int(name: str, text: str, maximum: int | None = None) -> int:
     try:
         v = int(text)
     except ValueError:
         raise ValueError(f"--{name} must be a whole number, got {text!r}") from None
     if v < 1:
         raise ValueError(f"--{name} must be at least 1, got {v}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"--{name} must be at most {maximum}, got {v}")
     return v
 
 
 def _fmt_s(s: float) -> str:
-    return f"{s:,.1f} s" if s < 120 else f"{s:,.0f} s ({s / 60:,.1f} min)"
+    if s < 120:
+        return f"{s:,.1f} s"
+    if s < 2 * 3600:
+        return f"{s:,.0f} s ({s / 60:,.1f} min)"
+    if s < 2 * 86400:
+        return f"{s:,.0f} s ({s / 3600:,.1f} h)"
+    return f"{s:,.0f} s ({s / 86400:,.1f} days)"
 
 
 def _text(pred) -> str:
     d = pred.to_dict()
     lo, hi = d["band_seconds"]
-    lines = [f"{d['strategy']}: {d['memory_bytes'] / (1 << 30):g} GiB "
+    lines = [f"{d['strategy']}: {format_size(d['memory_bytes'])} "
              f"({d['pages']:,} pages), {d['vcpus']} vCPUs, {d['packages']} package(s), "
              f"{'pages cleared' if d['cleared_pages'] else 'no clear (6.18+)'}",
              f"predicted {_fmt_s(d['predicted_seconds'])}, band {_fmt_s(lo)} .. {_fmt_s(hi)}",
@@ -92,8 +107,12 @@ def _text(pred) -> str:
 def _extrapolation_line(ex: dict) -> str:
     if not ex:
         return "inside the measured range (4..32 vCPUs, 18..107 GiB, 1 package)"
-    parts = [f"{k} {q:g} (measured up to {b:g})" if q > b else f"{k} {q:g} (measured "
-             f"from {b:g})" for k, (q, b) in ex.items()]
+
+    def show(k, v):
+        return format_size(round(v * GIB)) if k == "memory_gib" else f"{v:,}"
+
+    parts = [f"{k.replace('_gib', '')} {show(k, q)} (measured {'up to' if q > b else 'from'} "
+             f"{show(k, b)})" for k, (q, b) in ex.items()]
     return "EXTRAPOLATES: " + ", ".join(parts) + ": the forms disagree here, so trust the band"
 
 
@@ -124,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         size = parse_size(args.memory)
-        vcpus = _positive_int("vcpus", args.vcpus)
+        vcpus = _positive_int("vcpus", args.vcpus, MAX_VCPUS)
         packages = _positive_int("packages", args.packages)
     except (ValueError, TypeError) as e:
         return _fail(str(e))
@@ -158,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         print(default_calibration().describe() + "\n")
     if args.compare:
         w = max(len(s) for s in strategies)
-        print(f"{size / (1 << 30):g} GiB, {vcpus} vCPUs, {packages} package(s), "
+        print(f"{format_size(size)}, {vcpus} vCPUs, {packages} package(s), "
               f"{'pages cleared' if clear else 'no clear (6.18+)'}")
         print(f"{'strategy':<{w}}  {'predicted':>12}  {'band':>25}  {'SEAMCALLs':>12}  "
               f"dominant / band's upper edge")

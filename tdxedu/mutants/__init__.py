@@ -16,7 +16,10 @@ Hook lines (all in tdxedu/kvm, each marked "mutant"):
   pamt.py      alloc-under-mmu-lock (and the `atomic` might_sleep check it trips)
 
 Families: `removal` (the per-page zap path), `teardown` (HKID release and reclaim order),
-`vcpu` (association), `roots` (TDP MMU root refcounts), `pamt` (Dynamic PAMT).
+`vcpu` (association), `roots` (TDP MMU root refcounts), `pamt` (Dynamic PAMT), and any
+other module of this package that defines ``MUTANTS`` (its family is the module's ``FAMILY``
+or its name). Scenario factories may live in any ``scenarios_<topic>.py`` module here: it
+registers them with `tdxedu.mutants.scenarios.factory` and is imported with that module.
 `tdxedu check-mutants` (`tdxedu.mutants.check`) runs them all.
 """
 
@@ -43,6 +46,19 @@ class Mutant:
 
 
 FAMILIES = ("removal", "teardown", "vcpu", "roots", "pamt")
+#: modules of this package that hold no mutants
+NOT_CATALOGUE = ("check", "fuzz", "scenarios")
+
+
+def catalogue_modules() -> list[str]:
+    """The modules that hold mutants: `FAMILIES` first, then every other module of this
+    package (not ``scenarios_*``, not `NOT_CATALOGUE`) by name."""
+    import pkgutil
+
+    others = sorted(m.name for m in pkgutil.iter_modules(__path__)
+                    if m.name not in FAMILIES and m.name not in NOT_CATALOGUE
+                    and not m.name.startswith("scenarios_"))
+    return [*FAMILIES, *others]
 
 
 def catalogue() -> dict[str, Mutant]:
@@ -50,13 +66,14 @@ def catalogue() -> dict[str, Mutant]:
     import importlib
 
     out: dict[str, Mutant] = {}
-    for fam in FAMILIES:
-        mod = importlib.import_module(f"{__name__}.{fam}")
-        for m in mod.MUTANTS:
+    for name in catalogue_modules():
+        mod = importlib.import_module(f"{__name__}.{name}")
+        fam = getattr(mod, "FAMILY", name)
+        for m in getattr(mod, "MUTANTS", ()):
             if m.name in out:
                 raise ValueError(f"duplicate mutant name {m.name!r}")
             out[m.name] = Mutant(m.name, m.description, m.source, m.scenarios,
-                                 m.expected_catch, m.config, fam)
+                                 m.expected_catch, m.config, m.family or fam)
     return out
 
 
@@ -64,4 +81,4 @@ def mutations(*names: str) -> dict:
     return {"mutations": frozenset(names)}
 
 
-__all__ = ["Mutant", "catalogue", "mutations", "FAMILIES"]
+__all__ = ["Mutant", "catalogue", "catalogue_modules", "mutations", "FAMILIES"]

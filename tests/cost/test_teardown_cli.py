@@ -60,7 +60,12 @@ def test_plot_writes_a_png(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,msg", [
     (["--memory", "lots"], "size like"),
-    (["--memory=-4G"], "size like"),
+    (["--memory=-4G"], "positive"),
+    (["--memory", "-5G"], "positive"),
+    (["--memory", "1.5K"], "4 KiB pages"),
+    (["--memory", "3P"], "at most 2P"),
+    (["--vcpus", "100000"], "at most 4096"),
+    (["--vcpus", "-2"], "at least 1"),
     (["--memory", "0"], "positive"),
     (["--vcpus", "0"], "at least 1"),
     (["--vcpus", "four"], "whole number"),
@@ -105,3 +110,11 @@ def test_coinciding_curves_are_marked_and_both_drawn():
     twin = lines["flush-at-vcpu-free (= v6.16: same curve)"]
     assert twin.get_linestyle() != lines["v6.16"].get_linestyle()
     assert list(twin.get_xdata()) != list(lines["v6.16"].get_xdata())  # nudged, not hidden
+
+
+def test_big_sizes_print_in_words(capsys):
+    assert main(["teardown", "--memory", "1000T"]) == 0
+    out = capsys.readouterr().out
+    assert "1000 TiB" in out and "e+" not in out
+    assert main(["teardown", "--memory", "1.5T", "--compare"]) == 0
+    assert capsys.readouterr().out.startswith("1.5 TiB,")
