@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"teardown strategy: {', '.join(TEARDOWN_POLICIES)}")
     p.add_argument("--no-clear", action="store_true",
                    help="6.18+: skip the MOVDIR64B clear (CPUs without X86_BUG_TDX_PW_MCE)")
+    p.add_argument("--dpamt", action="store_true",
+                   help="a Dynamic PAMT host: PAMT.REMOVE per 2 MB range emptied, a refcount "
+                        "put per page (priors: no published measurement)")
     p.add_argument("--compare", action="store_true", help="every strategy side by side")
     p.add_argument("--plot", metavar="FILE.png", help="draw time vs TD size per strategy")
     p.add_argument("--json", action="store_true", help="one JSON object")
@@ -86,13 +89,18 @@ def _text(pred) -> str:
     lo, hi = d["band_seconds"]
     lines = [f"{d['strategy']}: {format_size(d['memory_bytes'])} "
              f"({d['pages']:,} pages), {d['vcpus']} vCPUs, {d['packages']} package(s), "
-             f"{'pages cleared' if d['cleared_pages'] else 'no clear (6.18+)'}",
+             f"{'pages cleared' if d['cleared_pages'] else 'no clear (6.18+)'}"
+             f"{', Dynamic PAMT' if d['dynamic_pamt'] else ''}",
              f"predicted {_fmt_s(d['predicted_seconds'])}, band {_fmt_s(lo)} .. {_fmt_s(hi)}",
              f"band: every model form x prior x jitter that fits the published rows within "
              f"10%; upper edge set by {d['upper_edge_form']}, lower by {d['lower_edge_form']}",
              _extrapolation_line(d["extrapolation"]),
              f"dominated by: {d['dominant']}", "", "SEAMCALLs per leaf:"]
     lines += [f"  {leaf:<28} {n:>14,}" for leaf, n in d["counts"].items()]
+    lines += [f"  {'(' + leaf + ' at build)':<28} {n:>14,}"
+              for leaf, n in d["build_counts"].items()]
+    if d["dynamic_pamt"]:
+        lines.append(f"  {'(tdx_pamt_put calls)':<28} {d['pamt_puts']:>14,}")
     lines += [f"  {'(all-vCPU kicks)':<28} {d['kicks']:>14,}",
               f"  {'(pages cleared)':<28} {d['cleared_pages']:>14,}", "", "time by operation:"]
     tot = d["predicted_seconds"] or 1.0
@@ -112,7 +120,9 @@ def _extrapolation_line(ex: dict) -> str:
         return format_size(round(v * GIB)) if k == "memory_gib" else f"{v:,}"
 
     parts = [f"{k.replace('_gib', '')} {show(k, q)} (measured {'up to' if q > b else 'from'} "
-             f"{show(k, b)})" for k, (q, b) in ex.items()]
+             f"{show(k, b)})" for k, (q, b) in ex.items() if k != "dynamic_pamt"]
+    if "dynamic_pamt" in ex:
+        parts.append("Dynamic PAMT (measured on static PAMT: its costs are priors)")
     return "EXTRAPOLATES: " + ", ".join(parts) + ": the forms disagree here, so trust the band"
 
 
@@ -134,7 +144,7 @@ def plot_data(args: argparse.Namespace, size: int, vcpus: int, packages: int,
     from .cost import sweep
 
     return sweep(plot_sizes(size), TEARDOWN_POLICIES, vcpus, packages=packages,
-                 clear_pages=clear, query=size)
+                 clear_pages=clear, query=size, dynamic_pamt=getattr(args, "dpamt", False))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,8 +164,8 @@ def run(args: argparse.Namespace) -> int:
     if args.validate:
         return _validate(args.json)
     strategies = TEARDOWN_POLICIES if args.compare else (args.strategy,)
-    preds = [predict(size >> PAGE_SHIFT, vcpus, s, packages=packages, clear_pages=clear)
-             for s in strategies]
+    preds = [predict(size >> PAGE_SHIFT, vcpus, s, packages=packages, clear_pages=clear,
+                     dynamic_pamt=args.dpamt) for s in strategies]
     if args.plot:
         from .cost.plot import sweep_figure
 

@@ -262,6 +262,8 @@ class Structural:
                 out[k] = [q[k], hi]
             elif q[k] < lo:
                 out[k] = [q[k], lo]
+        if w.dynamic_pamt:  # [AH-RFC] measured static PAMT: DPAMT's costs are priors only
+            out["dynamic_pamt"] = [True, False]
         return out
 
     def per_form(self, w: Workload) -> dict[str, tuple[float, float]]:

@@ -7,6 +7,7 @@ Model (the per-page and per-TD steps of `tdxedu.kvm.teardown`, [K616], priced):
       + kick_per_vcpu * kicks * (V_local + (1 + xpkg) * V_remote) all-vCPU kick after TRACK
       + reclaim * n_RECLAIM + clear * pages_cleared
       + vp_flush * n_VP.FLUSH + vpflushdone + cache_wb * n_CACHE.WB + key_freeid + fixed
+      + pamt_remove * n_PAMT.REMOVE + pamt_put * puts             Dynamic PAMT host only
 
 `calibrate()` solves the three fitted parameters by weighted non-negative least squares
 (relative residuals) with the priors at their central values, then builds an ensemble: priors
@@ -41,6 +42,8 @@ OPS = {  # breakdown label -> what it prices
     "page clear (MOVDIR64B)": "tdx_clear_page", "tdh_vp_flush (+IPI)": "per vCPU",
     "tdh_mng_vpflushdone": "once", "tdh_phymem_cache_wb": "per package",
     "tdh_mng_key_freeid": "once", "fixed (not modelled)": "once",
+    "tdh_phymem_pamt_remove": "DPAMT: per 2 MB range emptied",
+    "tdx_pamt_put (DPAMT refcount)": "DPAMT: per page given back",
 }
 
 
@@ -48,7 +51,8 @@ PARAM_OF = {**dict.fromkeys(RUNTIME_SPLIT, "runtime_chain"), "kick all vCPUs": "
             "tdh_phymem_page_reclaim": "reclaim", "page clear (MOVDIR64B)": "clear",
             "tdh_vp_flush (+IPI)": "vp_flush", "tdh_mng_vpflushdone": "vpflushdone",
             "tdh_phymem_cache_wb": "cache_wb", "tdh_mng_key_freeid": "key_freeid",
-            "fixed (not modelled)": "fixed"}
+            "fixed (not modelled)": "fixed", "tdh_phymem_pamt_remove": "pamt_remove",
+            "tdx_pamt_put (DPAMT refcount)": "pamt_put"}
 
 
 # --- pricing ------------------------------------------------------------------------------
@@ -68,6 +72,8 @@ def terms(w: Workload, p: dict) -> dict[str, float | np.ndarray]:
     out["tdh_mng_vpflushdone"] = p["vpflushdone"] * c.get("tdh_mng_vpflushdone", 0)
     out["tdh_phymem_cache_wb"] = p["cache_wb"] * c.get("tdh_phymem_cache_wb", 0)
     out["tdh_mng_key_freeid"] = p["key_freeid"] * c.get("tdh_mng_key_freeid", 0)
+    out["tdh_phymem_pamt_remove"] = p["pamt_remove"] * c.get("tdh_phymem_pamt_remove", 0)
+    out["tdx_pamt_put (DPAMT refcount)"] = p["pamt_put"] * w.pamt_puts
     out["fixed (not modelled)"] = p["fixed"] + 0 * p["reclaim"]
     return out
 
@@ -287,6 +293,8 @@ class Prediction:
         return {
             "strategy": w.strategy, "memory_bytes": w.pages << PAGE_SHIFT, "pages": w.pages,
             "vcpus": w.vcpus, "packages": w.packages, "clear_pages": bool(w.cleared) or False,
+            "dynamic_pamt": w.dynamic_pamt, "build_counts": w.build_counts,
+            "pamt_puts": w.pamt_puts,
             "counts": dict(sorted(w.counts.items())), "kicks": w.kicks,
             "cleared_pages": w.cleared,
             "predicted_seconds": self.seconds, "band_seconds": list(self.band),
@@ -299,7 +307,7 @@ class Prediction:
 
 
 def predict(pages: int, vcpus: int, strategy: str, *, packages: int = 1,
-            clear_pages: bool = True, stale_vcpus: int = 0,
+            clear_pages: bool = True, stale_vcpus: int = 0, dynamic_pamt: bool = False,
             calibration: Calibration | None = None, structural=None) -> Prediction:
     """Central seconds and breakdown from `calibration` (the linear-kick form); the band is
     the envelope of this calibration's ensemble and every model form's (`forms.py`), so it
@@ -309,7 +317,7 @@ def predict(pages: int, vcpus: int, strategy: str, *, packages: int = 1,
     cal = calibration or default_calibration()
     sc = structural or default_structural()
     w = workload(pages, vcpus, strategy, packages=packages, clear_pages=clear_pages,
-                 stale_vcpus=stale_vcpus)
+                 stale_vcpus=stale_vcpus, dynamic_pamt=dynamic_pamt)
     t = terms(w, cal.values)
     ens = total(w, cal.ensemble)
     env = sc.envelope(w)
@@ -322,7 +330,8 @@ def predict(pages: int, vcpus: int, strategy: str, *, packages: int = 1,
 
 
 def sweep(sizes, strategies, vcpus: int = 4, *, packages: int = 1, clear_pages: bool = True,
-          calibration: Calibration | None = None, query=None) -> dict:
+          calibration: Calibration | None = None, query=None,
+          dynamic_pamt: bool = False) -> dict:
     """Predicted teardown time for every (size, strategy): the data of a cost-curve lesson.
 
     Returns {"sizes_bytes": [...], "vcpus", "packages", "clear_pages", "measured_range",
@@ -338,13 +347,14 @@ def sweep(sizes, strategies, vcpus: int = 4, *, packages: int = 1, clear_pages: 
     byte_sizes = sorted({parse_size(s) for s in sizes})
     rng = default_structural().measured_range
     out = {"sizes_bytes": byte_sizes, "vcpus": vcpus, "packages": packages,
-           "clear_pages": clear_pages, "strategies": {}, "same_as": {},
+           "clear_pages": clear_pages, "dynamic_pamt": dynamic_pamt, "strategies": {},
+           "same_as": {},
            "measured_range": {k: list(v) for k, v in rng.items()}}
     if query is not None:
         out["query_bytes"] = parse_size(query)
     for s in strategies:
         rows = [predict(b >> PAGE_SHIFT, vcpus, s, packages=packages, clear_pages=clear_pages,
-                        calibration=cal) for b in byte_sizes]
+                        calibration=cal, dynamic_pamt=dynamic_pamt) for b in byte_sizes]
         cur = out["strategies"][s] = {
             "seconds": [r.seconds for r in rows], "low": [r.band[0] for r in rows],
             "high": [r.band[1] for r in rows], "dominant": [r.dominant for r in rows],

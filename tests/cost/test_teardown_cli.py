@@ -118,3 +118,26 @@ def test_big_sizes_print_in_words(capsys):
     assert "1000 TiB" in out and "e+" not in out
     assert main(["teardown", "--memory", "1.5T", "--compare"]) == 0
     assert capsys.readouterr().out.startswith("1.5 TiB,")
+
+
+def test_dpamt_host_counts_and_prices_pamt_remove(capsys):
+    """--dpamt: one PAMT.REMOVE per 2 MB range the build opened (and as many PAMT.ADDs at
+    build), a refcount put per page, both priced as priors, flagged as extrapolation."""
+    assert main(["teardown", "--memory", "1G", "--vcpus", "4", "--dpamt", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["dynamic_pamt"] is True
+    opened = d["build_counts"]["tdh_phymem_pamt_add"]
+    from tdxedu.cost.bulk import BulkTd
+    br = BulkTd(1 << 18, 4, dynamic_pamt=True).teardown("v6.16")
+    # 262,144 guest + 514 S-EPT + 31 control pages, with their pairs and the PAMT cache,
+    # span 516 ranges of 2 MB
+    assert d["counts"]["tdh_phymem_pamt_remove"] == opened == 516 == br.counts[
+        "tdh_phymem_pamt_remove"]
+    assert d["breakdown_seconds"]["tdh_phymem_pamt_remove"] > 0
+    assert d["extrapolation"]["dynamic_pamt"] == [True, False]
+    assert main(["teardown", "--memory", "1G", "--vcpus", "4", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert "tdh_phymem_pamt_remove" not in s["counts"] and s["build_counts"] == {}
+    assert d["predicted_seconds"] > s["predicted_seconds"]
+    assert main(["teardown", "--memory", "1G", "--dpamt"]) == 0
+    assert "Dynamic PAMT" in capsys.readouterr().out
