@@ -88,11 +88,15 @@ def validate(measurements: list[Measurement] | None = None, *, samples: int = 40
             for h in held_out(name, train, test, samples=samples, seed=seed)]
 
 
+SHORT = {"linear-kick": "linear", "superlinear-kick": "superlin", "size-growth": "size",
+         "cross-package": "x-pkg"}
+
+
 def describe(rows: list[Held]) -> str:
     forms = [f.name for f in FORMS]
     lines = ["Held-out rows of [AH-RFC]: fitted without the row, then asked to predict it.",
-             f"{'held out':<34} {'measured':>8} {'model':>7} {'error':>7}  "
-             f"{'band':>15}  in?  " + "  ".join(f"{n:>16}" for n in forms)]
+             f"{'held out':<32} {'measured':>8} {'model':>7} {'error':>7} {'band (s)':>14} "
+             f"{'in?':>3}  error per form: " + " ".join(f"{SHORT.get(n, n):>8}" for n in forms)]
     split = None
     for h in rows:
         if h.split != split:
@@ -102,12 +106,11 @@ def describe(rows: list[Held]) -> str:
         m = h.measurement
         lo, hi = h.band
         lines.append(
-            f"{_label(m):<34} {m.seconds:>7.0f}s {h.predicted:>6.0f}s {h.error:>+7.1%}  "
-            f"{lo:>6.0f}..{hi:<6.0f}s  {'yes' if h.inside else 'NO ':<3}  "
-            + "  ".join(f"{h.per_form[n]:>7.0f}s {h.per_form[n] / m.seconds - 1:>+7.1%}"
-                        for n in forms))
+            f"{_label(m):<32} {m.seconds:>7.0f}s {h.predicted:>6.0f}s {h.error:>+7.0%} "
+            f"{lo:>6.0f}..{hi:<6.0f} {'yes' if h.inside else 'NO':>3}  {'':16}"
+            + " ".join(f"{h.per_form[n] / m.seconds - 1:>+8.0%}" for n in forms))
     worst = max(rows, key=lambda h: abs(h.error))
-    lines.append(f"largest error of the central model: {worst.error:+.1%} "
+    lines.append(f"largest error of the central model: {worst.error:+.0%} "
                  f"({_label(worst.measurement)}, {worst.split})")
     return "\n".join(lines)
 
