@@ -32,6 +32,14 @@ def validation_summary() -> str:
             f"The band covers the measurement in {inside} of {len(rows)} held-out rows.")
 
 
+def validation_answer():
+    """The answer to the section's Predict prompt, collapsed until asked (`Reveal`)."""
+    from .prose import reveal_text
+
+    return reveal_text("Show the held-out predictions", validation_table(),
+                       after=validation_summary().replace("\n", "  \n"))
+
+
 def forms_table(memory="1T", vcpus: int = 128, strategy: str = "v6.16") -> str:
     """Each model form: its physical argument, sources, and what it predicts for one query;
     then the band (their envelope), the form that sets its upper edge, and the
@@ -59,4 +67,4 @@ def forms_table(memory="1T", vcpus: int = 128, strategy: str = "v6.16") -> str:
     return "\n".join(lines)
 
 
-__all__ = ["validation_table", "validation_summary", "forms_table"]
+__all__ = ["validation_table", "validation_summary", "validation_answer", "forms_table"]
