@@ -165,9 +165,9 @@ class BulkTd:
         self.pamt_pt[self.tdvpr_pfns] = PT_TDVPR
         if self.layout is None:
             self.pamt_pt[self.guest_base:] = PT_REG
-        else:
-            for lo in range(0, pages, BLOCK):
-                self.pamt_pt[self.guest_pfns(lo, min(pages, lo + BLOCK))] = PT_REG
+        else:  # guest pages fill [m0, end) but for the PAMT cache pages (and S-EPT, below)
+            self.pamt_pt[self.layout.m0:] = PT_REG
+            self.pamt_pt[self.layout.gap_frames()] = PT_NDA
         for level in (1, 2, 3):
             self.pamt_pt[self.table_pfns(level)] = PT_EPT
         self.leaf = np.full(pages, S_MAPPED, dtype=np.uint8)

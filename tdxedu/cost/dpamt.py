@@ -95,6 +95,16 @@ class DpamtLayout:
         i = np.arange(lo, hi, dtype=np.int64)
         return self.frame(k_of(i), i)
 
+    def gap_frames(self) -> np.ndarray:
+        """The memory phase's unreferenced frames: the first top-up's 10 cache pages, then
+        the 2 pages each later top-up allocates right before the fault after a range was
+        opened (the pair it replaces went to PAMT.ADD). Everything else from `m0` to
+        `end_pfn` is an S-EPT or guest page."""
+        e = np.arange(1, len(self.jumps) + 1, dtype=np.int64)
+        first = self.base + k_of(self.jumps - 1) + 1 + PAIR * e  # first page of fault J_e
+        refills = np.stack([first - 2, first - 1], axis=1).ravel()
+        return np.concatenate([np.arange(self.m0, self.base, dtype=np.int64), refills])
+
     def ranges_opened(self) -> int:
         """2 MB ranges holding a PAMT reference after the build (= PAMT.ADDs issued)."""
         last = int(self.guest_pfns(self.pages - 1, self.pages)[0])

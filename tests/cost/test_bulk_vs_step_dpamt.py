@@ -64,6 +64,11 @@ def test_layout_is_the_step_engines_allocation_order():
             keys = sorted(k for k in kt.sept_pages if k[0] == level)
             assert list(bulk.table_pfns(level)) == [kt.sept_pages[k] >> 12 for k in keys]
         assert lay.end_pfn == (max(step.host.allocator.allocated) >> 12) + 1
+        cache = sorted(pa >> 12 for pa, what in step.host.allocator.allocated.items()
+                       if what == "pamt_cache" and pa >> 12 >= lay.m0)
+        pairs = sorted(pa >> 12 for pa, what in step.host.allocator.allocated.items()
+                       if what in ("pamt_cache", "DPAMT") and pa >> 12 >= lay.m0)
+        assert sorted(lay.gap_frames()) == pairs == cache  # the pairs were cache pages
 
 
 def test_k_inverse_is_exact_up_to_past_1_tib():
