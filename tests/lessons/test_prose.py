@@ -14,7 +14,7 @@ from tdxedu.steps import ExplorerSource, RemovalSource, SeamcallScriptSource, Td
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 # Lessons whose prompts were audited for answers shown under the question.
 AUDITED = ["00_tour", "01_seamcalls_and_lifecycle", "02_sept_removal_and_tlb", "04_td_teardown",
-           "05_dynamic_pamt"]
+           "05_dynamic_pamt", "06_tdp_mmu_roots"]
 
 
 def _cells(name):
