@@ -45,8 +45,8 @@ def busy_runs_answer(scripts: dict, names=("busy-accept-no-retry",
         "Show the answer, and both runs as text",
         f"Yes. Step {busy.n} is the BUSY: `{busy.main.op}(...) -> {busy.main.status}`. "
         "Operand id RCX (`0x01`) means an **S-EPT entry lock** (the module reports "
-        "entry-lock failures with the GPA operand, [M15]). The "
-        f"\"+{plural(len(before) + len(after), 'more event')}\" of that Step: "
+        "entry-lock failures with the GPA operand, [M15]). That Step holds "
+        f"{plural(len(before) + len(after), 'more event')} besides the BLOCK: "
         + (f"before `{busy.main.op}`, {_ops(before)} (KVM's zap path holds `mmu_lock` for write); "
            if before else "")
         + f"after it, KVM's answer, {_ops(after)}: it sets `wait_for_sept_zap` and calls "

@@ -204,6 +204,6 @@ def test_lesson_text_agrees_with_the_runs():
     text = str(busy_runs_answer(BUSY_SCRIPTS))
     extra = len(info.events) - 1
     assert f"Step {info.n} is the BUSY" in text
-    assert f"\"+{extra} more event{'s' if extra > 1 else ''}\"" in text
+    assert f"That Step holds {extra} more event{'s' if extra > 1 else ''} besides" in text
     z = str(zero_step_prose())
     assert f"= **{STEPPING_EPF_THRESHOLD}**" in z and f"**{EPF_FAULTS_TO_ARM}** times" in z
