@@ -187,6 +187,11 @@ print(host_priority_story())
 zero_step_prose()
 
 # %% [markdown]
+# **Predict, then Step:** pick `busy-zero-step-kick-retry-once` in the widget of section 1
+# (vCPU 0's list holds page 1, so its next VP.ENTER runs the 0-step check). Which status does
+# KVM's BLOCK get now, and with which operand? (Then try `busy-zero-step-no-retry`.)
+
+# %% [markdown]
 # ## 5. Three BUSY policies, every interleaving
 #
 # The model keeps three policies on one code path, `tdh_do_no_vcpus` in `tdxedu/kvm/tdx.py`

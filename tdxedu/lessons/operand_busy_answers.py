@@ -99,12 +99,9 @@ def zero_step_prose() -> Prose:
         "then (module 1.5 `src/td_transitions/td_exit_stepping.c`, `tdh_vp_enter.c`). Why "
         f"{STEPPING_EPF_THRESHOLD} ([Y-RFC] quotes Intel): an instruction fetch can fault "
         "twice (a 15-byte instruction across a page boundary), plus two per memory operand, "
-        "and most instructions have at most two operands.\n\n"
-        "**Predict, then Step:** pick `busy-zero-step-kick-retry-once` in the widget of "
-        f"section 1. vCPU 0 has already faulted **{EPF_FAULTS_TO_ARM}** times at one RIP: "
-        f"{STEPPING_EPF_THRESHOLD} counted, the {_nth(EPF_FAULTS_TO_ARM)} recorded page 1. "
-        "Which status does KVM's BLOCK get now, and with which operand? (Then try "
-        "`busy-zero-step-no-retry`.)")
+        "and most instructions have at most two operands. In the `busy-zero-step-*` "
+        f"scenarios vCPU 0 has already faulted **{EPF_FAULTS_TO_ARM}** times at one RIP: "
+        f"{STEPPING_EPF_THRESHOLD} counted, the {_nth(EPF_FAULTS_TO_ARM)} recorded page 1.")
 
 
 def _nth(n: int) -> str:
