@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import palette
 from ._common import MIN_FONT, css_figure
 from .palette import series_style
 
 GIB = 1 << 30
+SAME_CURVE_OFFSET = 1.06  # x factor for a coinciding curve's markers (log axis: an even nudge)
 
 
 def style_axes(ax, *, xlabel: str = "", ylabel: str = "", title: str = "",
@@ -64,22 +66,43 @@ def draw_cost_curves(curves: dict, *, xlabel: str = "TD memory (GiB)",
 
 
 def sweep_figure(data: dict, *, title: str | None = None):
-    """Teardown time (minutes) vs TD size (GiB, log scale), one line + band per strategy
-    (`data` is a `tdxedu.cost.sweep()` result)."""
+    """Teardown time (minutes, log) vs TD size (GiB, log 2), one line + band per strategy
+    (`data` is a `tdxedu.cost.sweep()` result). A strategy whose curve is identical to an
+    earlier one (``data["same_as"]``: same flow, same SEAMCALLs) is drawn dashed with hollow
+    markers nudged sideways, and its legend entry says which it equals, so neither hides the
+    other. The measured size range is shaded, and the query marked."""
     fig = css_figure(400)
-    ax = fig.add_axes((0.09, 0.12, 0.6, 0.8))
+    ax = fig.add_axes((0.09, 0.12, 0.5, 0.8))
     x = [b / GIB for b in data["sizes_bytes"]]
+    same = data.get("same_as", {})
     for i, (name, s) in enumerate(data["strategies"].items()):
         st = series_style(i)
-        ax.plot(x, [v / 60 for v in s["seconds"]], label=name, markersize=5,
-                linewidth=2.6 - 0.4 * (i % 4), **st)
-        ax.fill_between(x, [v / 60 for v in s["low"]], [v / 60 for v in s["high"]],
-                        color=st["color"], alpha=0.12, linewidth=0)
+        y = [v / 60 for v in s["seconds"]]
+        twin = same.get(name)
+        if twin is None:
+            ax.plot(x, y, label=name, linewidth=2.2, markersize=5, color=st["color"],
+                    marker=st["marker"])
+            ax.fill_between(x, [v / 60 for v in s["low"]], [v / 60 for v in s["high"]],
+                            color=st["color"], alpha=0.15, linewidth=0)
+        else:  # identical to `twin`: dashed, hollow markers nudged right, no second band
+            ax.plot([v * SAME_CURVE_OFFSET for v in x], y, marker=st["marker"],
+                    markerfacecolor="none", markersize=6, linestyle=(0, (4, 3)),
+                    linewidth=1.6, color=st["color"], label=f"{name} (= {twin}: same curve)")
+    rng = data.get("measured_range", {}).get("memory_gib")
+    if rng:
+        ax.axvspan(rng[0], rng[1], color=palette.GREY, alpha=0.15, linewidth=0,
+                   label=f"measured sizes ({rng[0]:g}-{rng[1]:g} GiB)")
+    if "query_bytes" in data:
+        q = data["query_bytes"] / GIB
+        ax.axvline(q, color=palette.BLACK, linestyle=":", linewidth=1.2,
+                   label=f"query: {q:g} GiB")
     ax.set_xscale("log", base=2)
+    ax.set_yscale("log")  # seconds at 1 GiB and hours at 4 TiB on one picture
     clear = "pages cleared" if data.get("clear_pages", True) else "no clear (6.18+)"
     style_axes(ax, xlabel="TD private memory (GiB)", ylabel="predicted teardown time (min)",
                title=title or f"TD teardown: {data['vcpus']} vCPUs, {data['packages']} "
-               f"package(s), {clear}", legend_title="strategy\n(band: fits within 10%)")
+               f"package(s), {clear}",
+               legend_title="band: every model form\nfitting within 10%")
     return fig
 
 
