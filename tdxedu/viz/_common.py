@@ -225,7 +225,6 @@ def legend(fig: Figure, items, *, y: float = 4, x0: float = 8, height: float = 2
             if marker in ("band", "bar"):
                 fig.add_artist(Line2D([x / w, (x + 14) / w], [yc, yc], color=colour,
                                       linewidth=8 if marker == "band" else 3,
-                                      alpha=0.5 if marker == "band" else 1,
                                       solid_capstyle="butt", gid=gid,
                                       transform=fig.transFigure))
             elif marker is None:
@@ -274,13 +273,16 @@ def artists_by_gid(fig: Figure) -> dict[str, object]:
 
 def figure_png(fig: Figure) -> bytes:
     """PNG bytes of a figure at `SCALE` device px per CSS px; identical input gives identical
-    bytes (no timestamp). Figures from `css_figure` are drawn once on their canvas and encoded
-    with a fixed palette (`_png_palette`: the package's colours, their blends with white and
-    black, greys): every colour the renderers use is exact, anti-aliased edges take the
-    nearest blend, and the PNG is about 40 % of an RGB one (the lessons save every picture)."""
+    bytes (no timestamp). Panels (figures from `css_figure` without matplotlib Axes) are
+    drawn once on their canvas and encoded with a fixed palette (`_png_palette`: the
+    package's colours, their blends with white and black, greys): every colour the renderers
+    use is exact, anti-aliased edges take the nearest blend, and the PNG is about 40 % of an
+    RGB one (the lessons save every picture). Plots with Axes (translucent bands) keep full
+    colour."""
     from PIL import Image
 
-    if fig.dpi != RENDER_DPI or fig.get_layout_engine() is not None:
+    if fig.dpi != RENDER_DPI or fig.get_layout_engine() is not None or fig.axes:
+        # matplotlib Axes (plots with translucent bands): full colour, no palette
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=RENDER_DPI, metadata={"Software": None},
                     pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
@@ -308,6 +310,7 @@ def palette_colours() -> list[tuple[int, int, int]]:
     named += list(palette.SEPT_STATES.values()) + list(palette.PAGE_TYPES.values())
     named += list(palette.OWNERS) + list(palette.HOLDERS.values())
     named += ["#F4F4F4", "#E0E0E0", "#E8B9D3", "#F8DDA0"]
+    named += [m.colour for m in palette.MARKS.values()]
     out: list[tuple[int, int, int]] = []
     spacing = 8
 

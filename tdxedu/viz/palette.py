@@ -58,7 +58,7 @@ MARKS = {
     "ipi": Mark(PURPLE, "^", "IPI"),
     "lock": Mark(BLUE, "|", "lock / unlock"),
     "lock-hold": Mark(BLUE, "bar", "lock held"),
-    "guest": Mark(SKY_BLUE, "band", "vCPU in the guest"),
+    "guest": Mark("#B3DCF5", "band", "vCPU in the guest"),  # SKY_BLUE at 45 % on white
     "kvm": Mark(GREY, "o", "KVM step"),
 }
 

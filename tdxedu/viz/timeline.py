@@ -172,7 +172,7 @@ def draw_timeline(trace, *, window: int = 48, highlight_seq: int | None = None,
     g = MARKS["guest"]
     for cpu, s, end in guests:
         ax.line([max(s, lo - 1), x_hi if end is None else end], [lane_y[cpu]] * 2,
-                color=g.colour, linewidth=16, alpha=0.45, solid_capstyle="butt",
+                color=g.colour, linewidth=16, solid_capstyle="butt",
                 gid=f"guest:cpu{cpu}:{s}")
     h = MARKS["lock-hold"]
     for lane, name, s, end in locks:

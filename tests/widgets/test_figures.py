@@ -214,8 +214,8 @@ def _roots_kinds(fig) -> set[str]:
 
 
 def _axes_kinds(fig) -> set[str]:
-    return {ln.get_label() for ax in fig.axes for ln in ax.get_lines()
-            if not ln.get_label().startswith("_")}
+    return {a.get_label() for ax in fig.axes for a in [*ax.get_lines(), *ax.patches]
+            if not a.get_label().startswith("_")}
 
 
 def _axes_legend(fig) -> set[str]:
