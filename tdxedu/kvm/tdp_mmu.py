@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from ..trace import PREEMPT, Preempt, WaitUntil
 from .kvm import IN_GUEST_MODE, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, OUTSIDE_GUEST_MODE, Kvm, KvmVcpu
+from .locks import lockdep_assert_held, lockdep_assert_held_write, lockdep_report
 from .mmu_role import (
     KVM_ALL_ROOTS,
     KVM_DIRECT_ROOTS,
@@ -142,6 +143,7 @@ def kvm_mmu_init_tdp_mmu(kvm: Kvm, policy: str | RootPolicy = "v6.16", *,
     a.tdp_mmu_live = {}  # hpa -> root, until freed with no page tables left (accounting)
     a.tdp_mmu_stats = Counter()
     a.tdp_mmu_errors = []
+    a.tdp_mmu_warnings = []  # WARN_ON / WARN_ON_ONCE that fired (an alarm for check-mutants)
     a.tdp_mmu_next_hpa = 1
     a.tdp_mmu_uninit = "no"  # no / running / done
     a.tdp_mmu_fast_zaps = 0
@@ -172,6 +174,13 @@ def _err(kvm: Kvm, inv: str, msg: str) -> None:
     kvm.trace.emit("VIOLATION", inv, msg, source="tdxedu/kvm/tdp_mmu_invariants.py")
 
 
+def _warn(kvm: Kvm, op: str, msg: str) -> None:
+    """A WARN_ON / WARN_ON_ONCE of tdp_mmu.c: kept in state (`tdp_mmu_warnings`), not only in
+    the trace, so a world's conditions can read it."""
+    kvm.arch.tdp_mmu_warnings.append(f"{op}: {msg}")
+    kvm.trace.emit(op, msg, source=SRC_TDP)
+
+
 def _touch(kvm: Kvm, root: KvmMmuPage, what: str) -> None:
     """Any access to a root after its RCU callback ran is a use after free (inv6)."""
     if root.freed:
@@ -187,6 +196,19 @@ def _lock(kvm: Kvm, who: str, shared: bool):
         yield from kvm.mmu_lock.read_lock(who)
     else:
         yield from kvm.mmu_lock.write_lock(who)
+
+
+def kvm_lockdep_assert_mmu_lock_held(kvm: Kvm, shared: bool | None, where: str) -> None:
+    """`kvm_lockdep_assert_mmu_lock_held(kvm, shared)` (tdp_mmu.c, [S-TDX]): held for read when
+    `shared`, for write when not; `None` = either mode (`tdp_mmu_next_root`)."""
+    if shared is None:
+        lockdep_assert_held(kvm.mmu_lock, where)
+    elif shared:
+        if not kvm.mmu_lock.readers:
+            lockdep_report(kvm.mmu_lock, f"{where}: lockdep_assert_held_read("
+                                         f"{kvm.mmu_lock.name}) failed")
+    else:
+        lockdep_assert_held_write(kvm.mmu_lock, where)
 
 
 def _unlock(kvm: Kvm, who: str, shared: bool) -> None:
@@ -556,6 +578,7 @@ def tdp_mmu_zap_root(kvm: Kvm, root: KvmMmuPage, shared: bool) -> int:
     tdp_mmu_unlink_sp). WARN if the count is 0: the root must stay reachable by mmu_notifiers
     while it is zapped (inv10). Mirror SPTEs may only be removed under the write lock (inv11).
     Returns the number of page-table pages freed."""
+    kvm_lockdep_assert_mmu_lock_held(kvm, shared, "tdp_mmu_zap_root")
     _touch(kvm, root, "tdp_mmu_zap_root")
     if root.tdp_mmu_root_count <= 0:
         _err(kvm, "inv10", f"zapping {root} at refcount {root.tdp_mmu_root_count}")
@@ -627,8 +650,7 @@ def kvm_tdp_mmu_invalidate_roots(kvm: Kvm, types: int = KVM_VALID_ROOTS,
     if not pol.root_types:
         types = KVM_VALID_ROOTS
     if types & KVM_INVALID_ROOTS:
-        kvm.trace.emit("WARN_ON_ONCE", "invalidating invalid roots doesn't make sense",
-                       source=SRC_TDP)
+        _warn(kvm, "WARN_ON_ONCE", "invalidating invalid roots doesn't make sense")
         types &= ~KVM_INVALID_ROOTS
     destroying = kvm.users_count == 0 or not kvm.vcpus
     if not destroying and not kvm.mmu_lock.held_for_write():
@@ -640,8 +662,7 @@ def kvm_tdp_mmu_invalidate_roots(kvm: Kvm, types: int = KVM_VALID_ROOTS,
         if pol.zap_via == "workqueue":
             if pol.invalidate_takes_ref:
                 if not kvm_tdp_mmu_get_root(kvm, root, WQ_HOLDER):
-                    kvm.trace.emit("WARN_ON_ONCE", f"root#{root.hpa} at refcount 0",
-                                   source=SRC_TDP)
+                    _warn(kvm, "WARN_ON_ONCE", f"root#{root.hpa} at refcount 0")
                     continue
             else:  # the TDP MMU's reference becomes the work item's
                 root.refs[TDP_MMU_HOLDER] -= 1
@@ -663,7 +684,9 @@ def tdp_mmu_next_root(kvm: Kvm, prev: KvmMmuPage | None, holder: str, *, shared:
                       types: int):
     """The yield-safe iterator step (generator returning the next root or None): walk the list
     after `prev`, skip roots that do not match `types` and roots whose get fails (count 0),
-    take a reference on the one returned, then put `prev` ([S-69])."""
+    take a reference on the one returned, then put `prev` ([S-69]). mmu_lock must be held, in
+    either mode (lockdep-asserted)."""
+    kvm_lockdep_assert_mmu_lock_held(kvm, None, "tdp_mmu_next_root")
     roots = kvm.arch.tdp_mmu_roots
     start = roots.index(prev) + 1 if prev is not None and prev in roots else 0
     nxt = None
@@ -782,7 +805,9 @@ def kvm_tdp_mmu_wrprot_slot(kvm: Kvm, who: str | None = None, *, resched: bool =
     under the read lock — in v6.3 possibly the root's last reference ([OVH22])."""
     who = _who(kvm, who)
     holder = f"iter:{who}"
-    yield from kvm.mmu_lock.read_lock(who)
+    locked = _pol(kvm).iter_takes_mmu_lock  # False only for a broken variant
+    if locked:
+        yield from kvm.mmu_lock.read_lock(who)
     root = None
     while True:
         root = yield from tdp_mmu_next_root(kvm, root, holder, shared=True,
@@ -791,10 +816,13 @@ def kvm_tdp_mmu_wrprot_slot(kvm: Kvm, who: str | None = None, *, resched: bool =
             break
         kvm.trace.emit("wrprot_gfn_range", f"root#{root.hpa}", source=SRC_TDP)
         if resched:
-            kvm.mmu_lock.read_unlock(who)
+            if locked:
+                kvm.mmu_lock.read_unlock(who)
             yield Preempt("cond_resched: mmu_lock dropped")
-            yield from kvm.mmu_lock.read_lock(who)
-    kvm.mmu_lock.read_unlock(who)
+            if locked:
+                yield from kvm.mmu_lock.read_lock(who)
+    if locked:
+        kvm.mmu_lock.read_unlock(who)
 
 
 def kvm_mmu_uninit_tdp_mmu(kvm: Kvm, who: str | None = None):
@@ -813,10 +841,9 @@ def kvm_mmu_uninit_tdp_mmu(kvm: Kvm, who: str | None = None):
             yield from kvm_tdp_mmu_zap_invalidated_roots(kvm, pol.uninit_zap_shared, who)
     yield from flush_workqueue(kvm, who)
     if kvm.arch.tdp_mmu_pages:
-        kvm.trace.emit("WARN_ON", f"tdp_mmu_pages={kvm.arch.tdp_mmu_pages}", source=SRC_TDP)
+        _warn(kvm, "WARN_ON", f"tdp_mmu_pages={kvm.arch.tdp_mmu_pages}")
     if kvm.arch.tdp_mmu_roots:
-        kvm.trace.emit("WARN_ON", f"tdp_mmu_roots not empty: {kvm.arch.tdp_mmu_roots}",
-                       source=SRC_TDP)
+        _warn(kvm, "WARN_ON", f"tdp_mmu_roots not empty: {kvm.arch.tdp_mmu_roots}")
     rcu_barrier(kvm)
     kvm.arch.tdp_mmu_uninit = "done"
 

@@ -136,6 +136,6 @@ def tdp_mmu_fingerprint(kvm: Kvm) -> tuple:
     busy = None if a.tdp_mmu_worker_busy is None else a.tdp_mmu_worker_busy.hpa
     return (roots, tuple(r.hpa for r in a.tdp_mmu_roots), vcpus, wq, busy,
             tuple(r.hpa for r in a.tdp_mmu_rcu_callbacks), a.tdp_mmu_pages,
-            tuple(sorted(a.tdp_mmu_stats.items())), len(a.tdp_mmu_errors), a.tdp_mmu_uninit,
+            tuple(sorted(a.tdp_mmu_stats.items())), len(a.tdp_mmu_errors), len(a.tdp_mmu_warnings), a.tdp_mmu_uninit,
             a.tdp_mmu_fast_zaps, kvm.mmu_lock.writer, tuple(sorted(kvm.mmu_lock.readers)),
             kvm.slots_lock.owner, kvm.users_count, kvm.vm_bugged)

@@ -20,6 +20,7 @@ from ..tdx.pamt import PAGE_SIZE
 from ..tdx.sept import level_size
 from ..trace import PREEMPT, WaitUntil
 from .kvm import IN_GUEST_MODE, KVM_REQ_OUTSIDE_GUEST_MODE, OUTSIDE_GUEST_MODE, Kvm, KvmVcpu
+from .locks import lockdep_assert_held_write
 from .pamt import (
     dpamt_alloc_sept_page,
     dpamt_free_sept_page,
@@ -322,8 +323,12 @@ def tdh_do_no_vcpus(kt: KvmTdx, name: str, *args, cpu: int):
     if kt.busy_policy == "no-retry":
         return r.status
     if kt.busy_policy == "retry-loop":
+        tries = 1
         while r.status.matches(st.TDX_OPERAND_BUSY):
+            if tries == SOFTLOCKUP_BUSY_RETRIES and kt.kvm.mmu_lock.held_for_write():
+                softlockup(kt, name, tries, cpu)
             r = yield from kt.sc(name, *args, cpu=cpu)
+            tries += 1
         return r.status
     # kick-retry-once: keep vCPUs out of the guest, kick them, retry exactly once
     kt.wait_for_sept_zap = "forget-wait-for-sept-zap" not in kt.mutations  # mutant
@@ -333,11 +338,30 @@ def tdh_do_no_vcpus(kt: KvmTdx, name: str, *args, cpu: int):
     return r.status
 
 
+#: The model's stand-in for the soft-lockup watchdog (kernel/watchdog.c: "BUG: soft lockup -
+#: CPU#%d stuck for %us!", after 2 x watchdog_thresh = 20 s of spinning without a schedule).
+#: The model has no clock, so it counts: a zap that got TDX_OPERAND_BUSY this many times in a
+#: row on one SEAMCALL with mmu_lock held for write is spinning with nothing to make the
+#: contender go away (the pre-merge retry loop, [Y-RFC]); no correct policy retries more than
+#: once ([Y4] [K616]). Reported as the world's ``softlockup`` condition (the run goes on, as
+#: the CPU would).
+SOFTLOCKUP_BUSY_RETRIES = 4
+
+
+def softlockup(kt: KvmTdx, name: str, tries: int, cpu: int) -> None:
+    msg = (f"soft lockup - CPU#{cpu} stuck: {name} got TDX_OPERAND_BUSY {tries} times in a "
+           "row with kvm->mmu_lock held for write")
+    kt.host.softlockups.append(f"watchdog: BUG: {msg}")
+    kt.emit("BUG", msg, cpu=cpu)
+
+
 def tdx_track(kt: KvmTdx, cpu: int):
     """TDH.MEM.TRACK then an IPI to every vCPU, waiting for all to acknowledge, so no vCPU
-    still runs in the block epoch ([K616]). No-op before RUNNABLE."""
+    still runs in the block epoch ([K616]). No-op before RUNNABLE; then
+    `lockdep_assert_held_write(&kvm->mmu_lock)` ([K616] tdx_track)."""
     if kt.state != TD_STATE_RUNNABLE:
         return st.TDX_SUCCESS
+    lockdep_assert_held_write(kt.kvm.mmu_lock, "tdx_track")
     err = yield from tdh_do_no_vcpus(kt, "tdh_mem_track", kt.tdr_pa, cpu=cpu)
     if err.is_error:
         return err
@@ -354,11 +378,13 @@ def tdx_sept_remove_private_spte(kvm: Kvm, gpa: int, cpu: int):
     HKID assigned: BLOCK -> tdx_track -> REMOVE -> WBINVD(HKID) -> clear. HKID already
     released (only legal once the VM is dead, the KVM_TDX_TERMINATE_VM path): RECLAIM ->
     clear. Any failure after the policy's retries is a KVM_BUG_ON and the page is leaked.
-    Returns True when the page came back."""
+    Returns True when the page came back. Zapping a leaf is allowed only with mmu_lock held
+    for write (`lockdep_assert_held_write` in `remove_external_spte`, [S-TDX])."""
     kt = to_kvm_tdx(kvm)
     pa = kt.mirror.get(gpa)
     if pa is None:
         return False
+    lockdep_assert_held_write(kvm.mmu_lock, "remove_external_spte")
     if not kt.hkid_assigned:
         # 6.16 KVM_BUG_ONs here; the terminate series allows it once the VM is dead, and v19
         # reclaimed directly after releasing the HKID from the MMU notifier.

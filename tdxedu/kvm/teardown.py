@@ -187,12 +187,16 @@ def kvm_gmem_release(kvm: Kvm, cpu: int = 0, who: str = "gmem"):
     (`kvm_gmem_invalidate_begin` -> `remove_external_spte`), free the pages back to the
     host, then drop the file's VM reference ([K616], [AH-RFC])."""
     kt = to_kvm_tdx(kvm)
-    yield from kvm.mmu_lock.write_lock(who)
+    shared = "gmem-zap-under-read-lock" in kt.mutations  # mutant: the fault path's lock mode
+    yield from (kvm.mmu_lock.read_lock(who) if shared else kvm.mmu_lock.write_lock(who))
     try:
         for gpa in sorted(kt.mirror):
             yield from tdx_sept_remove_private_spte(kvm, gpa, cpu)
     finally:
-        kvm.mmu_lock.write_unlock(who)
+        if shared:
+            kvm.mmu_lock.read_unlock(who)
+        else:
+            kvm.mmu_lock.write_unlock(who)
     leaked = {pa for pa, _ in kt.leaked}
     for gpa, pa in sorted(kt.gmem.items()):
         if pa not in leaked and gpa not in kt.mirror:

@@ -16,7 +16,9 @@ Hook lines (all in tdxedu/kvm, each marked "mutant"):
   pamt.py      alloc-under-mmu-lock (and the `atomic` might_sleep check it trips)
 
 Families: `removal` (the per-page zap path), `teardown` (HKID release and reclaim order),
-`vcpu` (association), `roots` (TDP MMU root refcounts), `pamt` (Dynamic PAMT).
+`vcpu` (association), `roots` (TDP MMU root refcounts), `pamt` (Dynamic PAMT), and every
+other module here with a `MUTANTS` list (`family_modules()`), e.g. `lockdep` (lock-mode
+assertions) and `rcu` (lockless walkers and grace periods).
 `tdxedu check-mutants` (`tdxedu.mutants.check`) runs them all.
 """
 
@@ -43,6 +45,21 @@ class Mutant:
 
 
 FAMILIES = ("removal", "teardown", "vcpu", "roots", "pamt")
+#: modules of this package that hold no mutants
+_NOT_FAMILIES = {"check", "fuzz", "scenarios", "inject"}
+
+
+def family_modules() -> list[str]:
+    """The first five families in their order, then every other module of this package that
+    defines `MUTANTS`, by name (a new family is a new file; its `FAMILY` names it, else the
+    module name does)."""
+    import pkgutil
+    from pathlib import Path
+
+    found = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+                   if m.name not in _NOT_FAMILIES and m.name not in FAMILIES
+                   and not m.name.startswith("_"))
+    return [*FAMILIES, *found]
 
 
 def catalogue() -> dict[str, Mutant]:
@@ -50,9 +67,13 @@ def catalogue() -> dict[str, Mutant]:
     import importlib
 
     out: dict[str, Mutant] = {}
-    for fam in FAMILIES:
-        mod = importlib.import_module(f"{__name__}.{fam}")
-        for m in mod.MUTANTS:
+    for modname in family_modules():
+        mod = importlib.import_module(f"{__name__}.{modname}")
+        muts = getattr(mod, "MUTANTS", None)
+        if muts is None:
+            continue
+        fam = getattr(mod, "FAMILY", modname)
+        for m in muts:
             if m.name in out:
                 raise ValueError(f"duplicate mutant name {m.name!r}")
             out[m.name] = Mutant(m.name, m.description, m.source, m.scenarios,
@@ -64,4 +85,4 @@ def mutations(*names: str) -> dict:
     return {"mutations": frozenset(names)}
 
 
-__all__ = ["Mutant", "catalogue", "mutations", "FAMILIES"]
+__all__ = ["Mutant", "catalogue", "family_modules", "mutations", "FAMILIES"]

@@ -37,7 +37,7 @@ MUTANTS = [
         "[Y-RFC] (the out-of-tree do-while loops, a patch marked HACK: 'KVM: TDX: Retry "
         "seamcall when TDX_OPERAND_BUSY with operand SEPT'); [M15] td_exit_stepping.c (0-step "
         "mitigation takes the S-EPT tree exclusively)",
-        ("zap-zero-step",), "step_bound", {"busy_policy": "retry-loop"}),
+        ("zap-zero-step",), "softlockup", {"busy_policy": "retry-loop"}),
     Mutant(
         "forget-wait-for-sept-zap",
         "kick-retry-once without setting wait_for_sept_zap: kicked vCPUs re-enter before the "

@@ -324,6 +324,12 @@ def _roots_vm_destroy(cfg: Config):
     return vm_destroy_world(cfg.root_policy, 2, 1)
 
 
+@factory("roots-vm-destroy-td", "a TD (mirror root), 2 vCPUs run, then VM destruction",
+         uses=("root_policy",), max_steps=300, correct={"root_policy": ("v6.16",)})
+def _roots_vm_destroy_td(cfg: Config):
+    return vm_destroy_world(cfg.root_policy, 2, 0, td=True)
+
+
 @factory("roots-last-put-race", "a reader's last put vs invalidate-all-roots",
          uses=("root_policy",), max_steps=300)
 def _roots_last_put_race(cfg: Config):

@@ -99,7 +99,7 @@ class RootsWorld(World):
         return (tdp_mmu_fingerprint(self.kvm), tuple(sorted(self._done)))
 
     def invariants(self):
-        return tdp_mmu_invariants(self.kvm)
+        return tdp_mmu_invariants(self.kvm) + list(self.kvm.debug_errors)
 
     def conditions(self):
         a = self.kvm.arch
@@ -116,6 +116,7 @@ class RootsWorld(World):
             "fast_zap_left_sptes": any(e.startswith("inv9") for e in a.tdp_mmu_errors),
             "all_roots_freed": not a.tdp_mmu_live and not a.tdp_mmu_roots,
             "tdp_mmu_pages_zero": a.tdp_mmu_pages == 0,
+            "tdp_mmu_warn": bool(a.tdp_mmu_warnings),
         }
 
 
