@@ -16,9 +16,10 @@ Hook lines (all in tdxedu/kvm, each marked "mutant"):
   pamt.py      alloc-under-mmu-lock (and the `atomic` might_sleep check it trips)
 
 Families: `removal` (the per-page zap path), `teardown` (HKID release and reclaim order),
-`vcpu` (association), `roots` (TDP MMU root refcounts), `pamt` (Dynamic PAMT), and every
-other module here with a `MUTANTS` list (`family_modules()`), e.g. `lockdep` (lock-mode
-assertions) and `rcu` (lockless walkers and grace periods).
+`vcpu` (association), `roots` (TDP MMU root refcounts), `pamt` (Dynamic PAMT), and any
+other module of this package that defines ``MUTANTS`` (its family is the module's ``FAMILY``
+or its name). Scenario factories may live in any ``scenarios_<topic>.py`` module here: it
+registers them with `tdxedu.mutants.scenarios.factory` and is imported with that module.
 `tdxedu check-mutants` (`tdxedu.mutants.check`) runs them all.
 """
 
@@ -46,20 +47,18 @@ class Mutant:
 
 FAMILIES = ("removal", "teardown", "vcpu", "roots", "pamt")
 #: modules of this package that hold no mutants
-_NOT_FAMILIES = {"check", "fuzz", "scenarios", "inject"}
+NOT_CATALOGUE = ("check", "fuzz", "scenarios")
 
 
-def family_modules() -> list[str]:
-    """The first five families in their order, then every other module of this package that
-    defines `MUTANTS`, by name (a new family is a new file; its `FAMILY` names it, else the
-    module name does)."""
+def catalogue_modules() -> list[str]:
+    """The modules that hold mutants: `FAMILIES` first, then every other module of this
+    package (not ``scenarios_*``, not `NOT_CATALOGUE`) by name."""
     import pkgutil
-    from pathlib import Path
 
-    found = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
-                   if m.name not in _NOT_FAMILIES and m.name not in FAMILIES
-                   and not m.name.startswith("_"))
-    return [*FAMILIES, *found]
+    others = sorted(m.name for m in pkgutil.iter_modules(__path__)
+                    if m.name not in FAMILIES and m.name not in NOT_CATALOGUE
+                    and not m.name.startswith("scenarios_"))
+    return [*FAMILIES, *others]
 
 
 def catalogue() -> dict[str, Mutant]:
@@ -67,17 +66,14 @@ def catalogue() -> dict[str, Mutant]:
     import importlib
 
     out: dict[str, Mutant] = {}
-    for modname in family_modules():
-        mod = importlib.import_module(f"{__name__}.{modname}")
-        muts = getattr(mod, "MUTANTS", None)
-        if muts is None:
-            continue
-        fam = getattr(mod, "FAMILY", modname)
-        for m in muts:
+    for name in catalogue_modules():
+        mod = importlib.import_module(f"{__name__}.{name}")
+        fam = getattr(mod, "FAMILY", name)
+        for m in getattr(mod, "MUTANTS", ()):
             if m.name in out:
                 raise ValueError(f"duplicate mutant name {m.name!r}")
             out[m.name] = Mutant(m.name, m.description, m.source, m.scenarios,
-                                 m.expected_catch, m.config, fam)
+                                 m.expected_catch, m.config, m.family or fam)
     return out
 
 
@@ -85,4 +81,4 @@ def mutations(*names: str) -> dict:
     return {"mutations": frozenset(names)}
 
 
-__all__ = ["Mutant", "catalogue", "family_modules", "mutations", "FAMILIES"]
+__all__ = ["Mutant", "catalogue", "catalogue_modules", "mutations", "FAMILIES"]

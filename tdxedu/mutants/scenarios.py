@@ -336,4 +336,19 @@ def _roots_last_put_race(cfg: Config):
     return last_put_race_world(cfg.root_policy, 2)
 
 
+def _load_topic_modules() -> None:
+    """Import every ``scenarios_<topic>.py`` module of this package: each registers more
+    factories with `factory` (one file per topic, so helpers never edit the same file)."""
+    import importlib
+    import pkgutil
+
+    from . import __path__ as pkg_path
+
+    for m in sorted(pkgutil.iter_modules(pkg_path), key=lambda m: m.name):
+        if m.name.startswith("scenarios_"):
+            importlib.import_module(f"{__package__}.{m.name}")
+
+
+_load_topic_modules()
+
 __all__ = ["Config", "CORRECT", "FACTORIES", "Factory", "TeardownWorld", "DpamtFaultWorld"]

@@ -323,8 +323,25 @@ class CoreMixin:
         return None
 
     # --- running handlers -----------------------------------------------------------------
+    # Faults armed by `tdxedu.tdx.fault_inject` (None: no fault armed, the usual case).
+    fault_injector: list | None = None
+
+    def _injected(self, leaf: str, lp: int, args: tuple, gen) -> Result | None:
+        """An armed fault's status for this call, without running the handler."""
+        from .fault_inject import failed_result  # only once a fault is armed
+
+        res = failed_result(self.fault_injector, leaf, lp, args)
+        if res is not None:
+            gen.close()
+            self._emit(leaf, lp, args, res)
+        return res
+
     def _run(self, leaf: str, lp: int, args: tuple, gen) -> Result:
         """Run a handler to its end, passing over its preemption points."""
+        if self.fault_injector is not None:
+            res = self._injected(leaf, lp, args, gen)
+            if res is not None:
+                return res
         out: list = []
         for _ in _returning_into(out, gen):
             pass
@@ -333,6 +350,10 @@ class CoreMixin:
         return res
 
     def _steps(self, leaf: str, lp: int, args: tuple, gen):
+        if self.fault_injector is not None:
+            res = self._injected(leaf, lp, args, gen)
+            if res is not None:
+                return res
         res = yield from gen
         self._emit(leaf, lp, args, res)
         return res

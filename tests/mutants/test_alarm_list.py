@@ -8,7 +8,7 @@ import pytest
 
 from tdxedu.kvm.kvm import Kvm
 from tdxedu.kvm.locks import Mutex, RwLock, lockdep_assert_held, lockdep_assert_held_write
-from tdxedu.mutants import catalogue, family_modules
+from tdxedu.mutants import catalogue, catalogue_modules
 from tdxedu.mutants.check import ALARM_CONDITIONS, Alarm, check_name
 from tdxedu.mutants.scenarios import FACTORIES, Config
 from tdxedu.scenarios.alarms import ALARMS, FACTS
@@ -69,7 +69,7 @@ def test_lockdep_assertions_report_instead_of_raising():
 
 
 def test_catalogue_finds_every_family_module():
-    mods = family_modules()
+    mods = catalogue_modules()
     assert mods[:5] == ["removal", "teardown", "vcpu", "roots", "pamt"]
     fams = {m.family for m in catalogue().values()}
     assert "lockdep" in fams and "lockdep" in mods
