@@ -138,6 +138,7 @@ class RootPolicy:
     rcu_free_sp: bool = True  # so are the page-table pages a zap unlinks ([S-TDX])
     rcu_barrier_at_uninit: bool = True  # kvm_mmu_uninit_tdp_mmu ends with rcu_barrier()
     lockless_walk_rcu: bool = True  # lockless walkers run inside rcu_read_lock()
+    lockless_walk_resched: bool = False  # broken: a lockless walk drops RCU to reschedule
     broken: str | None = None  # the invariant a broken variant is expected to violate
 
     @property

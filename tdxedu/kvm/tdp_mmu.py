@@ -76,6 +76,7 @@ class KvmMmuPage:
     tdp_mmu_async_queued: bool = False  # v6.3–v6.5: work item queued or running
     on_list: bool = True  # linked on kvm->arch.tdp_mmu_roots
     rcu_pending: bool = False  # call_rcu() issued, grace period not over
+    rcu_seq: int = 0  # the RCU callback sequence number of that call_rcu
     freed: bool = False  # tdp_mmu_free_sp_rcu_callback ran
     dying: bool = False  # v6.3: count hit 0 while valid, put_root still deciding
     sps: set = field(default_factory=set)  # non-root page-table pages: (level, index)
@@ -93,7 +94,8 @@ class KvmMmuPage:
         return (self.hpa, self.role.word, self.tdp_mmu_root_count,
                 tuple(sorted((k, v) for k, v in self.refs.items() if v)),
                 self.tdp_mmu_scheduled_root_to_zap, self.tdp_mmu_async_queued, self.on_list,
-                self.rcu_pending, self.freed, self.dying, len(self.sps), len(self.leafs))
+                self.rcu_pending, self.rcu_seq, self.freed, self.dying, len(self.sps),
+                len(self.leafs))
 
     def __str__(self) -> str:
         return f"root#{self.hpa}[{self.role}] count={self.tdp_mmu_root_count}"
@@ -140,6 +142,15 @@ def kvm_mmu_init_tdp_mmu(kvm: Kvm, policy: str | RootPolicy = "v6.16", *,
     a.tdp_mmu_worker_busy = None
     a.tdp_mmu_inline_worker = inline_worker
     a.tdp_mmu_rcu_callbacks = []
+    # RCU ([S-TDX]): readers in a read-side critical section (who -> the callback sequence
+    # number when it began), the sequence stamped on each call_rcu, page-table pages a zap
+    # unlinked that wait for a grace period, and those freed (by generation: a (root, level,
+    # index) page linked again later is a new page).
+    a.rcu_readers = {}
+    a.rcu_seq = 0
+    a.tdp_mmu_sp_gen = {}  # (root hpa, sp key) -> generation of the page linked there now
+    a.tdp_mmu_sp_rcu = []  # (seq, (root hpa, sp key, generation)) queued by call_rcu
+    a.tdp_mmu_sp_freed = set()  # (root hpa, sp key, generation) after its free
     a.tdp_mmu_live = {}  # hpa -> root, until freed with no page tables left (accounting)
     a.tdp_mmu_stats = Counter()
     a.tdp_mmu_errors = []
@@ -289,15 +300,30 @@ def kvm_tdp_mmu_put_root(kvm: Kvm, root: KvmMmuPage, holder: str, *, shared: boo
 
 
 def _free_root(kvm: Kvm, root: KvmMmuPage) -> None:
-    """Unlink (list_del_rcu under tdp_mmu_pages_lock) and call_rcu the free."""
+    """Unlink (list_del_rcu under tdp_mmu_pages_lock) and call_rcu the free: lockless walkers
+    that already found the root may still read it until their read-side section ends."""
     if not root.invalid:
         _err(kvm, "inv2", f"freeing {root} while it is still valid")
     if root.on_list:
         kvm.arch.tdp_mmu_roots.remove(root)
         root.on_list = False
+    if not _pol(kvm).rcu_free_root:  # broken variant: freed at once, no grace period
+        kvm.trace.emit("free_page", f"root#{root.hpa}", "no grace period", source=SRC_TDP)
+        _root_freed(kvm, root)
+        return
     root.rcu_pending = True
+    root.rcu_seq = kvm.arch.rcu_seq
+    kvm.arch.rcu_seq += 1
     kvm.arch.tdp_mmu_rcu_callbacks.append(root)
     kvm.trace.emit("call_rcu", f"root#{root.hpa}", "tdp_mmu_free_sp_rcu_callback", source=SRC_TDP)
+
+
+def _root_freed(kvm: Kvm, root: KvmMmuPage) -> None:
+    root.rcu_pending = False
+    root.freed = True
+    kvm.arch.tdp_mmu_stats["roots_freed"] += 1
+    if not root.present():
+        kvm.arch.tdp_mmu_live.pop(root.hpa, None)
 
 
 def _set_invalid(root: KvmMmuPage) -> None:
@@ -306,24 +332,109 @@ def _set_invalid(root: KvmMmuPage) -> None:
         root.ever_invalid = True
 
 
+# --- RCU --------------------------------------------------------------------------------------
+
+
+def rcu_read_lock(kvm: Kvm, who: str) -> None:
+    """Enter a read-side critical section (`kvm_tdp_mmu_walk_lockless_begin`, [S-TDX]): no
+    callback queued from now on may run before the matching `rcu_read_unlock`."""
+    kvm.arch.rcu_readers[who] = kvm.arch.rcu_seq
+    kvm.trace.emit("rcu_read_lock", who, source="include/linux/rcupdate.h")
+
+
+def rcu_read_unlock(kvm: Kvm, who: str) -> None:
+    kvm.arch.rcu_readers.pop(who, None)
+    kvm.trace.emit("rcu_read_unlock", who, source="include/linux/rcupdate.h")
+
+
+def _gp_blocked(kvm: Kvm, seq: int) -> bool:
+    """A callback queued at `seq` waits for every reader that began before it was queued."""
+    return any(start <= seq for start in kvm.arch.rcu_readers.values())
+
+
+def rcu_callbacks_ready(kvm: Kvm) -> bool:
+    a = kvm.arch
+    return (any(not _gp_blocked(kvm, r.rcu_seq) for r in a.tdp_mmu_rcu_callbacks)
+            or any(not _gp_blocked(kvm, seq) for seq, _ in a.tdp_mmu_sp_rcu))
+
+
+def rcu_callbacks_pending(kvm: Kvm) -> bool:
+    return bool(kvm.arch.tdp_mmu_rcu_callbacks or kvm.arch.tdp_mmu_sp_rcu)
+
+
 def rcu_grace_period(kvm: Kvm) -> int:
-    """A grace period ends: every pending call_rcu callback runs (tdp_mmu_free_sp_rcu_callback).
-    The model has no lockless walkers that span a step, so a grace period can end at any step
-    boundary. Returns how many roots were freed."""
-    cbs, kvm.arch.tdp_mmu_rcu_callbacks = kvm.arch.tdp_mmu_rcu_callbacks, []
-    for root in cbs:
-        root.rcu_pending = False
-        root.freed = True
-        kvm.arch.tdp_mmu_stats["roots_freed"] += 1
-        if not root.present():
-            kvm.arch.tdp_mmu_live.pop(root.hpa, None)
+    """A grace period ends: every call_rcu callback not held back by a reader that began
+    before it was queued runs (`tdp_mmu_free_sp_rcu_callback` frees the root or page-table
+    page). Returns how many roots were freed."""
+    a = kvm.arch
+    run = [r for r in a.tdp_mmu_rcu_callbacks if not _gp_blocked(kvm, r.rcu_seq)]
+    a.tdp_mmu_rcu_callbacks = [r for r in a.tdp_mmu_rcu_callbacks if r not in run]
+    for root in run:
+        _root_freed(kvm, root)
         kvm.trace.emit("tdp_mmu_free_sp_rcu_callback", f"root#{root.hpa}", source=SRC_TDP)
-    return len(cbs)
+    sps = [(seq, sp) for seq, sp in a.tdp_mmu_sp_rcu if not _gp_blocked(kvm, seq)]
+    if sps:
+        a.tdp_mmu_sp_rcu = [e for e in a.tdp_mmu_sp_rcu if e not in sps]
+        a.tdp_mmu_sp_freed.update(sp for _, sp in sps)
+        kvm.trace.emit("tdp_mmu_free_sp_rcu_callback", f"{len(sps)} page tables",
+                       source=SRC_TDP)
+    return len(run)
 
 
 def rcu_barrier(kvm: Kvm) -> None:
-    """Wait for every queued RCU callback (kvm_mmu_uninit_tdp_mmu ends with rcu_barrier())."""
+    """Wait for every queued RCU callback (kvm_mmu_uninit_tdp_mmu ends with rcu_barrier());
+    the caller first waits until no reader holds one back (`rcu_callbacks_blocked`)."""
     rcu_grace_period(kvm)
+
+
+def rcu_callbacks_blocked(kvm: Kvm) -> bool:
+    a = kvm.arch
+    return (any(_gp_blocked(kvm, r.rcu_seq) for r in a.tdp_mmu_rcu_callbacks)
+            or any(_gp_blocked(kvm, seq) for seq, _ in a.tdp_mmu_sp_rcu))
+
+
+def _rcu_uaf(kvm: Kvm, who: str, what: str) -> None:
+    _err(kvm, "rcu", f"use-after-free: {who}'s lockless walk reads {what}, freed without a "
+                     "grace period covering its read-side section")
+
+
+def tdp_mmu_walk_lockless(kvm: Kvm, who: str, *, levels: int = 2):
+    """A lockless walker (generator): `kvm_tdp_mmu_walk_lockless_begin` (rcu_read_lock), walk
+    every root on the list and, in each, the page tables down one GFN's path
+    (`for_each_tdp_mmu_root_rcu` + `tdp_mmu_for_each_pte`, as lockless aging and the fast page
+    fault do), one level per step, then `..._end` (rcu_read_unlock). No mmu_lock, no root
+    reference: only RCU keeps what it reads alive ([S-TDX]). Reading a root or page table
+    that was freed is a use-after-free (``rcu``); dereferencing outside a read-side section
+    with no mmu_lock is lockdep's "suspicious RCU usage"."""
+    pol = _pol(kvm)
+    a = kvm.arch
+    if pol.lockless_walk_rcu:
+        rcu_read_lock(kvm, who)
+    for root in list(a.tdp_mmu_roots):  # list_for_each_entry_rcu
+        yield Preempt("lockless walk: next root")
+        if who not in a.rcu_readers and not kvm.mmu_lock.held():
+            lockdep_report(kvm.mmu_lock, f"suspicious RCU usage: {who}: "
+                                         "rcu_dereference_check() without rcu_read_lock() "
+                                         "in for_each_tdp_mmu_root_rcu")
+        if root.freed:
+            _rcu_uaf(kvm, who, str(root))
+            break
+        path = sorted(root.sps, key=lambda k: -k[0])[:levels]
+        held = [(root.hpa, k, a.tdp_mmu_sp_gen.get((root.hpa, k), 0)) for k in path]
+        for sp in held:
+            if pol.lockless_walk_resched:  # broken: cond_resched inside the walk
+                rcu_read_unlock(kvm, who)
+                yield Preempt("lockless walk: cond_resched")
+                rcu_read_lock(kvm, who)
+            else:
+                yield Preempt("lockless walk: next level")
+            if sp in a.tdp_mmu_sp_freed:
+                _rcu_uaf(kvm, who, f"page table {sp[1]} of root#{sp[0]}")
+                break
+        kvm.trace.emit("kvm_tdp_mmu_age_gfn_range", who, f"root#{root.hpa}", "lockless",
+                       source=SRC_TDP)
+    if who in a.rcu_readers:
+        rcu_read_unlock(kvm, who)
 
 
 # --- root allocation --------------------------------------------------------------------------
@@ -561,6 +672,8 @@ def kvm_tdp_mmu_map(vcpu: KvmVcpu, gfn: int):
         key = (level, gfn >> (9 * level))
         if key not in root.sps:
             root.sps.add(key)
+            g = (root.hpa, key)
+            kvm.arch.tdp_mmu_sp_gen[g] = kvm.arch.tdp_mmu_sp_gen.get(g, 0) + 1
             kvm.arch.tdp_mmu_pages += 1
             kvm.arch.tdp_mmu_stats["sp_allocated"] += 1
     root.leafs.add(gfn)
@@ -585,6 +698,13 @@ def tdp_mmu_zap_root(kvm: Kvm, root: KvmMmuPage, shared: bool) -> int:
     if root.role.is_mirror and (shared or not kvm.mmu_lock.held_for_write()):
         _err(kvm, "inv11", f"removing mirror SPTEs of {root} without mmu_lock held for write")
     n = len(root.sps)
+    a = kvm.arch
+    gone = [(root.hpa, k, a.tdp_mmu_sp_gen.get((root.hpa, k), 0)) for k in sorted(root.sps)]
+    if gone and _pol(kvm).rcu_free_sp:  # handle_removed_pt -> call_rcu per page table
+        a.tdp_mmu_sp_rcu += [(a.rcu_seq, sp) for sp in gone]
+        a.rcu_seq += 1
+    else:  # broken variant: the page tables are freed at once
+        a.tdp_mmu_sp_freed.update(gone)
     root.sps.clear()
     root.leafs.clear()
     kvm.arch.tdp_mmu_pages -= n
@@ -844,7 +964,10 @@ def kvm_mmu_uninit_tdp_mmu(kvm: Kvm, who: str | None = None):
         _warn(kvm, "WARN_ON", f"tdp_mmu_pages={kvm.arch.tdp_mmu_pages}")
     if kvm.arch.tdp_mmu_roots:
         _warn(kvm, "WARN_ON", f"tdp_mmu_roots not empty: {kvm.arch.tdp_mmu_roots}")
-    rcu_barrier(kvm)
+    if _pol(kvm).rcu_barrier_at_uninit:  # broken variant: no rcu_barrier()
+        if rcu_callbacks_blocked(kvm):
+            yield WaitUntil(lambda: not rcu_callbacks_blocked(kvm), "rcu_barrier()")
+        rcu_barrier(kvm)
     kvm.arch.tdp_mmu_uninit = "done"
 
 

@@ -34,6 +34,7 @@ from ..scenarios.pamt import PamtWorld
 from ..scenarios.registry import scenario
 from ..scenarios.roots import (
     last_put_race_world,
+    lockless_walk_world,
     memslot_update_world,
     smm_storm_world,
     vm_destroy_world,
@@ -328,6 +329,12 @@ def _roots_vm_destroy(cfg: Config):
          uses=("root_policy",), max_steps=300, correct={"root_policy": ("v6.16",)})
 def _roots_vm_destroy_td(cfg: Config):
     return vm_destroy_world(cfg.root_policy, 2, 0, td=True)
+
+
+@factory("roots-lockless-walk", "a lockless walker (RCU only) while a memslot is deleted and "
+         "vCPU 0 drops its invalid root", uses=("root_policy",), max_steps=300)
+def _roots_lockless_walk(cfg: Config):
+    return lockless_walk_world(cfg.root_policy)
 
 
 @factory("roots-last-put-race", "a reader's last put vs invalidate-all-roots",

@@ -44,7 +44,6 @@ FACTS: dict[str, str] = {
     "resurrected_under_read_lock": "v6.3 resurrected a root under the read lock",
     "invalid_root_outlived_fast_zap": "an invalid, zapped root was still referenced",
     "tdp_mmu_pages_zero": "no non-root page table is left",
-    "rcu_walker_done": "the lockless walker finished its walk",
 }
 
 #: run outcomes (tdxedu.sim.engine.OUTCOMES) and whether each is a named check
