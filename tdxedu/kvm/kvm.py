@@ -104,8 +104,9 @@ class Kvm:
         (KVM_REQUEST_WAIT | KVM_REQUEST_NO_ACTION for KVM_REQ_OUTSIDE_GUEST_MODE).
         `wait=False` only for the known-bad variant "track-no-ipi-wait" (tdxedu.mutants)."""
         targets = []
+        skip = exclude if isinstance(exclude, list | tuple | set) else (exclude,)
         for v in self.vcpus:
-            if v is exclude:
+            if any(v is x for x in skip):
                 continue
             v.requests.add(req)
             if v.mode == IN_GUEST_MODE:

@@ -91,6 +91,10 @@ class KvmTdx:
         self.kvm.trace.emit(op, *args, cpu=cpu, status=status, source=SRC)
 
     def leak(self, pa: int, why: str) -> None:
+        """Give a page up on purpose (never freed, never reused), with the reason. Mutant
+        "reclaim-failure-unreported" (`tdxedu.mutants.faults`) forgets to say so."""
+        if why.startswith("RECLAIM failed") and "reclaim-failure-unreported" in self.mutations:
+            return  # mutant: the page is neither freed nor reported as leaked
         self.leaked.append((pa, why))
 
     def tdx_clear_page(self, pa: int, cpu: int) -> None:
@@ -208,7 +212,9 @@ def tdx_flush_vp_on_cpu(vcpu: KvmVcpu):
     err = None
     if vt.state == VCPU_TD_STATE_INITIALIZED:
         r = kt.module.tdh_vp_flush(vt.tdvpr_pa, lp=cpu)
-        if r.status.is_error and not r.status.matches(st.TDX_VCPU_NOT_ASSOCIATED):
+        tolerated = (r.status.matches(st.TDX_VCPU_NOT_ASSOCIATED)
+                     and "flush-not-associated-is-error" not in kt.mutations)  # mutant
+        if r.status.is_error and not tolerated:
             err = r.status
     kt.host.associated_tdvcpus[cpu].remove(vcpu)
     vcpu.cpu = -1
@@ -365,6 +371,15 @@ def tdx_track(kt: KvmTdx, cpu: int):
     err = yield from tdh_do_no_vcpus(kt, "tdh_mem_track", kt.tdr_pa, cpu=cpu)
     if err.is_error:
         return err
+    skip = None
+    if "track-kick-local-cpu-only" in kt.mutations:  # mutant: only vCPUs on this pCPU
+        skip = [v for v in kt.kvm.vcpus if v.cpu != cpu]
+    elif "track-kick-first-vcpu-only" in kt.mutations:  # mutant: stops after one IPI
+        running = [v for v in kt.kvm.vcpus if v.mode == IN_GUEST_MODE]
+        skip = running[1:]
+    if skip is not None:
+        yield from kt.kvm.kvm_make_all_cpus_request(KVM_REQ_OUTSIDE_GUEST_MODE, exclude=skip)
+        return err
     yield from kt.kvm.kvm_make_all_cpus_request(
         KVM_REQ_OUTSIDE_GUEST_MODE, wait="track-no-ipi-wait" not in kt.mutations)  # mutant
     return err
@@ -409,6 +424,9 @@ def tdx_sept_remove_private_spte(kvm: Kvm, gpa: int, cpu: int):
         kt.leak(pa, f"TRACK failed: {err}")
         return False
     err = yield from tdh_do_no_vcpus(kt, "tdh_mem_page_remove", kt.tdr_pa, gpa, 0, cpu=cpu)
+    if err.is_error and "free-after-failed-remove" in kt.mutations:  # mutant
+        del kt.mirror[gpa]  # treated as removed: guest_memfd will free the page
+        return False
     if kvm.kvm_bug_on(err.is_error, "TDH.MEM.PAGE.REMOVE failed", err):
         kt.leak(pa, f"REMOVE failed: {err}")
         return False
@@ -417,6 +435,8 @@ def tdx_sept_remove_private_spte(kvm: Kvm, gpa: int, cpu: int):
     if "no-wbinvd-after-remove" not in kt.mutations:  # mutant no-wbinvd-after-remove
         status = (yield from kt.sc("tdh_phymem_page_wbinvd_hkid", kt.hkid, pa, cpu=cpu)).status
     del kt.mirror[gpa]
+    if "wbinvd-failure-ignored" in kt.mutations:  # mutant: the status is not looked at
+        status = st.TDX_SUCCESS
     if kvm.kvm_bug_on(status.is_error, "TDH.PHYMEM.PAGE.WBINVD failed", status):
         kt.leak(pa, "WBINVD failed")
         return False

@@ -93,7 +93,8 @@ def tdh_phymem_cache_wb_loop(kt: KvmTdx, cpu: int):
     TDX_NO_HKID_READY_TO_WBCACHE counts as done by another thread."""
     r = yield from kt.sc("tdh_phymem_cache_wb", TDH_PHYMEM_CACHEWB_START_CMD, cpu=cpu)
     tries = 0
-    while r.status.matches(st.TDX_INTERRUPTED_RESUMABLE) and tries < TDX_SEAMCALL_RETRIES:
+    retries = 0 if "cache-wb-no-resume" in kt.mutations else TDX_SEAMCALL_RETRIES  # mutant
+    while r.status.matches(st.TDX_INTERRUPTED_RESUMABLE) and tries < retries:
         r = yield from kt.sc("tdh_phymem_cache_wb", TDH_PHYMEM_CACHEWB_RESUME_CMD, cpu=cpu)
         tries += 1
     if r.status.matches(st.TDX_NO_HKID_READY_TO_WBCACHE):

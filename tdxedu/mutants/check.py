@@ -82,7 +82,17 @@ def run_factory(name: str, cfg: Config, *, max_executions: int = 50_000) -> Scen
     t0 = time.perf_counter()
     ex = explore(build, name=name, max_steps=f.max_steps, max_executions=max_executions)
     run = ScenarioRun(name, cfg.label(f.uses), ex.executions, ex.complete, 0.0)
+    for cond in f.reaction:  # the kernel's reaction must hold in every run
+        v = ex.verdicts.get(cond)
+        if v is None or v.verdict != "always":
+            wit = [] if v is None or v.counterexample is None else list(v.counterexample)
+            run.alarms.append(Alarm("reaction_mismatch", "sometimes",
+                                    "?" if v is None else f"{v.runs - v.true_runs}/{v.runs}",
+                                    wit, f"reaction: {cond} expected in every run (what the "
+                                    "kernel does here)"))
     for cond in (*ALARM_OUTCOMES, *ALARM_CONDITIONS):
+        if cond in f.reaction:
+            continue
         v = ex.verdicts.get(cond)
         if v is None or v.true_runs == 0:
             continue
