@@ -52,6 +52,7 @@ class Kvm:
         self.vm_dead = False
         self.vm_bugged = False
         self.bugs: list[str] = []
+        self.warnings: list[str] = []  # WARN_ON_ONCE splats that did not bug the VM
         # Debug-kernel checks that fired (lockdep, RCU): named checks, not KVM_BUG_ONs. A VM
         # on a `Host` shares the host's list (`Host.debug_errors`).
         self.debug_errors: list[str] = [] if debug_errors is None else debug_errors
@@ -90,6 +91,16 @@ class Kvm:
             self.kvm_vm_dead()
             self.bugs.append(msg)
             self.trace.emit("KVM_BUG_ON", msg, source="include/linux/kvm_host.h")
+        return bool(cond)
+
+    def warn_on(self, cond, msg: str, *details) -> bool:
+        """WARN_ON_ONCE without KVM_BUG_ON: a splat in the log, the VM keeps running (e.g.
+        a failed TDH.PHYMEM.PAGE.RECLAIM, whose page is then leaked, [K616])."""
+        if cond:
+            if details:
+                msg = f"{msg}: {', '.join(str(d) for d in details)}"
+            self.warnings.append(msg)
+            self.trace.emit("WARN", msg, source="include/asm-generic/bug.h")
         return bool(cond)
 
     # --- vCPUs ----------------------------------------------------------------------------

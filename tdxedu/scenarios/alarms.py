@@ -23,6 +23,7 @@ ALARMS: dict[str, str] = {
     "host_pages_leaked": "host pages still allocated after kvm_destroy_vm",
     "pamt_refs_left": "Dynamic PAMT references left after kvm_destroy_vm",
     "pamt_pairs_left": "Dynamic PAMT page pairs left in the module after kvm_destroy_vm",
+    "kvm_warn": "a WARN_ON_ONCE in KVM's TDX code fired (the VM keeps running)",
     "pamt_warn": "a Dynamic PAMT WARN fired (put at refcount 0, PAMT.REMOVE failed)",
     "pair_lost": "a page was used while its 2 MB range had no PAMT page pair",
     "pair_leaked": "a PAMT page pair is installed with no reference, or its pages are gone",

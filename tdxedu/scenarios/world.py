@@ -89,6 +89,7 @@ class TdWorld(World):
             "kvm_bug": self.kvm.vm_bugged,
             "hkid_leaked": kt.hkid_leaked or (self.kvm.destroyed and kt.hkid_assigned),
             "pages_leaked": bool(kt.leaked),
+            "kvm_warn": bool(self.kvm.warnings),
             "pamt_warn": self.host.pamt is not None and bool(self.host.pamt.warnings),
             "softlockup": bool(self.host.softlockups),
             **self.flags,
