@@ -538,6 +538,9 @@ def kvm_mmu_reload(vcpu: KvmVcpu):
 
 
 def _mmu_free_root_page(vcpu: KvmVcpu, slot: str, shared: bool):
+    """`mmu_free_root_page`: put the slot's reference, mmu_lock held in the mode the caller
+    took it (asserted: read for TDP MMU roots since v6.9, [M-610] [S-TDX])."""
+    kvm_lockdep_assert_mmu_lock_held(vcpu.kvm, shared, "mmu_free_root_page")
     mmu = vcpu.arch.mmu
     if slot == "root":
         root, mmu.root_hpa = mmu.root_hpa, None
@@ -568,10 +571,13 @@ def kvm_mmu_free_roots(vcpu: KvmVcpu, roots_to_free=KVM_MMU_ROOTS_ALL, *, only_o
     if not todo:
         return
     shared = _pol(kvm).rdlock_roots
-    yield from _lock(kvm, vcpu.name, shared)
+    locked = _pol(kvm).free_roots_takes_lock  # False only for a broken variant
+    if locked:
+        yield from _lock(kvm, vcpu.name, shared)
     for s in todo:
         yield from _mmu_free_root_page(vcpu, s, shared)
-    _unlock(kvm, vcpu.name, shared)
+    if locked:
+        _unlock(kvm, vcpu.name, shared)
 
 
 def kvm_mmu_unload(vcpu: KvmVcpu):
@@ -955,6 +961,10 @@ def kvm_mmu_uninit_tdp_mmu(kvm: Kvm, who: str | None = None):
     pol = _pol(kvm)
     who = _who(kvm, who)
     kvm.arch.tdp_mmu_uninit = "running"
+    if pol.rcu_barrier_first:  # broken variant: the barrier before the zap it should follow
+        if rcu_callbacks_blocked(kvm):
+            yield WaitUntil(lambda: not rcu_callbacks_blocked(kvm), "rcu_barrier()")
+        rcu_barrier(kvm)
     if pol.uninit_invalidates:
         kvm_tdp_mmu_invalidate_roots(kvm, KVM_VALID_ROOTS, who)
         if pol.zap_via == "sync":
@@ -964,7 +974,7 @@ def kvm_mmu_uninit_tdp_mmu(kvm: Kvm, who: str | None = None):
         _warn(kvm, "WARN_ON", f"tdp_mmu_pages={kvm.arch.tdp_mmu_pages}")
     if kvm.arch.tdp_mmu_roots:
         _warn(kvm, "WARN_ON", f"tdp_mmu_roots not empty: {kvm.arch.tdp_mmu_roots}")
-    if _pol(kvm).rcu_barrier_at_uninit:  # broken variant: no rcu_barrier()
+    if _pol(kvm).rcu_barrier_at_uninit and not pol.rcu_barrier_first:  # broken variants
         if rcu_callbacks_blocked(kvm):
             yield WaitUntil(lambda: not rcu_callbacks_blocked(kvm), "rcu_barrier()")
         rcu_barrier(kvm)

@@ -369,8 +369,9 @@ def tdx_map_private_gfn(kvm: Kvm, gpa: int, cpu: int, vcpu: KvmVcpu | None = Non
             return err
     r = yield from kt.sc("tdh_mem_page_aug", kt.tdr_pa, gpa, 0, pa, cpu=cpu)
     if r.status.is_error:  # `tdx_mem_page_aug`: BUSY is -EBUSY, anything else KVM_BUG_ON
-        kt.kvm.kvm_bug_on(not r.status.matches(st.TDX_OPERAND_BUSY),
-                          "TDH.MEM.PAGE.AUG failed", r.status)
+        fatal = (not r.status.matches(st.TDX_OPERAND_BUSY)
+                 or "aug-busy-is-fatal" in kt.mutations)  # mutant
+        kt.kvm.kvm_bug_on(fatal, "TDH.MEM.PAGE.AUG failed", r.status)
         if kt.host.pamt is not None:
             yield from dpamt_put_guest_page(kt, gpa, pa, cpu)
         return r.status
@@ -575,6 +576,8 @@ def tdx_reclaim_page(kt: KvmTdx, pa: int, cpu: int):
     if r.status.is_error:
         kt.kvm.warn_on(True, "TDH.PHYMEM.PAGE.RECLAIM failed", r.status,
                        f"rcx {r.rcx:#x}", f"rdx {r.rdx:#x}", f"r8 {r.r8:#x}")
+        if "reclaim-failure-frees-page" in kt.mutations:  # mutant: as if it had worked
+            return True
         kt.leak(pa, f"RECLAIM failed: {r.status}")
         return False
     if kt.host.pamt is not None:

@@ -49,7 +49,8 @@ def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
     if not kt.hkid_assigned:
         return
     if flush_vcpus and "no-vp-flush-at-hkid-release" not in kt.mutations:  # mutant
-        for vcpu in kvm.vcpus:
+        flush = kvm.vcpus[:1] if "flush-first-vcpu-only" in kt.mutations else kvm.vcpus  # mutant
+        for vcpu in flush:
             err = yield from tdx_flush_vp_on_cpu(vcpu)
             kvm.kvm_bug_on(err is not None, "TDH.VP.FLUSH failed", err)
     yield from kt.host.tdx_lock.lock(who)
@@ -67,8 +68,10 @@ def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
         if hold_mmu_lock:
             yield from kvm.mmu_lock.write_lock(who)
         try:
-            for pkg_cpu in kt.host.one_cpu_per_package():
+            for i, pkg_cpu in enumerate(kt.host.one_cpu_per_package()):
                 if "skip-cache-wb" in kt.mutations:  # mutant: FREEID without CACHE.WB
+                    break
+                if i and "cache-wb-first-package-only" in kt.mutations:  # mutant
                     break
                 err = yield from tdh_phymem_cache_wb_loop(kt, pkg_cpu)
                 # smp_func_do_phymem_cache_wb: WARN_ON_ONCE (6.19: TDX_BUG_ON with no VM);

@@ -35,6 +35,37 @@ MUTANTS = [
         ("teardown-fault-reclaim",), "seamcall_leaked",
         mutations("reclaim-failure-unreported")),
     Mutant(
+        "reclaim-failure-frees-page",
+        "a failed TDH.PHYMEM.PAGE.RECLAIM is taken as success: the page goes back to the host "
+        "while the module still owns it",
+        "[K616-TDX] tdx_reclaim_page (a failure leaks the page: 'the page can't be reused'); "
+        "[M15] tdh_phymem_page_reclaim.c",
+        ("teardown-fault-reclaim",), "invariant:freed while the TDX module owns it",
+        mutations("reclaim-failure-frees-page")),
+    Mutant(
+        "cache-wb-first-package-only",
+        "TDH.PHYMEM.CACHE.WB runs on package 0 only: on a two-package host KEY.FREEID finds "
+        "the other package's caches not written back",
+        "[K616-TDX] tdx_mmu_release_hkid (CACHE.WB on one CPU of *every* package); [M15] "
+        "tdh_mng_key_freeid.c (TDX_WBCACHE_NOT_COMPLETE); needs two packages",
+        ("teardown-cache-wb-interrupted",), "hkid_leaked",
+        mutations("cache-wb-first-package-only")),
+    Mutant(
+        "flush-first-vcpu-only",
+        "the HKID release flushes only the first vCPU: a second vCPU is still associated, "
+        "VPFLUSHDONE says TDX_FLUSHVP_NOT_DONE and the HKID leaks (one vCPU never shows it)",
+        "[K616-TDX] tdx_mmu_release_hkid (TDH.VP.FLUSH of every vCPU on its CPU first); [M15] "
+        "tdh_mng_vpflushdone.c",
+        ("teardown", "teardown-cache-wb-interrupted"), "hkid_leaked",
+        mutations("flush-first-vcpu-only")),
+    Mutant(
+        "aug-busy-is-fatal",
+        "TDH.MEM.PAGE.AUG returning TDX_OPERAND_BUSY on the fault path is a KVM_BUG_ON "
+        "instead of -EBUSY and a retried fault",
+        "[Y0] 'KVM: TDX: Return -EBUSY when tdh_mem_page_aug() encounters TDX_OPERAND_BUSY'; "
+        "[K616-TDX] tdx_mem_page_aug",
+        ("fault-aug-busy",), "kvm_bug", mutations("aug-busy-is-fatal")),
+    Mutant(
         "cache-wb-no-resume",
         "TDH.PHYMEM.CACHE.WB interrupted (TDX_INTERRUPTED_RESUMABLE) is taken as an error, not "
         "resumed: KEY.FREEID then fails and the HKID is leaked",

@@ -13,6 +13,8 @@ FAMILY = "lockdep"
 
 ITER_UNLOCKED = replace(POLICIES["v6.16"], name="mutant-iterate-roots-unlocked",
                         iter_takes_mmu_lock=False, broken="lockdep")
+FREE_ROOTS_UNLOCKED = replace(POLICIES["v6.16"], name="mutant-free-roots-unlocked",
+                              free_roots_takes_lock=False, broken="lockdep")
 UNINIT_SHARED_TD = replace(POLICIES["v6.16"], name="mutant-uninit-zap-shared-td",
                            uninit_zap_shared=True, broken="inv11")
 
@@ -39,6 +41,14 @@ MUTANTS = [
         "[S-69] tdp_mmu_next_root (kvm_lockdep_assert_mmu_lock_held: either mode, but held); "
         "the roots list rule in kvm_host.h (readers need mmu_lock for read + RCU)",
         ("roots-last-put-race",), "lockdep:tdp_mmu_next_root", {"root_policy": ITER_UNLOCKED}),
+    Mutant(
+        "free-roots-unlocked",
+        "kvm_mmu_free_roots puts the vCPU's root references without taking mmu_lock (an "
+        "SMI/RSM unload racing a fast zap's walk of the roots)",
+        "[M-610] kvm_mmu_free_roots (mmu_lock for read for TDP MMU roots since v6.9) and "
+        "mmu_free_root_page (lockdep-asserted)",
+        ("roots-smm-storm",), "lockdep:mmu_free_root_page",
+        {"root_policy": FREE_ROOTS_UNLOCKED}),
     Mutant(
         "uninit-zap-shared-td",
         "VM destruction zaps the invalidated roots of a TD under mmu_lock held for read (the "

@@ -59,4 +59,12 @@ MUTANTS = [
         ("roots-vm-destroy",), "inv13:RCU frees pending",
         {"root_policy": _v616("uninit-without-rcu-barrier", "inv13",
                               rcu_barrier_at_uninit=False)}),
+    Mutant(
+        "rcu-barrier-before-zap",
+        "kvm_mmu_uninit_tdp_mmu calls rcu_barrier() first and zaps the invalidated roots "
+        "after it: the frees that zap queues are still pending when it returns",
+        "[S-69] [S-TDX] kvm_mmu_uninit_tdp_mmu (zap, check, then rcu_barrier() last); "
+        "invariant inv13",
+        ("roots-vm-destroy",), "inv13:RCU frees pending",
+        {"root_policy": _v616("rcu-barrier-before-zap", "inv13", rcu_barrier_first=True)}),
 ]

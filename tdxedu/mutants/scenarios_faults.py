@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..kvm.tdx import tdx_flush_vp_on_cpu, tdx_vcpu_load
 from ..tdx import status as st
 from ..tdx.fault_inject import inject
-from ..trace import run_to_completion
+from ..trace import WaitUntil, run_to_completion
 from .scenarios import Config, TeardownWorld, factory
 
 
@@ -93,3 +93,36 @@ class LoadedNeverEnteredWorld(TeardownWorld):
          "but never entered there (VP.FLUSH: TDX_VCPU_NOT_ASSOCIATED)", uses=("teardown_policy",))
 def _teardown_loaded_never_entered(cfg: Config):
     return _mutate(LoadedNeverEnteredWorld(cfg), cfg)
+
+
+class AugBusyWorld(TeardownWorld):
+    """vCPU 0 accepts a page KVM has not mapped yet: the EPT violation maps it with
+    TDH.MEM.PAGE.AUG, whose first try meets TDX_OPERAND_BUSY (another CPU holds the S-EPT
+    entry, e.g. a 0-step VP.ENTER); then the TD is torn down."""
+
+    def __init__(self, cfg: Config):
+        super().__init__(cfg.teardown_policy, pages=1)
+        self.gpa = 1 << 21
+        self.fault = inject(self.module, "tdh_mem_page_aug",
+                            st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_SEPT)
+
+    def fingerprint(self):
+        return (super().fingerprint(), self.fault.calls)
+
+    def actors(self):
+        v = self.kvm.vcpus[0]
+
+        def closer():
+            yield WaitUntil(lambda: "vcpu0" in self.done or self.kvm.vm_dead, "vCPU 0 done")
+            yield from self.td.teardown_steps(self.strategy)
+
+        return {"vcpu0": self.vcpu_thread(v, [("accept", self.gpa)], v.cpu, "vcpu0"),
+                "close": closer()}
+
+
+@factory("fault-aug-busy", "a guest ACCEPT faults a page in; the first TDH.MEM.PAGE.AUG is "
+         "BUSY (retried), then teardown", uses=("teardown_policy",))
+def _fault_aug_busy(cfg: Config):
+    """[Y0] [K616-TDX] tdx_mem_page_aug: BUSY is -EBUSY, the fault is retried
+    (RET_PF_RETRY); any other error is a KVM_BUG_ON."""
+    return _mutate(AugBusyWorld(cfg), cfg)
