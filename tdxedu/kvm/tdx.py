@@ -81,6 +81,7 @@ class KvmTdx:
         # one line below, marked "mutant <name>". Empty for every real policy.
         self.mutations: set[str] = set()
         kvm.arch.tdx = self
+        host.vms.append(kvm)
 
     @property
     def hkid_assigned(self) -> bool:
@@ -94,9 +95,13 @@ class KvmTdx:
 
     def tdx_clear_page(self, pa: int, cpu: int) -> None:
         """MOVDIR64B over the page (6.16 `tdx_clear_page`; 6.18 `tdx_quirk_reset_paddr`
-        skips it unless X86_BUG_TDX_PW_MCE: [AH-clear] [PULL618])."""
+        skips it unless X86_BUG_TDX_PW_MCE: [AH-clear] [PULL618]). It must come after the
+        page's dirty lines are written back, or their write-back brings TD data back."""
+        if "quirk-reset-ignores-erratum" in self.mutations:  # mutant
+            return
         if self.clear_pages:
             self.cleared_pages += 1
+            self.module.host_movdir64b(pa)
             if self.kvm.trace.enabled:
                 self.emit("tdx_clear_page", pa, cpu=cpu)
 
@@ -124,15 +129,21 @@ def tdx_td_init(kvm: Kvm, cpu: int = 0):
     kt = to_kvm_tdx(kvm)
     if kt.state != TD_STATE_UNINITIALIZED:
         raise ValueError(f"KVM_TDX_INIT_VM needs {TD_STATE_UNINITIALIZED}, TD is {kt.state}")
-    hkid = kt.host.tdx_guest_keyid_alloc()
+    hkid = kt.host.tdx_guest_keyid_alloc(kvm.name)
     if hkid < 0:
         raise RuntimeError("no free TDX private KeyID (HKID) on this host")
+    kt.hkid = hkid  # kvm_tdx->hkid is set at once (is_hkid_assigned: hkid > 0)
     kt.tdr_pa = yield from tdx_alloc_control_page(kt.host, "TDR", cpu)
     kt.tdcs_pa = []
     for _ in range(kt.module.tdcs_pages):
         kt.tdcs_pa.append((yield from tdx_alloc_control_page(kt.host, "TDCS", cpu)))
-    yield from _must(kt, "tdh_mng_create", kt.tdr_pa, hkid, cpu=cpu)
-    kt.hkid = hkid
+    # MNG.CREATE locks the module's KOT, as VPFLUSHDONE, CACHE.WB and KEY.FREEID of another
+    # TD's teardown do: the global tdx_lock keeps them from returning BUSY ([K616]).
+    yield from kt.host.tdx_lock.lock(kvm.name)
+    try:
+        yield from _must(kt, "tdh_mng_create", kt.tdr_pa, hkid, cpu=cpu)
+    finally:
+        kt.host.tdx_lock.unlock(kvm.name)
     for pkg_cpu in kt.host.one_cpu_per_package():
         yield from _must(kt, "tdh_mng_key_config", kt.tdr_pa, cpu=pkg_cpu)
     for pa in kt.tdcs_pa:
@@ -196,22 +207,39 @@ def tdx_flush_vp_on_cpu(vcpu: KvmVcpu):
     The IPI handler runs with interrupts off on the target CPU, so it is one atomic step here;
     if another flush got there first (`vcpu->cpu` changed), it does nothing, as
     `tdx_flush_vp` skips a vCPU that is no longer on the current CPU ([K616])."""
-    kt, vt = to_kvm_tdx(vcpu.kvm), vcpu.arch.tdx
+    kt = to_kvm_tdx(vcpu.kvm)
     cpu = vcpu.cpu
     if cpu == -1:
+        return None
+    if not kt.host.cpu_online[cpu]:
+        # smp_call_function_single() to an offline CPU returns -ENXIO without running the
+        # handler; tdx_flush_vp_on_cpu only looks at the handler's error, so nothing is
+        # flushed and the module keeps the vCPU associated ([K616]).
         return None
     yield from smp_call_function_single(kt, cpu)
     if vcpu.cpu != cpu:
         return None
     kt.emit("smp_call_function_single", "tdx_flush_vp", vcpu.name, cpu=cpu)
+    lp = 0 if "vp-flush-on-calling-cpu" in kt.mutations else cpu  # mutant: no IPI target
+    err = tdx_flush_vp(vcpu, lp)
+    kt.host.pending_ipis[cpu] -= 1
+    return err
+
+
+def tdx_flush_vp(vcpu: KvmVcpu, cpu: int):
+    """`tdx_flush_vp` on `cpu` (IPI context, interrupts off): TDH.VP.FLUSH unless the vCPU
+    never finished KVM_TDX_INIT_VCPU, TDX_VCPU_NOT_ASSOCIATED tolerated, then
+    `tdx_disassociate_vp`: off the CPU's `associated_tdvcpus` list, `vcpu->cpu = -1`
+    ([K616]). Returns the error, if any."""
+    kt, vt = to_kvm_tdx(vcpu.kvm), vcpu.arch.tdx
     err = None
     if vt.state == VCPU_TD_STATE_INITIALIZED:
         r = kt.module.tdh_vp_flush(vt.tdvpr_pa, lp=cpu)
         if r.status.is_error and not r.status.matches(st.TDX_VCPU_NOT_ASSOCIATED):
             err = r.status
-    kt.host.associated_tdvcpus[cpu].remove(vcpu)
+    if vcpu.cpu != -1:
+        kt.host.associated_tdvcpus[vcpu.cpu].remove(vcpu)
     vcpu.cpu = -1
-    kt.host.pending_ipis[cpu] -= 1
     return err
 
 
@@ -388,13 +416,16 @@ def tdx_sept_remove_private_spte(kvm: Kvm, gpa: int, cpu: int):
         return False
     hint = kt.host.last_result[cpu].pamt_removal_hint
     status = st.TDX_SUCCESS
+    if "clear-before-wbinvd" in kt.mutations:  # mutant: reset before the write-back
+        kt.tdx_clear_page(pa, cpu)
     if "no-wbinvd-after-remove" not in kt.mutations:  # mutant no-wbinvd-after-remove
         status = (yield from kt.sc("tdh_phymem_page_wbinvd_hkid", kt.hkid, pa, cpu=cpu)).status
     del kt.mirror[gpa]
     if kvm.kvm_bug_on(status.is_error, "TDH.PHYMEM.PAGE.WBINVD failed", status):
         kt.leak(pa, "WBINVD failed")
         return False
-    kt.tdx_clear_page(pa, cpu)
+    if "clear-before-wbinvd" not in kt.mutations:
+        kt.tdx_clear_page(pa, cpu)
     if kt.host.pamt is not None and "pamt-put-missing-on-removal" not in kt.mutations:
         yield from dpamt_put_guest_page(kt, gpa, pa, cpu, hint)
     return True
@@ -402,6 +433,15 @@ def tdx_sept_remove_private_spte(kvm: Kvm, gpa: int, cpu: int):
 
 def tdx_reclaim_page(kt: KvmTdx, pa: int, cpu: int):
     """`tdx_reclaim_page`: TDH.PHYMEM.PAGE.RECLAIM, then clear; a failure leaks the page."""
+    ok = yield from __tdx_reclaim_page(kt, pa, cpu)
+    if ok:
+        kt.tdx_clear_page(pa, cpu)
+    return ok
+
+
+def __tdx_reclaim_page(kt: KvmTdx, pa: int, cpu: int):
+    """`__tdx_reclaim_page`: TDH.PHYMEM.PAGE.RECLAIM alone (the TDR is written back before
+    it is cleared); a failure leaks the page."""
     r = yield from kt.sc("tdh_phymem_page_reclaim", pa, cpu=cpu)
     if r.status.is_error:
         kt.emit("pr_tdx_error", "TDH.PHYMEM.PAGE.RECLAIM", status=r.status, cpu=cpu)
@@ -409,7 +449,6 @@ def tdx_reclaim_page(kt: KvmTdx, pa: int, cpu: int):
         return False
     if kt.host.pamt is not None:
         kt.reclaim_hints[pa] = r.pamt_removal_hint
-    kt.tdx_clear_page(pa, cpu)
     return True
 
 

@@ -36,6 +36,7 @@ from .tdx import (
     tdx_sept_remove_private_spte,
     to_kvm_tdx,
 )
+from .tdx import __tdx_reclaim_page as reclaim_without_clear
 
 
 def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
@@ -65,10 +66,15 @@ def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
         if kvm.kvm_bug_on(status.is_error, "HKID is leaked", kt.hkid, status):
             kt.hkid_leaked = True
             return
+        if "keyid-free-before-freeid" in kt.mutations:  # mutant: pool gets it too early
+            kt.host.tdx_guest_keyid_free(kt.hkid)
         if hold_mmu_lock:
             yield from kvm.mmu_lock.write_lock(who)
         try:
-            for pkg_cpu in kt.host.one_cpu_per_package():
+            pkg_cpus = kt.host.one_cpu_per_package()
+            if "cache-wb-one-package" in kt.mutations:  # mutant: only this CPU's package
+                pkg_cpus = [cpu]
+            for pkg_cpu in pkg_cpus:
                 if "skip-cache-wb" in kt.mutations:  # mutant: FREEID without CACHE.WB
                     break
                 err = yield from tdh_phymem_cache_wb_loop(kt, pkg_cpu)
@@ -79,7 +85,8 @@ def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
             if kvm.kvm_bug_on(r.status.is_error, "HKID is leaked", kt.hkid, r.status):
                 kt.hkid_leaked = True
                 return
-            kt.host.tdx_guest_keyid_free(kt.hkid)
+            if not {"keyid-not-returned", "keyid-free-before-freeid"} & kt.mutations:  # mutant
+                kt.host.tdx_guest_keyid_free(kt.hkid)  # tdx_hkid_free
             kt.hkid = -1
         finally:
             if hold_mmu_lock:
@@ -156,8 +163,9 @@ def _free_control_page(kt: KvmTdx, pa: int, cpu: int):
 
 def tdx_vm_destroy(kvm: Kvm, cpu: int = 0):
     """`tdx_vm_destroy` -> `tdx_reclaim_td_control_pages`: give up (leak) if the HKID is still
-    assigned; else RECLAIM each TDCS page, then the TDR, then WBINVD the TDR with the global
-    KeyID (the module may touch the TDR while reclaiming TDCS pages)."""
+    assigned; else RECLAIM (+ clear) each TDCS page, then RECLAIM the TDR, WBINVD it with the
+    global KeyID (the module may touch the TDR while reclaiming TDCS pages), and only then
+    clear it ([K616])."""
     kt = to_kvm_tdx(kvm)
     if kt.hkid_assigned:
         for pa in [*kt.tdcs_pa, kt.tdr_pa]:
@@ -169,12 +177,15 @@ def tdx_vm_destroy(kvm: Kvm, cpu: int = 0):
             yield from _free_control_page(kt, pa, cpu)
     kt.tdcs_pa = []
     if kt.tdr_pa:
-        ok = yield from tdx_reclaim_page(kt, kt.tdr_pa, cpu)
+        ok = yield from reclaim_without_clear(kt, kt.tdr_pa, cpu)
         if ok:
-            r = yield from kt.sc("tdh_phymem_page_wbinvd_tdr", kt.tdr_pa, cpu=cpu)
-            if r.status.is_error:
+            r = None
+            if "tdr-no-wbinvd" not in kt.mutations:  # mutant: free the TDR unflushed
+                r = yield from kt.sc("tdh_phymem_page_wbinvd_tdr", kt.tdr_pa, cpu=cpu)
+            if r is not None and r.status.is_error:
                 kt.leak(kt.tdr_pa, f"WBINVD(TDR) failed: {r.status}")
             else:
+                kt.tdx_clear_page(kt.tdr_pa, cpu)
                 yield from _free_control_page(kt, kt.tdr_pa, cpu)
         kt.tdr_pa = 0
     kt.state = TD_STATE_UNINITIALIZED

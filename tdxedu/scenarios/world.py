@@ -46,7 +46,10 @@ def snapshot(td: RunningTd) -> tuple:
          tuple(sorted(kt.mirror.items())), tuple(sorted(kt.sept_pages)), len(kt.leaked),
          kvm.destroyed, tuple(len(x) for x in td.host.associated_tdvcpus),
          tuple(td.host.pending_ipis))
-    return (tuple(tds), pamt, vcpus, k, tuple(sorted(m.kot.items())))
+    mem = (tuple(sorted((k, tuple(sorted(v))) for k, v in m.dirty_keyids.items())),
+           tuple(sorted(m.td_data.items())), tuple(td.host.free_hkids),
+           tuple(td.host.cpu_online))
+    return (tuple(tds), pamt, vcpus, k, tuple(sorted(m.kot.items())), mem)
 
 
 class TdWorld(World):
@@ -80,7 +83,8 @@ class TdWorld(World):
         return (snapshot(self.td), tuple(sorted(self.flags.items())), tuple(sorted(self.done)))
 
     def invariants(self) -> list[str]:
-        return self.module.check_invariants() + list(self.host.allocator.errors)
+        return (self.module.check_invariants() + list(self.host.allocator.errors)
+                + self.host.check_invariants())
 
     def conditions(self) -> dict[str, bool]:
         kt = self.kt
