@@ -88,6 +88,8 @@ class Host:
           `vcpu->cpu` (none if -1), and a vCPU the module associates with an LP is on that
           CPU's list, or no flush would ever reach it ([K616] tdx_vcpu_load,
           tdx_disassociate_vp, tdx_flush_vp);
+        * ``might-sleep``: a path that may sleep ran with `mmu_lock` held (`Kvm.might_sleep`);
+        * ``pamt-balance``: Dynamic PAMT references vs the pages the module holds;
         * ``assoc-offline``: no TD vCPU is associated with an offline CPU, and no package
           loses its last online CPU while a KeyID is configured ([K616] tdx_offline_cpu,
           tdx_disable_virtualization_cpu)."""
@@ -109,6 +111,8 @@ class Host:
             free = set(self.free_hkids)
             lost = [h for h in m.private_hkids if h not in free and h not in self.hkid_owner]
             out += [f"keyid-pool: KeyID {h} lost (neither free nor handed out)" for h in lost]
+        for kvm in self.vms:
+            out += kvm.sleep_bugs
         on_list: dict[int, list[int]] = {}
         for cpu, vcpus in enumerate(self.associated_tdvcpus):
             for v in vcpus:
@@ -130,6 +134,8 @@ class Host:
                     if not self.cpu_online[lp]:
                         out.append(f"assoc-offline: {kvm.name}/{v.name} is still associated "
                                    f"with offline CPU {lp}")
+        if self.pamt is not None and self.pamt.policy != "module-hint":
+            out += self._pamt_balance()
         if len(self.free_hkids) < len(m.private_hkids) and any(
                 s != HKID_FREE for s in kot.values()):
             for p in range(m.num_packages):
@@ -137,6 +143,43 @@ class Host:
                 if not any(self.cpu_online[c] for c in cpus):
                     out.append(f"assoc-offline: package {p} has no online CPU while a KeyID "
                                "is configured (CACHE.WB cannot run there)")
+        return out
+
+    def _pamt_balance(self, quiescent: bool = False) -> list[str]:
+        """``pamt-balance`` (Dynamic PAMT, [V6-05] [V6-06]): every 4K page the module holds in
+        a 2 MB range is covered by a kernel reference on that range (a reference is taken
+        before the page is given, dropped only after it is back), and outside `pamt_lock`
+        a range has a page pair installed exactly when its refcount is not zero. When no
+        flow is in progress (`quiescent`) the reference count equals the pages held: a
+        reference left over on an error path is a leak."""
+        from ..tdx.pamt import PT_NDA, PT_PAMT, PT_RSVD
+
+        out: list[str] = []
+        mp = self.module.pamt
+        owned: dict[int, int] = {}
+        for pfn, e in mp.entries.items():
+            if e.pt is not PT_NDA and e.pt is not PT_RSVD and e.pt is not PT_PAMT:
+                owned[pfn >> 9] = owned.get(pfn >> 9, 0) + 1
+        for idx, r in mp.ranges.items():
+            if r.pt is not PT_NDA and r.pt is not PT_PAMT and r.pt is not PT_RSVD:
+                owned[idx] = owned.get(idx, 0) + 512
+        refs = self.pamt.pamt_refcounts
+        if quiescent:
+            for idx in sorted(set(refs) | set(owned)):
+                if refs.get(idx, 0) != owned.get(idx, 0):
+                    out.append(f"pamt-balance: nothing in progress, yet the 2 MB range "
+                               f"{idx << 21:#x} has {refs.get(idx, 0)} references for "
+                               f"{owned.get(idx, 0)} pages the module holds")
+        for idx, n in owned.items():
+            if n > refs.get(idx, 0):
+                out.append(f"pamt-balance: the module holds {n} 4K pages of the 2 MB range "
+                           f"{idx << 21:#x} but the kernel counts {refs.get(idx, 0)} references")
+        if self.pamt.use_lock and self.pamt.pamt_lock.owner is None:
+            pairs = {idx for idx, r in mp.ranges.items() if r.pt is PT_PAMT}
+            for idx in sorted(pairs ^ set(refs)):
+                out.append(f"pamt-balance: range {idx << 21:#x} has "
+                           f"{'a page pair' if idx in pairs else 'no page pair'} and "
+                           f"refcount {refs.get(idx, 0)}")
         return out
 
     def seamcall(self, name: str, *args, cpu: int):

@@ -27,6 +27,8 @@ from .pamt import (
     dpamt_gmem_prepare,
     dpamt_put_guest_page,
     tdx_alloc_control_page,
+    tdx_topup_pamt_cache,
+    vcpu_pamt_cache,
 )
 
 BUSY_POLICIES = ("kick-retry-once", "retry-loop", "no-retry")
@@ -333,11 +335,38 @@ def tdx_map_private_gfn(kvm: Kvm, gpa: int, cpu: int, vcpu: KvmVcpu | None = Non
             return err
     r = yield from kt.sc("tdh_mem_page_aug", kt.tdr_pa, gpa, 0, pa, cpu=cpu)
     if r.status.is_error:
-        if kt.host.pamt is not None:
-            yield from dpamt_put_guest_page(kt, gpa, pa, cpu)
+        busy = r.status.matches(st.TDX_OPERAND_BUSY)  # -EBUSY: RET_PF_RETRY
+        kvm.kvm_bug_on(busy and "aug-busy-bug-on" in kt.mutations,  # mutant
+                       "TDH.MEM.PAGE.AUG failed", r.status)
+        if kt.host.pamt is not None and "no-pamt-put-on-aug-error" not in kt.mutations:
+            yield from dpamt_put_guest_page(kt, gpa, pa, cpu)  # mutant no-pamt-put-on-...
         return r.status
     kt.mirror[gpa] = pa
     return None
+
+
+def tdx_handle_ept_violation(vcpu: KvmVcpu, gpa: int, cpu: int, who: str, backoff=None):
+    """A private EPT violation (`tdx_handle_ept_violation` -> `kvm_mmu_page_fault`): top up
+    the MMU caches (on a Dynamic PAMT host the vCPU's PAMT page cache too; this may sleep, so
+    it comes before `mmu_lock`, [V6-09]), map under `mmu_lock` held for read, and on -EBUSY
+    (RET_PF_RETRY) go round again, topping up again ([Y0]). `backoff()`, if given, is what
+    a retry waits for (a scenario's fairness: the lock holder gets to run)."""
+    kvm = vcpu.kvm
+    host = to_kvm_tdx(kvm).host
+    mutations = to_kvm_tdx(kvm).mutations
+    while not kvm.vm_dead:
+        if host.pamt is not None and "topup-under-mmu-lock" not in mutations:
+            tdx_topup_pamt_cache(host, vcpu_pamt_cache(vcpu), kvm=kvm, who=who)
+        yield from kvm.mmu_lock.read_lock(who)
+        try:
+            if host.pamt is not None and "topup-under-mmu-lock" in mutations:  # mutant
+                tdx_topup_pamt_cache(host, vcpu_pamt_cache(vcpu), kvm=kvm, who=who)
+            err = yield from tdx_map_private_gfn(kvm, gpa, cpu)
+        finally:
+            kvm.mmu_lock.read_unlock(who)
+        if err is None or not err.matches(st.TDX_OPERAND_BUSY):
+            return err
+        yield PREEMPT if backoff is None else backoff()
 
 
 # --- BUSY handling on the zap path ------------------------------------------------------

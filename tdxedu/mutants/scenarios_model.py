@@ -14,11 +14,14 @@ offline, and two packages (where CACHE.WB and VP.FLUSH must reach the right CPU)
 from __future__ import annotations
 
 from ..kvm.hotplug import cpu_down
-from ..kvm.tdx import tdx_td_init
+from ..kvm.kvm import OUTSIDE_GUEST_MODE
+from ..kvm.pamt import tdx_topup_pamt_cache, vcpu_pamt_cache
+from ..kvm.tdx import tdx_td_init, tdx_vcpu_enter
 from ..scenarios.td import RunningTd
 from ..scenarios.world import TdWorld, snapshot
 from ..sim.engine import World
-from ..trace import WaitUntil
+from ..tdx.td import EPF_FAULTS_TO_ARM
+from ..trace import PREEMPT, WaitUntil
 from .scenarios import Config, TeardownWorld, _mutate, factory
 
 
@@ -146,3 +149,74 @@ class TwoPackageTeardownWorld(TeardownWorld):
          uses=("teardown_policy",))
 def _teardown_2pkg(cfg: Config):
     return _mutate(TwoPackageTeardownWorld(cfg.teardown_policy), cfg)
+
+
+# --- Dynamic PAMT: the fault path's error exit -----------------------------------------------
+
+class DpamtAugBusyWorld(TdWorld):
+    """Dynamic PAMT host, two vCPUs. vCPU 1 has 0-step mitigation armed, so its VP.ENTER holds
+    the S-EPT tree exclusively for a moment ([M15] td_exit_stepping.c); meanwhile vCPU 0
+    accepts a page KVM has not mapped: the EPT violation takes a PAMT reference (0 -> 1:
+    PAMT.ADD with a pair from the vCPU's cache) and PAGE.AUG may find the tree busy. The
+    -EBUSY exit must give the reference (and with it the pair) back before the retry: once
+    both vCPUs are done, references equal the pages the module holds (``pamt-balance``)."""
+
+    def __init__(self, cfg: Config):
+        super().__init__(None, vcpus=2, pages=1, dynamic_pamt=True,
+                         pamt_policy=cfg.pamt_policy, pamt_lock=cfg.pamt_lock)
+        v0, v1 = self.kvm.vcpus
+        tdx_topup_pamt_cache(self.host, vcpu_pamt_cache(v0))  # mmu_topup_memory_caches
+        self.gpa = 1 << 21
+        alloc, pamt = self.host.allocator, self.host.pamt
+        skipped, pa = [], alloc.alloc_page("guest_memfd")
+        while pamt.refcount(pa >> 12) or self.module.pamt.range_pt(pa):
+            skipped.append(pa)
+            pa = alloc.alloc_page("guest_memfd")
+        for p in skipped:
+            alloc.free_page(p)
+        self.kt.gmem[self.gpa] = pa
+        vp = v1.arch.tdx.tdvpr_pa
+        for _ in range(EPF_FAULTS_TO_ARM):
+            self.module.tdh_vp_enter(vp, lp=v1.cpu)
+            self.module.td_exit(vp, "EPT_VIOLATION", 0, progressed=False, lp=v1.cpu)
+        self.trace.events.clear()
+        self.fault_backoff = self._backoff
+
+    def _backoff(self):
+        """Fairness: VP.ENTER holds the tree only briefly, so a retry after BUSY runs once
+        vCPU 1's VP.ENTER is over (otherwise the explorer would starve it)."""
+        return WaitUntil(lambda: "vcpu1-entered" in self.done, "vCPU 1's VP.ENTER returned")
+
+    def actors(self):
+        v0, v1 = self.kvm.vcpus
+        module = self.module
+
+        def zero_step_vcpu():
+            r = yield from tdx_vcpu_enter(v1, v1.cpu)
+            self.done.add("vcpu1-entered")
+            if r is not None and not r.status.is_error and not r.exit_reason:
+                yield PREEMPT
+                module.td_exit(v1.arch.tdx.tdvpr_pa, "HLT", lp=v1.cpu)
+                v1.mode = OUTSIDE_GUEST_MODE
+            self.done.add("vcpu1")
+
+        return {"vcpu0": self.vcpu_thread(v0, [("accept", self.gpa)], v0.cpu, "vcpu0"),
+                "vcpu1": zero_step_vcpu()}
+
+    def invariants(self) -> list[str]:
+        out = super().invariants()
+        if {"vcpu0", "vcpu1"} <= self.done:
+            out += self.host._pamt_balance(quiescent=True)
+        return out
+
+    def conditions(self) -> dict[str, bool]:
+        c = super().conditions()
+        c["aug_busy_seen"] = any(e.op == "tdh_mem_page_aug" and "BUSY" in str(e.status)
+                                 for e in self.trace.events)
+        return c
+
+
+@factory("dpamt-aug-busy", "DPAMT: PAGE.AUG meets a 0-step VP.ENTER holding the S-EPT tree "
+         "(-EBUSY exit, retry)", uses=("pamt_policy", "pamt_lock"), max_steps=150)
+def _dpamt_aug_busy(cfg: Config):
+    return _mutate(DpamtAugBusyWorld(cfg), cfg)

@@ -8,7 +8,7 @@ deliberately not part of it, so conditions must be read from state, never from t
 from __future__ import annotations
 
 from ..kvm.kvm import IN_GUEST_MODE, OUTSIDE_GUEST_MODE
-from ..kvm.tdx import tdx_map_private_gfn, tdx_sept_remove_private_spte, tdx_vcpu_enter
+from ..kvm.tdx import tdx_handle_ept_violation, tdx_sept_remove_private_spte, tdx_vcpu_enter
 from ..sim.engine import World
 from ..tdx import status as st
 from ..trace import PREEMPT, WaitUntil
@@ -75,6 +75,7 @@ class TdWorld(World):
         self.trace.events.clear()
         self.flags: dict[str, bool] = {}
         self.done: set[str] = set()
+        self.fault_backoff = None  # what a BUSY fault retry waits for (None: just preempt)
 
     def actors(self):
         return self.spec(self)
@@ -108,6 +109,8 @@ class TdWorld(World):
                 yield WaitUntil(lambda: not self.kt.wait_for_sept_zap, "wait_for_sept_zap")
             r = yield from tdx_vcpu_enter(vcpu, cpu)
             if r is None:
+                if self.kvm.vm_dead:  # KVM_RUN fails with -EIO once the VM is dead
+                    return
                 continue
             if r.status.matches(st.TDX_VCPU_ASSOCIATED):
                 self.flags["vp_enter_vcpu_associated"] = True
@@ -144,16 +147,8 @@ class TdWorld(World):
         self.done.add(name)
 
     def handle_private_fault(self, vcpu, gpa: int, cpu: int, who: str):
-        """`tdx_handle_ept_violation`: map under mmu_lock for read, retry locally on BUSY."""
-        while not self.kvm.vm_dead:
-            yield from self.kvm.mmu_lock.read_lock(who)
-            try:
-                err = yield from tdx_map_private_gfn(self.kvm, gpa, cpu)
-            finally:
-                self.kvm.mmu_lock.read_unlock(who)
-            if err is None or not err.matches(st.TDX_OPERAND_BUSY):
-                return
-            yield PREEMPT
+        """`tdx_handle_ept_violation`: top up, map under mmu_lock for read, retry on BUSY."""
+        yield from tdx_handle_ept_violation(vcpu, gpa, cpu, who, self.fault_backoff)
 
     def zap_private(self, gpa: int, cpu: int, name: str):
         """A runtime zap of one private page (e.g. a private->shared conversion)."""
