@@ -17,6 +17,7 @@ Adding a subcommand takes a function and one registration line::
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -225,13 +226,49 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if c.add_arguments:
             c.add_arguments(p)
-        p.set_defaults(_command=c)
+        p.set_defaults(_command=c, _parser=p)
     return parser
+
+
+def _value_options(parser: argparse.ArgumentParser) -> set[str]:
+    """Option strings (of every subcommand) that take a value, like ``--memory``."""
+    out: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out |= {s for a in sub._actions if a.option_strings and a.nargs != 0
+                        for s in a.option_strings}
+    return out
+
+
+_NEGATIVE = re.compile(r"-\.?\d")
+
+
+def _join_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``--memory -5G`` -> ``--memory=-5G``: argparse takes a value starting with "-" for an
+    option and answers "expected one argument"; joined, the value reaches the command, which
+    says what is wrong with it ("memory must be positive")."""
+    opts = _value_options(parser)
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            out += argv[i:]
+            break
+        if a in opts and i + 1 < len(argv) and _NEGATIVE.match(argv[i + 1]):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(_join_negative_values(parser, argv))
     command: Command | None = getattr(args, "_command", None)
     if command is None:
         if extra:
@@ -241,7 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and extra[0] == "--":
         extra = extra[1:]
     if extra and not command.passthrough:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        # the command's own usage, not the top-level one
+        args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = list(extra)
     try:
         return command.run(args)

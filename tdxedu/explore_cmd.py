@@ -8,6 +8,7 @@ import sys
 
 from .scenarios.registry import load_all
 from .sim import explore
+from .sim.engine import Execution
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "default: every condition that is 'sometimes'")
     p.add_argument("--no-prune", action="store_true",
                    help="explore without state pruning (slower; same verdicts)")
-    p.add_argument("--max-steps", type=int, default=None, help="step bound per run")
+    p.add_argument("--max-steps", type=int, default=None, metavar="N",
+                   help="scheduler steps per run, at least 1 (default: the scenario's own)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"tdxedu: unknown scenario {args.scenario!r}; `tdxedu explore --list` names "
               "them", file=sys.stderr)
         return 2
-    steps = args.max_steps or sc.max_steps
+    steps = sc.max_steps if args.max_steps is None else args.max_steps
     if steps < 1:
-        print("tdxedu: --max-steps must be >= 1", file=sys.stderr)
+        print(f"tdxedu explore: --max-steps must be at least 1, got {steps}", file=sys.stderr)
         return 2
     ex = explore(sc.build, name=sc.name, max_steps=steps, prune=not args.no_prune)
     if args.json:
@@ -55,10 +57,36 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         w = ex.witness(cond)
-        print(f"\nshortest run where {cond} ({w.steps} steps, outcome {w.outcome}):"
-              if w else f"\n{cond} never holds")
-        if w:
-            print(w.trace.to_text())
-            if w.violations:
-                print("violations: " + json.dumps(w.violations))
+        if w is None:
+            print(f"\n{cond} never holds")
+            continue
+        print(f"\nshortest run where {cond}: {w.steps} scheduler steps, "
+              f"{len(w.trace)} events, outcome {w.outcome}")
+        print(numbered_trace(sc, w, ex.max_steps))
+        if w.violations:
+            print("violations: " + json.dumps(w.violations))
     return 0
+
+
+def numbered_trace(sc, w, max_steps: int) -> str:
+    """The witness's events, each under the scheduler step that recorded it ("step 3 zap"),
+    and a line for each step that recorded none, so the step count and the event count both
+    add up to the lines shown."""
+    exe = Execution(sc.build(), max_steps)
+    steps: list[tuple[str, int, int]] = []  # (actor, first event, end)
+    for name in w.choices:
+        mark = len(exe.world.trace)
+        exe.step(name)
+        steps.append((name, mark, len(exe.world.trace)))
+    if len(exe.world.trace) != len(w.trace):  # cannot happen for a deterministic world
+        return w.trace.to_text()
+    lines = []
+    for i, (name, a, b) in enumerate(steps, 1):
+        head = f"step {i:>3}"
+        if a == b:
+            lines.append(f"{head}           {name:<12} (no event: ran to its next preemption "
+                         "point)")
+        for e in w.trace.events[a:b]:
+            lines.append(f"{head}{e.to_text()}")
+            head = " " * len(head)
+    return "\n".join(lines)

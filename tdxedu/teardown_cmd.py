@@ -11,13 +11,20 @@ import sys
 
 from .kvm.tdx import TEARDOWN_POLICIES
 from .tdx.pamt import PAGE_SHIFT
+from .units import format_size
 
+# The most vCPUs x86 KVM lets a VM have: KVM_MAX_VCPUS (arch/x86/include/asm/kvm_host.h), set
+# by CONFIG_KVM_MAX_NR_VCPUS since 6.9, whose Kconfig range ends at 4096.
+MAX_VCPUS = 4096
 PLOT_SIZES = ("1G", "4G", "16G", "64G", "128G", "256G", "512G", "1T")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--memory", default="64G", help="TD private memory, e.g. 400G, 1T (default 64G)")
-    p.add_argument("--vcpus", default="4", help="vCPUs (default 4)")
+    p.add_argument("--memory", default="64G",
+                   help="TD private memory, e.g. 400G, 1.5T, 64GiB (K, M, G, T, P: powers of "
+                   "1024; default 64G)")
+    p.add_argument("--vcpus", default="4",
+                   help=f"vCPUs, 1 to {MAX_VCPUS} (KVM_MAX_VCPUS; default 4)")
     p.add_argument("--packages", default="1", help="CPU packages the vCPUs spread over")
     p.add_argument("--strategy", default="v6.16",
                    help=f"teardown strategy: {', '.join(TEARDOWN_POLICIES)}")
@@ -35,24 +42,32 @@ def _fail(msg: str) -> int:
     return 2
 
 
-def _positive_int(name: str, text: str) -> int:
+def _positive_int(name: str, text: str, maximum: int | None = None) -> int:
     try:
         v = int(text)
     except ValueError:
         raise ValueError(f"--{name} must be a whole number, got {text!r}") from None
     if v < 1:
         raise ValueError(f"--{name} must be at least 1, got {v}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"--{name} must be at most {maximum}, got {v}")
     return v
 
 
 def _fmt_s(s: float) -> str:
-    return f"{s:,.1f} s" if s < 120 else f"{s:,.0f} s ({s / 60:,.1f} min)"
+    if s < 120:
+        return f"{s:,.1f} s"
+    if s < 2 * 3600:
+        return f"{s:,.0f} s ({s / 60:,.1f} min)"
+    if s < 2 * 86400:
+        return f"{s:,.0f} s ({s / 3600:,.1f} h)"
+    return f"{s:,.0f} s ({s / 86400:,.1f} days)"
 
 
 def _text(pred) -> str:
     d = pred.to_dict()
     lo, hi = d["band_seconds"]
-    lines = [f"{d['strategy']}: {d['memory_bytes'] / (1 << 30):g} GiB "
+    lines = [f"{d['strategy']}: {format_size(d['memory_bytes'])} "
              f"({d['pages']:,} pages), {d['vcpus']} vCPUs, {d['packages']} package(s), "
              f"{'pages cleared' if d['cleared_pages'] else 'no clear (6.18+)'}",
              f"predicted {_fmt_s(d['predicted_seconds'])}, band {_fmt_s(lo)} .. {_fmt_s(hi)}",
@@ -75,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         size = parse_size(args.memory)
-        vcpus = _positive_int("vcpus", args.vcpus)
+        vcpus = _positive_int("vcpus", args.vcpus, MAX_VCPUS)
         packages = _positive_int("packages", args.packages)
     except (ValueError, TypeError) as e:
         return _fail(str(e))
@@ -109,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         print(default_calibration().describe() + "\n")
     if args.compare:
         w = max(len(s) for s in strategies)
-        print(f"{size / (1 << 30):g} GiB, {vcpus} vCPUs, {packages} package(s), "
+        print(f"{format_size(size)}, {vcpus} vCPUs, {packages} package(s), "
               f"{'pages cleared' if clear else 'no clear (6.18+)'}")
         print(f"{'strategy':<{w}}  {'predicted':>12}  {'band':>25}  {'SEAMCALLs':>12}  dominant")
         for p in preds:

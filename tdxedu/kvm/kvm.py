@@ -51,6 +51,7 @@ class Kvm:
         self.vm_dead = False
         self.vm_bugged = False
         self.bugs: list[str] = []
+        self.warnings: list[str] = []  # WARN_ON_ONCE splats that did not bug the VM
         self.lock = Mutex("kvm->lock", self.trace)
         self.slots_lock = Mutex("kvm->slots_lock", self.trace)
         self.mmu_lock = RwLock("kvm->mmu_lock", self.trace)
@@ -99,6 +100,16 @@ class Kvm:
                    f"by {who} with {lock.name} held")
             self.sleep_bugs.append(msg)
             self.trace.emit("might_sleep", what, who, source="kernel/sched/core.c")
+
+    def warn_on(self, cond, msg: str, *details) -> bool:
+        """WARN_ON_ONCE without KVM_BUG_ON: a splat in the log, the VM keeps running (e.g.
+        a failed TDH.PHYMEM.PAGE.RECLAIM, whose page is then leaked, [K616])."""
+        if cond:
+            if details:
+                msg = f"{msg}: {', '.join(str(d) for d in details)}"
+            self.warnings.append(msg)
+            self.trace.emit("WARN", msg, source="include/asm-generic/bug.h")
+        return bool(cond)
 
     # --- vCPUs ----------------------------------------------------------------------------
     def create_vcpu(self) -> KvmVcpu:

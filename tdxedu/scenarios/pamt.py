@@ -97,5 +97,7 @@ VARIANTS = {
     "pamt-get-put-module-hint": dict(policy="module-hint", pamt_lock=True),
 }
 for _name, _kw in VARIANTS.items():
-    scenario(_name, f"two CPUs get/put PAMT on one 2 MB range ({_kw})",
+    _how = (f"policy {_kw['policy']}, "
+            f"{'with' if _kw['pamt_lock'] else 'without'} the kernel's pamt_lock")
+    scenario(_name, f"two CPUs get/put PAMT on one 2 MB range ({_how})",
              max_steps=80)(lambda kw=_kw: PamtWorld(**kw))

@@ -81,7 +81,8 @@ class RunningTd:
                  initial_pages: int = 1, clear_pages: bool = True, accept: bool = True,
                  trace: bool = True, dynamic_pamt: bool = False,
                  pamt_policy: str = "vcpu-cache", pamt_lock: bool = True,
-                 deferred: bool = False, host: Host | None = None, name: str = "vm"):
+                 deferred: bool = False, kernel: str = "v6.16", host: Host | None = None,
+                 name: str = "vm"):
         """`host`: build on an existing `Host` (several TDs per host; the host's own size,
         packages and Dynamic PAMT setting then apply); `name` names its `struct kvm`."""
         size = parse_size(memory)
@@ -116,7 +117,8 @@ class RunningTd:
                              pamt_policy=pamt_policy, pamt_lock=pamt_lock,
                              x86_bug_tdx_pw_mce=clear_pages)
         self.kvm = Kvm(nr_cpus=self.host.nr_cpus, trace=self.trace, name=name)
-        self.kt = KvmTdx(self.kvm, self.host, busy_policy=busy_policy, clear_pages=clear_pages)
+        self.kt = KvmTdx(self.kvm, self.host, busy_policy=busy_policy, clear_pages=clear_pages,
+                         kernel=kernel)
         self.kvm.kvm_get_kvm()  # the guest_memfd file's reference
         # `deferred=True` hands the build back as `build_steps` (a generator that yields at
         # every preemption point) for a Stepper to drive; otherwise it runs now.

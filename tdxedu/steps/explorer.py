@@ -20,6 +20,11 @@ class ExplorerSource:
     a `random.Random(seed)` choice among runnable actors when `seed` is given, else the first
     runnable actor (as `run_script` does)."""
 
+    STEP_IS = ("the scheduler lets one actor at a time run to its next yield point, and keeps "
+               "going until something observable happens (a SEAMCALL, a TDCALL, an IPI, a KVM "
+               "event; taking or releasing a lock alone does not end a Step). The status line "
+               "names the actors that ran and the first event, and counts the rest as "
+               "\"+N more events\".")
     MAX_SILENT = 64
 
     def __init__(self, scenario: str, *, seed: int | None = None, script=None, choices=None):

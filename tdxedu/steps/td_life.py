@@ -22,6 +22,11 @@ class TdLifeSource:
     `phases` = ("build", "teardown") steps both; ("teardown",) builds first and steps only
     the teardown (`RunningTd.teardown`'s order, `tdxedu.kvm.teardown`)."""
 
+    STEP_IS = ("the model runs until the TDX module records something: a SEAMCALL from KVM, "
+               "or a TD exit of the guest. What else is recorded in the same stretch belongs "
+               "to that Step and is counted as \"+N more events\": KVM's locks and IPIs on "
+               "the way, or the guest's TDCALLs after a VP.ENTER.")
+
     def __init__(self, memory="64K", vcpus: int = 2, strategy: str = "v6.16", *,
                  phases: tuple[str, ...] = ("build", "teardown"), packages: int = 1):
         if strategy not in TEARDOWN_POLICIES:

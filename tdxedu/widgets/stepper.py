@@ -305,9 +305,10 @@ BUILD_PRESETS = {
                                   "tdh_mem_sept_add, tdh_mr_finalize, tdh_mem_page_add",
     "reclaim the TDR first": "tdh_mng_create, tdh_mng_key_config, tdh_mng_addcx, "
                              "tdh_mng_init, tdh_phymem_page_reclaim",
+    # FREEID before VPFLUSHDONE, then before CACHE.WB: two different refusals (lesson 01)
     "free the HKID too early": "tdh_mng_create, tdh_mng_key_config, tdh_mng_addcx, "
                                "tdh_mng_init, tdh_mng_key_freeid, tdh_mng_vpflushdone, "
-                               "tdh_phymem_cache_wb, tdh_mng_key_freeid",
+                               "tdh_mng_key_freeid, tdh_phymem_cache_wb, tdh_mng_key_freeid",
 }
 
 

@@ -60,7 +60,12 @@ def test_plot_writes_a_png(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,msg", [
     (["--memory", "lots"], "size like"),
-    (["--memory=-4G"], "size like"),
+    (["--memory=-4G"], "positive"),
+    (["--memory", "-5G"], "positive"),
+    (["--memory", "1.5K"], "4 KiB pages"),
+    (["--memory", "3P"], "at most 2P"),
+    (["--vcpus", "100000"], "at most 4096"),
+    (["--vcpus", "-2"], "at least 1"),
     (["--memory", "0"], "positive"),
     (["--vcpus", "0"], "at least 1"),
     (["--vcpus", "four"], "whole number"),
@@ -76,3 +81,11 @@ def test_bad_input_exits_2_with_a_message(argv, msg, capsys):
 def test_unwritable_plot_path(capsys, tmp_path):
     assert main(["teardown", "--plot", str(tmp_path / "no" / "such" / "dir.png")]) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_big_sizes_print_in_words(capsys):
+    assert main(["teardown", "--memory", "1000T"]) == 0
+    out = capsys.readouterr().out
+    assert "1000 TiB" in out and "e+" not in out
+    assert main(["teardown", "--memory", "1.5T", "--compare"]) == 0
+    assert capsys.readouterr().out.startswith("1.5 TiB,")

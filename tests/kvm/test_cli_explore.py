@@ -1,6 +1,8 @@
 import json
 import re
 
+import pytest
+
 from tdxedu.cli import main
 
 
@@ -24,3 +26,34 @@ def test_explore_prints_readable_trace(capsys):
 def test_explore_unknown_scenario(capsys):
     assert main(["explore", "nope"]) == 2
     assert "explore --list" in capsys.readouterr().err
+
+
+def test_explore_counts_add_up_to_the_lines_shown(capsys):
+    """The header's scheduler steps and events match the numbered lines under it."""
+    assert main(["explore", "hkid-release-v19-notifier", "--trace", "kvm_bug"]) == 0
+    out = capsys.readouterr().out
+    block = out.split("shortest run where kvm_bug: ", 1)[1]
+    head, *lines = block.strip().splitlines()
+    steps, events = map(int, re.match(r"(\d+) scheduler steps, (\d+) events", head).groups())
+    assert len({ln.split()[1] for ln in lines if ln.startswith("step ")}) == steps
+    assert sum("(no event" not in ln for ln in lines) == events
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_explore_max_steps_below_one_is_refused(value, capsys):
+    assert main(["explore", "busy-accept-no-retry", "--max-steps", value]) == 2
+    assert f"at least 1, got {value}" in capsys.readouterr().err
+
+
+def test_explore_list_is_words_not_dicts(capsys):
+    assert main(["explore", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "{" not in out and "policy vcpu-cache, without the kernel's pamt_lock" in out
+
+
+def test_explore_unknown_option_shows_the_explore_usage(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["explore", "busy-accept-no-retry", "--bogus"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: tdxedu explore") and "unrecognized arguments: --bogus" in err

@@ -5,7 +5,7 @@ import pytest
 
 from tdxedu.scenarios import RunningTd
 from tdxedu.tdx.pamt import PageType
-from tdxedu.units import parse_size
+from tdxedu.units import format_size, parse_size
 
 
 def expected_counts(td: RunningTd, strategy: str) -> dict[str, int]:
@@ -112,3 +112,25 @@ def test_parse_size():
     assert parse_size("1G") == 1 << 30 and parse_size("64K") == 65536 and parse_size(8192) == 8192
     with pytest.raises(TypeError):
         parse_size(1.5)
+
+
+@pytest.mark.parametrize("text,size", [
+    ("1.5T", 3 << 39), ("64GiB", 64 << 30), ("64gb", 64 << 30), ("64g", 64 << 30),
+    ("2M", 2 << 20), (" 4096 ", 4096), ("0.5G", 512 << 20), ("2P", 2 << 50)])
+def test_parse_size_accepts_what_people_type(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text,match", [
+    ("-5G", "positive"), ("0", "positive"), ("1.5K", "4 KiB pages"), ("banana", "size like"),
+    ("3P", "at most 2P"), ("64iB", "size like"), ("1.0000001K", "whole number of bytes")])
+def test_parse_size_says_what_is_wrong(text, match):
+    with pytest.raises(ValueError, match=match):
+        parse_size(text)
+
+
+@pytest.mark.parametrize("size,text", [
+    (64 << 10, "64 KiB"), (3 << 39, "1.5 TiB"), (1000 << 40, "1000 TiB"), (4096, "4 KiB"),
+    (100, "100 B"), (2 << 50, "2 PiB")])
+def test_format_size_never_uses_exponents(size, text):
+    assert format_size(size) == text
