@@ -9,6 +9,10 @@ offline, and two packages (where CACHE.WB and VP.FLUSH must reach the right CPU)
   kernel refuses the offline while a KeyID is allocated.
 * ``teardown-2pkg``: two vCPUs on CPUs of two packages, then the whole teardown (VP.FLUSH by
   IPI to each vCPU's CPU, CACHE.WB on one CPU per package).
+* ``dpamt-aug-busy``: the Dynamic PAMT fault path's -EBUSY exit (PAGE.AUG behind a 0-step
+  VP.ENTER) and its retry.
+* ``roots-vm-destroy-td``: a TD's VM destruction as the TDP MMU roots see it (the mirror root
+  is invalidated and zapped only here, under mmu_lock held for write).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from ..kvm.hotplug import cpu_down
 from ..kvm.kvm import OUTSIDE_GUEST_MODE
 from ..kvm.pamt import tdx_topup_pamt_cache, vcpu_pamt_cache
 from ..kvm.tdx import tdx_td_init, tdx_vcpu_enter
+from ..scenarios.roots import vm_destroy_world
 from ..scenarios.td import RunningTd
 from ..scenarios.world import TdWorld, snapshot
 from ..sim.engine import World
@@ -220,3 +225,12 @@ class DpamtAugBusyWorld(TdWorld):
          "(-EBUSY exit, retry)", uses=("pamt_policy", "pamt_lock"), max_steps=150)
 def _dpamt_aug_busy(cfg: Config):
     return _mutate(DpamtAugBusyWorld(cfg), cfg)
+
+
+# --- a TD's VM destruction through the TDP MMU roots ------------------------------------------
+
+@factory("roots-vm-destroy-td", "a TD (mirror root), 2 vCPUs run, then VM destruction "
+         "(kvm_mmu_uninit_tdp_mmu zaps the mirror root)", uses=("root_policy",),
+         max_steps=300, correct={"root_policy": ("v6.16",)})
+def _roots_vm_destroy_td(cfg: Config):
+    return vm_destroy_world(cfg.root_policy, 2, 0, td=True)

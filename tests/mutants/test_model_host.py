@@ -17,7 +17,8 @@ from tdxedu.trace import run_to_completion
 NEW = ("quirk-reset-ignores-erratum", "clear-before-wbinvd", "tdr-no-wbinvd",
        "keyid-free-before-freeid", "keyid-not-returned", "offline-skips-flush",
        "offline-last-package-cpu", "vp-flush-on-calling-cpu", "cache-wb-one-package",
-       "no-pamt-put-on-aug-error", "aug-busy-bug-on", "topup-under-mmu-lock")
+       "no-pamt-put-on-aug-error", "aug-busy-bug-on", "topup-under-mmu-lock",
+       "uninit-zap-mirror-shared", "uninit-no-invalidate")
 
 
 def test_two_tds_share_the_pool_and_keyids_come_back():
@@ -62,7 +63,7 @@ def test_assoc_list_invariant_sees_a_stale_list_entry():
 
 def test_new_factories_are_clean_under_every_correct_policy():
     for name in ("two-tds", "cpu-offline", "cpu-offline-2pkg", "teardown-2pkg",
-                 "dpamt-aug-busy"):
+                 "dpamt-aug-busy", "roots-vm-destroy-td"):
         for cfg in FACTORIES[name].correct_configs():
             r = run_factory(name, cfg)
             assert r.complete and not r.alarms, (name, r.config, r.alarms)
