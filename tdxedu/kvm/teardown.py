@@ -25,6 +25,7 @@ from .pamt import (
     tdx_pamt_cache_free,
     vcpu_pamt_cache,
 )
+from .tdp_mmu import kvm_mmu_destroy, kvm_mmu_uninit_tdp_mmu, kvm_tdp_mmu_unmap_gfn_range
 from .tdx import (
     TD_STATE_UNINITIALIZED,
     TDX_SEAMCALL_RETRIES,
@@ -200,8 +201,11 @@ def kvm_gmem_release(kvm: Kvm, cpu: int = 0, who: str = "gmem"):
     kt = to_kvm_tdx(kvm)
     yield from kvm.mmu_lock.write_lock(who)
     try:
-        for gpa in sorted(kt.mirror):
-            yield from tdx_sept_remove_private_spte(kvm, gpa, cpu)
+        if getattr(kvm.arch, "external_ops", None) is not None:  # through the TDP MMU
+            yield from kvm_tdp_mmu_unmap_gfn_range(kvm, [gpa >> 12 for gpa in kt.mirror])
+        else:
+            for gpa in sorted(kt.mirror):
+                yield from tdx_sept_remove_private_spte(kvm, gpa, cpu)
     finally:
         kvm.mmu_lock.write_unlock(who)
     leaked = {pa for pa, _ in kt.leaked}
@@ -261,8 +265,11 @@ def kvm_destroy_vm(kvm: Kvm, cpu: int = 0, who: str = "destroy"):
             yield from tdx_sept_free_private_spt(kt, key, cpu)
     if policy in ("v6.16", "terminate-vm"):
         yield from tdx_mmu_release_hkid(kvm, cpu, who=who)  # vm_pre_destroy
-    for vcpu in kvm.vcpus:  # kvm_destroy_vcpus -> vcpu_free
+    tdp_mmu = getattr(kvm.arch, "external_ops", None) is not None
+    for vcpu in kvm.vcpus:  # kvm_destroy_vcpus -> vcpu_free (and kvm_mmu_destroy)
         yield from tdx_vcpu_free(vcpu, cpu, policy=policy)
+        if tdp_mmu:
+            yield from kvm_mmu_destroy(vcpu)
     if policy == "flush-at-vcpu-free":
         yield from tdx_mmu_release_hkid(kvm, cpu, flush_vcpus=False, who=who)
         if not kt.hkid_assigned:
@@ -274,7 +281,12 @@ def kvm_destroy_vm(kvm: Kvm, cpu: int = 0, who: str = "destroy"):
                 yield from tdx_vcpu_free(vcpu, cpu)
     if "vm-destroy-before-mmu-uninit" in kt.mutations:  # mutant: pre-6.15 hook order
         yield from tdx_vm_destroy(kvm, cpu)
+    if tdp_mmu:  # kvm_mmu_uninit_vm: the TDP MMU zaps the mirror root (free_external_spt)
+        yield from kvm_mmu_uninit_tdp_mmu(kvm, who)
     for key in sorted(kt.sept_pages, key=lambda k: (k[0], k[1])):  # kvm_mmu_uninit_vm
+        if tdp_mmu:  # what the TDP MMU did not free stays with the TD: leaked
+            kt.leak(kt.sept_pages.pop(key), "S-EPT page never freed by the TDP MMU")
+            continue
         yield from tdx_sept_free_private_spt(kt, key, cpu)
     yield from tdx_vm_destroy(kvm, cpu)
     kvm.destroyed = True
