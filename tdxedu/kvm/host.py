@@ -31,6 +31,8 @@ class Host:
         (SPR, EMR: the TDX 1.5 platforms), so a page that held TD data must be reset with
         MOVDIR64B before the host reuses it ([AH-clear])."""
         self.trace = trace if trace is not None else Trace()
+        self.debug_errors: list[str] = []  # lockdep / RCU checks that fired (kvm/locks.py)
+        self.softlockups: list[str] = []  # soft-lockup watchdog reports (kvm/tdx.py)
         self.module = TdxModule(memory=memory, num_packages=num_packages,
                                 lps_per_package=cpus_per_package, trace=self.trace,
                                 dynamic_pamt=dynamic_pamt, **module_kw)
@@ -43,7 +45,7 @@ class Host:
         self.cpu_online = [True] * self.nr_cpus
         self.vms: list = []  # every TD's struct kvm on this host (KvmTdx registers itself)
         self.hkid_owner: dict[int, str] = {}  # KeyIDs handed out, to whom
-        self.tdx_lock = Mutex("tdx_lock", self.trace)
+        self.tdx_lock = Mutex("tdx_lock", self.trace, self.debug_errors)
         self.pending_ipis = [0] * self.nr_cpus  # function-call IPIs not yet handled
         self.free_hkids = list(self.module.private_hkids)
         self.fine_seamcalls = fine_seamcalls

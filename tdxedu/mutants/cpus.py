@@ -32,11 +32,4 @@ MUTANTS = [
         "[K616] tdx_flush_vp_on_cpu (smp_call_function_single(vcpu->cpu, tdx_flush_vp)); "
         "[M15] tdh_vp_flush.c (only the associated LP may flush); invariant assoc-list",
         ("teardown-2pkg",), "invariant:assoc-list", mutations("vp-flush-on-calling-cpu")),
-    Mutant(
-        "cache-wb-one-package",
-        "TDH.PHYMEM.CACHE.WB only on the releasing CPU's package: KEY.FREEID finds another "
-        "package's write-back pending",
-        "[K616] tdx_mmu_release_hkid (one online CPU per package, on_each_cpu_mask); [M15] "
-        "tdh_mng_key_freeid.c (TDX_WBCACHE_NOT_COMPLETE); KVM_BUG_ON 'HKID is leaked'",
-        ("teardown-2pkg",), "kvm_bug", mutations("cache-wb-one-package")),
 ]

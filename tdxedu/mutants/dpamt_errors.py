@@ -16,12 +16,6 @@ MUTANTS = [
         "(-EBUSY -> RET_PF_RETRY, the fault is retried); invariant pamt-balance",
         ("dpamt-aug-busy",), "invariant:pamt-balance", mutations("no-pamt-put-on-aug-error")),
     Mutant(
-        "aug-busy-bug-on",
-        "TDX_OPERAND_BUSY from PAGE.AUG treated as fatal (KVM_BUG_ON) instead of -EBUSY",
-        "[K616] tdx_mem_page_aug (tdx_operand_busy -> -EBUSY; only other errors are a "
-        "KVM_BUG_ON); [Y0] (0-step VP.ENTER takes the S-EPT tree: AUG can see BUSY)",
-        ("dpamt-aug-busy",), "kvm_bug", mutations("aug-busy-bug-on")),
-    Mutant(
         "topup-under-mmu-lock",
         "the fault path tops up the vCPU's PAMT page cache after taking mmu_lock: "
         "alloc_page(GFP_KERNEL_ACCOUNT) may sleep under a spinning lock",

@@ -74,7 +74,7 @@ class TwoTdWorld(World):
 
     def invariants(self) -> list[str]:
         return (self.module.check_invariants() + list(self.host.allocator.errors)
-                + self.host.check_invariants())
+                + list(self.host.debug_errors) + self.host.check_invariants())
 
     def conditions(self) -> dict[str, bool]:
         k0, k1 = self.td0.kt, self.td1.kt

@@ -16,8 +16,8 @@ from tdxedu.trace import run_to_completion
 
 NEW = ("quirk-reset-ignores-erratum", "clear-before-wbinvd", "tdr-no-wbinvd",
        "keyid-free-before-freeid", "keyid-not-returned", "offline-skips-flush",
-       "offline-last-package-cpu", "vp-flush-on-calling-cpu", "cache-wb-one-package",
-       "no-pamt-put-on-aug-error", "aug-busy-bug-on", "topup-under-mmu-lock",
+       "offline-last-package-cpu", "vp-flush-on-calling-cpu",
+       "no-pamt-put-on-aug-error", "topup-under-mmu-lock",
        "uninit-zap-mirror-shared", "uninit-no-invalidate")
 
 
