@@ -240,6 +240,8 @@ def dpamt_life_stepper(memory: str = "2M", vcpus: int = 2, policy: str = "vcpu-c
         st._redraw()
 
     st.pamt_button.on_click(st._guard(lambda _b: to_pamt()))
+    st.action_buttons.append(st.pamt_button)
+    st.pamt_button.disabled = st.step_button.disabled
     st.step_to_pamt = st._guard(to_pamt)
     row = st.widget.children[2]
     row.children = (row.children[0], st.pamt_button) + row.children[1:]
