@@ -21,6 +21,9 @@ class ExplorerSource:
     runnable actor (as `run_script` does)."""
 
     MAX_SILENT = 64
+    STEP_IS = ("one Step = the scheduler runs actors until one records an event other than a "
+               "lock operation (the explorer's witnesses count scheduler steps: one actor "
+               "turn each)")
 
     def __init__(self, scenario: str, *, seed: int | None = None, script=None, choices=None):
         self.scenario = registry.get(scenario)
@@ -100,7 +103,8 @@ class ExplorerSource:
         return StepInfo(self.n, self.trace.events[first:], chain, actor=name, note=note)
 
     def summary(self) -> str:
-        lines = [f"{self.scenario.name}: {self.n} steps"
+        lines = [f"{self.scenario.name}: {self.n} Steps ({len(self.ex.choices)} scheduler "
+                 f"steps, {len(self.trace)} events)"
                  + (f", outcome {self.ex.outcome}" if self.done else ", running")]
         if self.done:
             r = self.ex.result()

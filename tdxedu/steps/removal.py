@@ -36,6 +36,9 @@ class RemovalSource:
     step per operation of `ops` on the page at GPA `gpa`, issued from the host LP.
     The real sequence is 6.16 `tdx_sept_remove_private_spte` ([K616])."""
 
+    STEP_IS = ("one Step = one operation of your list (kick: an IPI and a TD exit for each "
+               "vCPU in the guest; reenter: a TDH.VP.ENTER for each vCPU outside it)")
+
     def __init__(self, ops=KVM_REMOVAL, *, vcpus: int = 2, gpa: int = 0x1000):
         self.ops = _parse_ops(ops, REMOVAL_OPS, "operation")
         if isinstance(vcpus, bool) or not isinstance(vcpus, int) or not 0 <= vcpus <= 3:
@@ -62,6 +65,7 @@ class RemovalSource:
         self.trace.actor = "kvm"
         self.n = 0
         self.done = False
+        self.step_of: dict[int, int] = {}  # event seq -> the Step that recorded it
 
     def in_guest(self) -> list[int]:
         return [vp for vp in self.built.vcpus if self.module.vcpus[vp].in_guest]
@@ -101,6 +105,8 @@ class RemovalSource:
         self._issue(op)
         self.n += 1
         self.done = self.n >= len(self.ops)
+        for e in self.trace.events[first:]:
+            self.step_of[e.seq] = self.n
         leaf, fn, why = REMOVAL_WHY[op]
         return StepInfo(self.n, self.trace.events[first:], [Frame(fn, SRC_KVM, why)],
                         note=why)
@@ -111,12 +117,16 @@ class RemovalSource:
 
     def summary(self) -> str:
         c = self.module.tds[self.tdr].tdcs
+        calls = [e for e in self.trace if e.source == MODULE_SOURCE and e.op != "td_exit"]
+        exits = sum(e.op == "td_exit" for e in self.trace)
         lines = [f"after {self.n}/{len(self.ops)} operations: page {self.gpa:#x} is "
                  f"{self.page_state()}; TD_EPOCH={c.td_epoch} REFCOUNT={c.refcount}; "
-                 f"vCPUs in guest: {len(self.in_guest())}"]
-        for e in self.trace:
-            if e.source == MODULE_SOURCE and e.op != "td_exit":
-                lines.append(f"  {e.op:<24} {e.status}")
+                 f"vCPUs in guest: {len(self.in_guest())}",
+                 f"  {len(calls)} SEAMCALL{'s' * (len(calls) != 1)} (one row each)"
+                 + (f"; {exits} TD exit{'s' * (exits != 1)} from kicks, not listed"
+                    if exits else "")]
+        for e in calls:
+            lines.append(f"  step {self.step_of.get(e.seq, 0):>2}  {e.op:<24} {e.status}")
         return "\n".join(lines)
 
 

@@ -41,6 +41,11 @@ class SeamcallScriptSource:
     256-byte chunk. `tdh_phymem_page_reclaim` reclaims the next page in reverse order of
     allocation (guest page, tables, TDCX, TDVPR, TDCS, and the TDR last)."""
 
+    STEP_IS = ("one Step = one name of your order: the kernel's wrapper, looping as KVM does "
+               "(TDH.MNG.ADDCX once per TDCS page, TDH.VP.ADDCX once per TDCX page, "
+               "TDH.MEM.SEPT.ADD once per missing table), so one Step may issue several "
+               "SEAMCALLs of its leaf")
+
     def __init__(self, calls=KVM_BUILD_ORDER):
         self.calls = _parse_ops(calls, SCRIPT_CALLS, "SEAMCALL")
         self.title = "SEAMCALLs in your order: " + ", ".join(self.calls)
@@ -62,6 +67,7 @@ class SeamcallScriptSource:
         self.kvm = None
         self.n = 0
         self.done = False
+        self.step_of: dict[int, int] = {}  # event seq -> the Step that issued it
 
     def _reclaim_next(self):
         order = ([self.page] if self.page else []) + [self.tables[k] for k in sorted(
@@ -141,6 +147,8 @@ class SeamcallScriptSource:
         self._issue(name)
         self.n += 1
         self.done = self.n >= len(self.calls)
+        for e in self.trace.events[first:]:
+            self.step_of[e.seq] = self.n
         return StepInfo(self.n, self.trace.events[first:],
                         [Frame(name, SRC_WRAPPERS, "the kernel's SEAMCALL wrapper")])
 
@@ -151,11 +159,12 @@ class SeamcallScriptSource:
     def summary(self) -> str:
         lc, op, gone = td_states(self.module, self.tdr)
         state = "TDR reclaimed" if gone else "no TD" if lc is None else lc.name
-        lines = [f"{self.n}/{len(self.calls)} calls; TD {state}"
+        calls = [e for e in self.trace if e.source == MODULE_SOURCE]
+        lines = [f"{self.n}/{len(self.calls)} Steps issued {len(calls)} SEAMCALL"
+                 f"{'s' * (len(calls) != 1)} (one row each); TD {state}"
                  + (f", OP_STATE {op.name}" if op is not None else "")]
-        for e in self.trace:
-            if e.source == MODULE_SOURCE:
-                lines.append(f"  {e.op:<24} {e.status}")
+        for e in calls:
+            lines.append(f"  step {self.step_of.get(e.seq, 0):>2}  {e.op:<24} {e.status}")
         return "\n".join(lines)
 
 

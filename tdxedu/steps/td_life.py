@@ -17,7 +17,8 @@ MAX_STEP_PAGES = 1024  # stepping is for small TDs: 4 MiB of guest memory at mos
 
 # --- a TD's life through KVM's code ---------------------------------------------------------
 class TdLifeSource:
-    """A TD built with KVM's ioctls and torn down under `strategy`, one SEAMCALL per step.
+    """A TD built with KVM's ioctls and torn down under `strategy`, one SEAMCALL per step
+    (`STEP_IS` says exactly what a Step covers).
 
     `phases` = ("build", "teardown") steps both; ("teardown",) builds first and steps only
     the teardown (`RunningTd.teardown`'s order, `tdxedu.kvm.teardown`)."""
@@ -43,6 +44,9 @@ class TdLifeSource:
         self.panels = ("timeline", "lifecycle", "sept", "pamt")
         self.reset()
 
+    STEP_IS = ("one Step = KVM's code up to and including its next SEAMCALL (with the locks, "
+               "IPIs and page clears on the way); after TDH.VP.ENTER the guest's TDCALLs run "
+               "in the same Step until the guest exits")
     td_options: dict = {}  # extra RunningTd options (a Dynamic PAMT host, a policy, ...)
 
     def reset(self) -> None:
@@ -112,6 +116,8 @@ class TdLifeSource:
                       if v - self._counts0.get(k, 0)}
             lines.append(f"  HKID {'free' if not kt.hkid_assigned else 'still assigned'}; "
                          f"{len(kt.leaked)} pages leaked; KVM_BUG_ON: {len(self.td.kvm.bugs)}")
+            lines.append(f"  teardown SEAMCALLs so far, per leaf ({sum(counts.values())} "
+                         "in all):")
             lines += [f"  {leaf:<28} {n}" for leaf, n in sorted(counts.items())]
         return "\n".join(lines)
 

@@ -141,7 +141,8 @@ class DpamtLifeSource(TdLifeSource):
         except (MemoryError, RuntimeError) as exc:  # the model refused: phys-prepare's -ENOMEM
             self.done = True
             self.n += 1
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.error = str(exc) or ("out of memory" if isinstance(exc, MemoryError)
+                                      else "the model refused")
             return StepInfo(self.n, self.td.trace.events[first:],
                             note=f"KVM gave up: {self.error}")
         if self.phase == "teardown" and self.pairs_after_build is None:

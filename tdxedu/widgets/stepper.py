@@ -116,6 +116,8 @@ class Stepper:
         self.status.add_class("tdxedu-status")
         self.message = widgets.HTML()
         self.message.add_class("tdxedu-message")
+        self.step_help = widgets.HTML()  # what one Step is, for the source loaded
+        self.step_help.add_class("tdxedu-step-help")
         self.step_button.on_click(self._guard(lambda _b: self.step()))
         self.run_button.on_click(self._guard(lambda _b: self.run()))
         self.reset_button.on_click(self._guard(lambda _b: self.reset()))
@@ -128,7 +130,7 @@ class Stepper:
             widgets.HBox(list(self.controls.values()),
                          layout=widgets.Layout(flex_flow="row wrap")),
             widgets.HBox([self.step_button, self.run_button, self.reset_button, self.counter]),
-            self.status, self.message, self.picture_box])
+            self.step_help, self.status, self.message, self.picture_box])
         self._fixed_panels = panels
         if make_source is not None:
             self._guard(self.rebuild)()
@@ -242,6 +244,9 @@ class Stepper:
 
     def _show_status(self) -> None:
         src, info = self.source, self.last
+        step_is = getattr(src, "STEP_IS", "")
+        self.step_help.value = f"<small><i>{_esc(step_is)}</i></small>" if step_is else ""
+        self.step_button.tooltip = step_is or "one step"
         n = 0 if src is None else src.n
         self.counter.value = f"step {n}" + (" (finished)" if src is not None and src.done
                                             else "")
@@ -253,6 +258,8 @@ class Stepper:
             if inner.why:
                 parts.append(f"<details><summary><small>why?</small></summary><small>"
                              f"{_esc(inner.why)}</small></details>")
+        if info is not None and len(info.events) > 1:
+            parts.append(events_details(info))
         if info is not None and info.note and info.note != "finished":
             parts.append(f"<small><b>{_esc(info.note)}</b></small>")
         main = None if info is None else info.main
@@ -284,6 +291,21 @@ class Stepper:
     def _repr_mimebundle_(self, **kw):
         title = self.source.title if self.source else "-"
         return mimebundle(self.widget, f"tdxedu Stepper: {title}", **kw)
+
+
+EVENTS_SHOWN = 20
+
+
+def events_details(info: StepInfo, limit: int = EVENTS_SHOWN) -> str:
+    """A collapsed list of every event of a Step, whose count matches the status line's
+    ("this Step: 6 events ..."): all of them, or the first `limit` and how many more."""
+    rows = [e.to_text() for e in info.events[:limit]]
+    more = len(info.events) - len(rows)
+    if more:
+        rows.append(f"... and {more} more (the timeline shows them all)")
+    return (f"<details><summary><small>the {len(info.events)} events of this Step"
+            "</small></summary><pre style='font-size:11px;line-height:1.2;margin:0'>"
+            + _esc("\n".join(rows)) + "</pre></details>")
 
 
 # --- builders: one line in a notebook ---------------------------------------------------------
