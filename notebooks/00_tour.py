@@ -62,9 +62,10 @@
 # 1,000? Write your guess down, then run the cells below.
 
 # %%
-from tdxedu.lessons import RunningTd
+from tdxedu.lessons.prose import step_is
+from tdxedu.lessons.tour import first_steps_answer, life_answer, strategies_answer
 from tdxedu.lessons.tour_exercises import check_teardown_count, show_solution
-from tdxedu.steps import TdLifeSource
+from tdxedu.steps import ExplorerSource, TdLifeSource
 from tdxedu.viz import as_image, draw_lifecycle, draw_timeline
 from tdxedu.widgets import Explorer, td_life_stepper
 
@@ -74,8 +75,8 @@ life
 # %% [markdown]
 # ## 2. How to drive a lesson widget
 #
-# * **Step** issues the *next SEAMCALL* (and whatever KVM does up to it: IPIs, page clears).
-#   The status line says what it was in words, the kernel function chain that issued it
+# * **Step** advances the model by one Step (defined just below). The status line says what
+#   it was in words, the kernel function chain that issued it
 #   (`issued by kvm_gmem_release → tdx_sept_remove_private_spte`), the source file, and a
 #   **why?** you can unfold: the docstring of that function in the model, with its source tag.
 # * **Run** goes to the end; **Reset** starts the same TD again. Changing a picker (teardown
@@ -88,37 +89,35 @@ life
 #   and the **PAMT** (one pixel per 4 KiB page of host memory, coloured by what the module
 #   says that page is).
 #
-# Press **Step** a dozen times. Which SEAMCALL creates the TD? Which one moves the lifecycle
-# to `TD_KEYS_CONFIGURED`? When does the PAMT get its first green (`PT_REG`) pixel?
+# %% tags=["nbval-check-output"]
+step_is(TdLifeSource, "the tour widget")
+
+# %% [markdown]
+# **Predict, then Step:** which SEAMCALL creates the TD? Which one moves the lifecycle to
+# `TD_KEYS_CONFIGURED`? When does the PAMT get its first green (`PT_REG`) pixel? Press
+# **Step** until you have all three, then open the answers.
+
+# %% tags=["nbval-check-output"]
+first_steps_answer("64K", vcpus=2, strategy="v6.16")
 
 # %% [markdown]
 # ## 3. One TD's life, as text
 #
 # The same run without the widget: build, then tear down under the upstream (6.16) order.
-# This cell's output is checked by the test suite, so it is exactly what you should see.
+# Back to your guess from section 1 (about 20, about 150, or about 1,000 SEAMCALLs?): the
+# answer, counted by the model (checked by the test suite, so it is exactly what you should
+# see):
 
 # %% tags=["nbval-check-output"]
-src = TdLifeSource("64K", vcpus=2, strategy="v6.16")
-build_steps = 0
-while not src.done and src.phase == "build":
-    src.step()
-    build_steps += 1
-print(f"build: {build_steps} steps (one SEAMCALL each, the last one starts the teardown)")
-while not src.done:
-    src.step()
-print(src.summary())
+life_answer("64K", vcpus=2, strategy="v6.16")
 
 # %% [markdown]
-# Read the counts: one `TDH.MEM.RANGE.BLOCK`, one `TDH.MEM.TRACK`, one `TDH.MEM.PAGE.REMOVE`
-# and one `TDH.PHYMEM.PAGE.WBINVD` **per private page**, while the TD is still alive; then the
-# HKID is released (`TDH.VP.FLUSH` per vCPU, `TDH.MNG.VPFLUSHDONE`, `TDH.PHYMEM.CACHE.WB`,
-# `TDH.MNG.KEY.FREEID`), and only then are the control pages and Secure-EPT tables reclaimed
-# with `TDH.PHYMEM.PAGE.RECLAIM`. Multiply by 4.7 million pages for 18 GB and you have
-# Adrian's 72 seconds.
-#
 # The whole life on one timeline (the last 48 events):
 
 # %%
+src = TdLifeSource("64K", vcpus=2, strategy="v6.16")
+while not src.done:
+    src.step()
 as_image(draw_timeline(src.trace, window=48, title="the last 48 events of the TD's life"))
 
 # %% [markdown]
@@ -133,18 +132,13 @@ as_image(draw_lifecycle(None, None, reclaimed=True))
 #
 # **Predict:** the never-merged `KVM_TDX_TERMINATE_VM` releases the HKID *first*, while the TD
 # still has all its memory. Which SEAMCALLs disappear from the counts, and which one takes
-# their place? Pick `terminate-vm` in the widget above and press **Run**, or run this:
+# their place? Pick `terminate-vm` in the widget above and press **Run**, then open the
+# answer:
 
 # %% tags=["nbval-check-output"]
-for strategy in ("v6.16", "terminate-vm"):
-    report = RunningTd("64K", vcpus=2, trace=False).teardown(strategy)
-    print(report.summary())
+strategies_answer("64K", vcpus=2)
 
 # %% [markdown]
-# With the HKID gone the TD is in `TD_TEARDOWN`, where the module allows
-# `TDH.PHYMEM.PAGE.RECLAIM` directly: no BLOCK, no TRACK, no IPIs to kick vCPUs out, one
-# SEAMCALL per page instead of four. That is the "up to 10x faster" in the 6.17 pull.
-#
 # The other two strategies are history you can run: `v19-notifier` (2024: release the HKID
 # from the MMU notifier, while a vCPU may still be loaded) and `flush-at-vcpu-free` (Kai
 # Huang's "normal way"). A later lesson shows, with the explorer, why they were rejected.
@@ -157,6 +151,9 @@ for strategy in ("v6.16", "terminate-vm"):
 # Here KVM zaps a page while the guest accepts it; the BUSY policy is 6.16's "kick all vCPUs
 # out and retry once". Press **Explore**, pick a condition, and **Replay witness** to step
 # through the shortest run where it holds.
+
+# %% tags=["nbval-check-output"]
+step_is(ExplorerSource, "the explorer's replay")
 
 # %%
 explorer = Explorer(["busy-accept-kick-retry-once", "busy-accept-no-retry",

@@ -39,23 +39,18 @@
 # bits 31:0 the **operand id** naming *which* resource was busy or invalid (RCX, the TDR,
 # the S-EPT, the TD epoch...). `tdxedu.tdx.decode` prints it as the kernel spells it.
 #
-# **Predict:** `0x8000020000000092`: error or not? Busy or invalid? Which operand?
+# **Predict:** `0x8000020000000092`: error or not? Busy or invalid? Which operand? And
+# `0xC0000B0D00000001`, `0xC0000B0600000001`, `0x00000B0700000000`, `0x8000082400000000`?
+# `describe(value)` from `tdxedu.tdx` decodes any of them; the answers are below.
 
 # %% tags=["nbval-check-output"]
-from tdxedu.tdx import describe
+from tdxedu.lessons.seamcalls_and_lifecycle import build_answer, decode_answer, errors_answer
 
-for value in (0x8000020000000092, 0xC0000B0D00000001, 0xC0000B0600000001,
-              0x00000B0700000000, 0x8000082400000000):
-    print(describe(value))
-
-# %% [markdown]
-# Note the fourth one: `TDX_GPA_RANGE_ALREADY_BLOCKED` has bit 63 clear. It is a *warning*,
-# and KVM treats it as success when blocking a range twice. The last one,
-# `TDX_FLUSHVP_NOT_DONE`, is the status at the heart of the 2024 HKID-release debate
-# (the `hkid-release-*` explorer scenarios).
+decode_answer((0x8000020000000092, 0xC0000B0D00000001, 0xC0000B0600000001,
+               0x00000B0700000000, 0x8000082400000000))
 
 # %% [markdown]
-# ## 2. Build a TD, one SEAMCALL per Step, in any order you like
+# ## 2. Build a TD, one wrapper call per Step, in any order you like
 #
 # The widget issues SEAMCALLs on a fresh TDX module in the order you pick (a preset) or type
 # (wrapper names, comma separated). Operands are filled in the way KVM would: a TDR page and
@@ -67,6 +62,9 @@ for value in (0x8000020000000092, 0xC0000B0D00000001, 0xC0000B0600000001,
 # `tdh_mem_page_add` green (`PT_REG`).
 
 # %%
+from IPython.display import display
+
+from tdxedu.lessons.prose import step_is
 from tdxedu.lessons.seamcalls_and_lifecycle_exercises import (
     check_build_order,
     check_decode,
@@ -74,44 +72,24 @@ from tdxedu.lessons.seamcalls_and_lifecycle_exercises import (
 )
 from tdxedu.steps import SeamcallScriptSource
 from tdxedu.widgets import seamcall_stepper
+from tdxedu.widgets.stepper import BUILD_PRESETS
 
 calls = seamcall_stepper()
+display(step_is(SeamcallScriptSource, "this widget"))
 calls
+
+# %% tags=["nbval-check-output"]
+build_answer()
 
 # %% [markdown]
 # ## 3. Break the order on purpose
 #
 # Pick the other presets in the widget. Before each **Run**, write down the status you
-# expect. Then compare with the table below (checked by the tests):
+# expect (one preset has two different refusals). Then open the answer (checked by the
+# tests):
 
 # %% tags=["nbval-check-output"]
-from tdxedu.widgets.stepper import BUILD_PRESETS
-
-for name, order in BUILD_PRESETS.items():
-    src = SeamcallScriptSource(order)
-    while not src.done:
-        src.step()
-    errors = src.errors()
-    first = f"{errors[0].op} -> {errors[0].status}" if errors else "no error"
-    print(f"{name:<28} {first}")
-
-# %% [markdown]
-# What each one teaches:
-#
-# * **MNG.INIT before KEY.CONFIG** → `TDX_TD_KEYS_NOT_CONFIGURED`, already at `tdh_mng_addcx`:
-#   every TD-scoped leaf first checks the lifecycle is `TD_KEYS_CONFIGURED` (module
-#   `check_state_map_tdcs_and_lock`). The key must be programmed on *every* package before
-#   the module touches the TD's pages under it.
-# * **VP.CREATE before MNG.INIT** → `TDX_OP_STATE_INCORRECT`: vCPUs belong to an initialised TD.
-# * **VP.ENTER before MR.FINALIZE** → the TD is still `INITIALIZED`; only `RUNNABLE` TDs run.
-# * **PAGE.ADD after MR.FINALIZE** → the measurement is sealed; initial pages can no longer be
-#   added (runtime memory uses `TDH.MEM.PAGE.AUG` instead).
-# * **reclaim the TDR first** → `TDX_LIFECYCLE_STATE_INCORRECT`: `TDH.PHYMEM.PAGE.RECLAIM` is
-#   allowed only in `TD_TEARDOWN`, after the key is gone.
-# * **free the HKID too early** → `TDX_LIFECYCLE_STATE_INCORRECT`: `TDH.MNG.KEY.FREEID` needs
-#   `TD_BLOCKED` (reached by `TDH.MNG.VPFLUSHDONE`) and every package's cache written back;
-#   run the rest of the preset and the second FREEID succeeds. The teardown order
-#   VPFLUSHDONE → CACHE.WB → KEY.FREEID is enforced by the module, not by KVM's goodwill.
+errors_answer(BUILD_PRESETS)
 
 # %% [markdown]
 # ## 4. The lifecycle, and who owns which page

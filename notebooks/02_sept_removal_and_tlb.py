@@ -57,47 +57,34 @@
 # Then press **Step** and watch the title line of the S-EPT picture.
 
 # %%
+from IPython.display import display
+
+from tdxedu.lessons.prose import step_is
+from tdxedu.lessons.sept_removal_and_tlb import epoch_answer, removal_answer
 from tdxedu.lessons.sept_removal_and_tlb_exercises import (
     check_removal_order,
     check_remove_page,
     show_solution,
 )
-from tdxedu.steps import RemovalSource
+from tdxedu.steps import RemovalSource, TdLifeSource
 from tdxedu.widgets import removal_stepper, teardown_stepper
 from tdxedu.widgets.stepper import REMOVAL_PRESETS
 
 removal = removal_stepper()
+display(step_is(RemovalSource, "this widget"))
 removal
+
+# %% tags=["nbval-check-output"]
+epoch_answer()
 
 # %% [markdown]
 # ## 2. Remove one step and watch what breaks
 #
-# Pick each preset in the widget, predict the status, then **Run**. The same runs as text
-# (checked by the tests):
+# Pick each preset in the widget, predict the status, then **Run**. Then open the same runs
+# as text, with what each one teaches (checked by the tests):
 
 # %% tags=["nbval-check-output"]
-for name, ops in REMOVAL_PRESETS.items():
-    src = RemovalSource(ops)
-    while not src.done:
-        src.step()
-    last = [e for e in src.trace if e.source == "tdx-module" and e.op != "td_exit"][-1]
-    print(f"{name:<38} page {src.page_state():<8} last: {last.op} -> {last.status}")
-
-# %% [markdown]
-# Read them against the module's rules (module 1.5 `tdh_mem_page_remove.c` and
-# `is_tlb_tracked` in `helpers.h`, [M15]):
-#
-# * **no BLOCK** → `TDX_GPA_RANGE_NOT_BLOCKED`: in a `RUNNABLE` TD, REMOVE takes only a blocked
-#   entry. Without it a vCPU could create a new translation after the check.
-# * **no TRACK** → `TDX_TLB_TRACKING_NOT_DONE`: `BEPOCH == TD_EPOCH`, the epoch never moved.
-# * **no kick** → `TDX_TLB_TRACKING_NOT_DONE` again: the epoch moved, but `REFCOUNT` of the block
-#   epoch is still 2, because both vCPUs are still in the guest with possibly stale TLBs.
-# * **kick before TRACK** → the vCPUs re-enter *in the old epoch*; TRACK then finds them there.
-#   The order of TRACK and the IPI matters.
-# * **TRACK twice, no kick** → `TDX_PREVIOUS_TLB_EPOCH_BUSY`: the module will not start a new
-#   epoch while vCPUs of the previous one still run. KVM's IPI after every TRACK (with
-#   `KVM_REQ_OUTSIDE_GUEST_MODE`'s *wait*) is what keeps the next TRACK from failing.
-# * **vCPUs re-enter after the kick** → harmless: they re-enter in the new epoch and flush.
+removal_answer(REMOVAL_PRESETS)
 
 # %% [markdown]
 # ## 3. The same sequence inside a real teardown
@@ -108,6 +95,7 @@ for name, ops in REMOVAL_PRESETS.items():
 
 # %%
 teardown = teardown_stepper("16K", vcpus=2, panels=("timeline", "sept"))
+display(step_is(TdLifeSource, "the teardown widget"))
 teardown
 
 # %% [markdown]

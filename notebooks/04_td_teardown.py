@@ -67,14 +67,18 @@
 # kvm_destroy_vm → tdx_mmu_release_hkid`) and the lifecycle picture.
 
 # %%
+from IPython.display import display
+
 from tdxedu.cost import default_calibration, sweep
 from tdxedu.cost.plot import sweep_figure
-from tdxedu.lessons.operand_busy import format_verdicts
+from tdxedu.lessons.prose import step_is
 from tdxedu.lessons.td_teardown import (
     cost_table,
-    flush_story,
-    hkid_release_verdicts,
-    hkid_release_witness,
+    cost_terms_prose,
+    extrapolation_answer,
+    flush_answer,
+    hkid_release_answer,
+    teardown_answer,
     teardown_stages,
 )
 from tdxedu.lessons.td_teardown_exercises import (
@@ -83,23 +87,22 @@ from tdxedu.lessons.td_teardown_exercises import (
     check_release_hkid,
     show_solution,
 )
+from tdxedu.steps import TdLifeSource
 from tdxedu.viz import as_image
 from tdxedu.widgets import Explorer, teardown_stepper
 
 teardown = teardown_stepper("16K", vcpus=2, strategy="v6.16", panels=("timeline", "lifecycle"))
+display(step_is(TdLifeSource, "the teardown widget"))
 teardown
 
 # %% [markdown]
-# The same teardown as text, grouped by the KVM function that issued each SEAMCALL (checked by
-# the tests):
+# When you have your answer, open it (checked by the tests):
 
 # %% tags=["nbval-check-output"]
-print(teardown_stages("16K", vcpus=2, strategy="v6.16"))
+teardown_answer("16K", vcpus=2, strategy="v6.16")
 
 # %% [markdown]
-# Four private pages cost 16 SEAMCALLs and 4 IPIs *while the TD is alive*; every page-table
-# and control page after the HKID is gone costs one `TDH.PHYMEM.PAGE.RECLAIM`. Rick
-# Edgecombe's rule (TDX MMU Part 2 cover letter, Sep 2024): each operation supports one
+# Rick Edgecombe's rule (TDX MMU Part 2 cover letter, Sep 2024): each operation supports one
 # scenario, before *or* after HKID reclaim. Leaf pages must be removable at runtime, so they
 # use the runtime flow; page tables are never torn down at runtime, so they wait.
 #
@@ -118,15 +121,17 @@ print(teardown_stages("16K", vcpus=2, strategy="v6.16"))
 # VMCS from it). `TDH.MNG.VPFLUSHDONE` refuses with `TDX_FLUSHVP_NOT_DONE` while any vCPU is
 # still associated.
 #
-# **Predict** each status before reading the output: a TD whose two vCPUs last ran on LP 0
-# and LP 1; the host works on LP 3.
+# **Predict** each status: a TD whose two vCPUs last ran on LP 0 and LP 1; the host works on
+# LP 3. It calls VPFLUSHDONE; flushes vCPU 0 on LP 3, then on LP 0; flushes vCPU 1 on LP 1;
+# vCPU 1 enters once more on LP 2 and exits; VPFLUSHDONE; flushes vCPU 1 on LP 2;
+# VPFLUSHDONE; KEY.FREEID; CACHE.WB; KEY.FREEID. And once the HKID is free: can the TDR page
+# be reclaimed first?
 
 # %% tags=["nbval-check-output"]
-print(flush_story())
+flush_answer()
 
 # %% [markdown]
-# Line 5 is the heart of the 2024 debate: a vCPU that **enters after its flush** is associated
-# again, and VPFLUSHDONE fails. What does KVM do then? In `tdx_mmu_release_hkid` (6.16 and the
+# What does KVM do when VPFLUSHDONE fails? In `tdx_mmu_release_hkid` (6.16 and the
 # newest kvm-x86 tree alike), `TDX_FLUSHVP_NOT_DONE` jumps silently to the end: the HKID stays
 # assigned. Later `tdx_vcpu_free` and `tdx_vm_destroy` see an assigned HKID and **give up**, so
 # the TDCX, TDVPR, S-EPT and TDCS pages and the TDR are leaked rather than reclaimed unsafely
@@ -170,23 +175,9 @@ explorer = Explorer(["hkid-release-v19-notifier", "hkid-release-flush-at-vcpu-fr
 explorer
 
 # %% tags=["nbval-check-output"]
-print(format_verdicts(hkid_release_verdicts(),
-                      ("hkid_leaked", "kvm_bug", "pages_leaked", "completed")))
-choices, text = hkid_release_witness("v19-notifier", "hkid_leaked")
-print(f"\nshortest witness of hkid_leaked under v19-notifier ({len(choices)} scheduler "
-      "steps), up to kvm_destroy_vm:")
-print(text)
+hkid_release_answer()
 
 # %% [markdown]
-# Read the witness: the notifier flushes vCPU 0 (step 2), vCPU 0 is loaded on pCPU 1 and
-# **enters** (step 4): the module associates it again. VPFLUSHDONE then fails (step 6) and
-# KVM leaves the HKID assigned. Sean's point in April 2024 was that *loading* a vCPU does not
-# associate it in the module, so the v19 retry loop around the flush was unnecessary; Isaku
-# agreed ("The loop is unnecessary with the current code"). What *does* associate is VP.ENTER,
-# and the only robust fix is the one upstream took: release the HKID only when no vCPU can
-# run any more, at `vm_pre_destroy`, after every vCPU fd and guest_memfd is closed. Upstream
-# keeps the `FLUSHVP_NOT_DONE` early exit, without a retry, as a can't-happen guard.
-#
 # A caveat on the `terminate-vm` row: nobody issues `KVM_TDX_TERMINATE_VM` in this scenario,
 # so it releases the HKID at `vm_pre_destroy`, exactly like v6.16. When the ioctl *is* used
 # it releases the HKID earliest of all, and its guard is different: it takes `kvm->lock`,
@@ -232,13 +223,14 @@ print("\nno clear (6.18+, CPUs without X86_BUG_TDX_PW_MCE):")
 print(cost_table(clear_pages=False))
 
 # %% [markdown]
-# **Predict** before looking at the curves: how long would v6.16 take for a 1 TiB TD with 4
+# **Predict** before opening the answer: how long would v6.16 take for a 1 TiB TD with 4
 # vCPUs: minutes or an hour? And with `terminate-vm`?
-#
-# (Vishal Annapurve's reply to Adrian extrapolated "~21 min for 1 TB if linear"; the fact
-# sheet does not say from which path. Linear from the *after* numbers gives
-# 134 s × 1024 / 107 ≈ 21 min; from the *before* numbers, 72 s × 1024 / 18 ≈ 68 min. Compare
-# with the curves.)
+
+# %% tags=["nbval-check-output"]
+extrapolation_answer("1T", vcpus=4)
+
+# %% [markdown]
+# The curves, 1 GiB to 1 TiB:
 
 # %%
 sizes = ["1G", "4G", "18G", "64G", "107G", "256G", "1T"]
@@ -253,10 +245,8 @@ curves = dict(cleared, strategies={
 as_image(sweep_figure(curves, title="TD teardown, 4 vCPUs: runtime removal (v6.16) vs "
                       "reclaim after HKID release"))
 
-# %% [markdown]
-# The dominant term of v6.16 is `runtime_chain` (BLOCK + TRACK + REMOVE + WBINVD + KVM's work,
-# about 13 µs per page), paid for every private page while the TD is alive; `terminate-vm`
-# pays `reclaim` (about 3 µs) instead. The clear (about 2 µs, prior) is what 6.18 removed.
+# %% tags=["nbval-check-output"]
+cost_terms_prose()
 
 # %% [markdown]
 # ## Exercises

@@ -14,6 +14,7 @@ from __future__ import annotations
 from ..tdx import TdxModule
 from ..tdx.pamt import PAGE_SIZE
 from ..tdx.testing import TdBuilder
+from .prose import Prose, Reveal, code_block, plural
 
 
 # --- 04: the v19 HKID-release race -----------------------------------------------------------
@@ -32,29 +33,94 @@ def hkid_release_verdicts(policies=None) -> dict[str, dict[str, str]]:
     return out
 
 
-def hkid_release_witness(policy: str = "v19-notifier", condition: str = "hkid_leaked",
-                         *, upto: str | None = "kvm_destroy_vm"):
-    """(choices, text) of the shortest run where `condition` holds; the text lists the trace
-    up to (and including) the first event named `upto`."""
+def witness_steps(policy: str = "v19-notifier", condition: str = "hkid_leaked", *,
+                  upto: str | None = "kvm_destroy_vm"):
+    """(choices, steps) of the shortest `hkid-release-<policy>` run where `condition` holds,
+    cut into the Steps the Explorer's "Replay witness" shows (`ExplorerSource` with the
+    witness's choices): steps = [(n, actor, [events])], up to the first event named `upto`."""
     from ..scenarios import registry
     from ..sim.engine import explore
+    from ..steps import ExplorerSource
 
     registry.load_all()
     sc = registry.get(f"hkid-release-{policy}")
     ex = explore(sc.build, name=sc.name, max_steps=sc.max_steps)
     w = ex.witness(condition)
     if w is None:
+        return None, []
+    src = ExplorerSource(sc.name, choices=w.choices)
+    steps = []
+    while not src.done:
+        info = src.step()
+        events = list(info.events)
+        cut = next((i for i, e in enumerate(events) if upto and e.op == upto), None)
+        steps.append((info.n, info.actor or "-", events if cut is None else events[:cut + 1]))
+        if cut is not None:
+            break
+    return list(w.choices), steps
+
+
+def _event_text(e) -> str:
+    cpu = "-" if e.cpu is None else e.cpu
+    args = ", ".join(f"{a:#x}" if isinstance(a, int) and not isinstance(a, bool)
+                     and a >= 0x1000 else str(a) for a in e.args)
+    st = f" -> {e.status}" if e.status else ""
+    return f"cpu {cpu} {e.actor or '-':<6} {e.op}({args}){st}"
+
+
+def hkid_release_witness(policy: str = "v19-notifier", condition: str = "hkid_leaked",
+                         *, upto: str | None = "kvm_destroy_vm"):
+    """(choices, text) of the shortest run where `condition` holds; the text numbers the
+    Steps as the Explorer's "Replay witness" does (a Step runs the scheduler until something
+    observable happens, so one Step may hold several events), up to the first event `upto`."""
+    choices, steps = witness_steps(policy, condition, upto=upto)
+    if choices is None:
         return None, f"{condition} never holds under {policy}"
     lines = []
-    for i, e in enumerate(w.trace):
-        cpu = "-" if e.cpu is None else e.cpu
-        args = ", ".join(f"{a:#x}" if isinstance(a, int) and not isinstance(a, bool)
-                         and a >= 0x1000 else str(a) for a in e.args)
-        st = f" -> {e.status}" if e.status else ""
-        lines.append(f"{i:>3} cpu {cpu} {e.actor or '-':<6} {e.op}({args}){st}")
-        if upto and e.op == upto:
-            break
-    return list(w.choices), "\n".join(lines)
+    for n, _actor, events in steps:
+        for i, e in enumerate(events):
+            lines.append(f"{'Step ' + str(n) if i == 0 else '':>7}  {_event_text(e)}")
+    return choices, "\n".join(lines)
+
+
+def _first_step(steps, op: str, status: str | None = None) -> int:
+    for n, _actor, events in steps:
+        if any(e.op == op and (status is None or status in (e.status or "")) for e in events):
+            return n
+    raise LookupError(f"no {op} in the witness")
+
+
+def hkid_release_answer(policies=None) -> Reveal:
+    """The answer to "for which policies can the HKID leak?": the verdicts, the v19 witness
+    Step by Step, and the reading of it with the Step numbers taken from the witness."""
+    from .operand_busy import format_verdicts
+
+    verdicts = format_verdicts(hkid_release_verdicts(policies),
+                               ("hkid_leaked", "kvm_bug", "pages_leaked", "completed"))
+    choices, steps = witness_steps("v19-notifier", "hkid_leaked")
+    _, text = hkid_release_witness("v19-notifier", "hkid_leaked")
+    flush = _first_step(steps, "tdh_vp_flush")
+    enter = _first_step(steps, "tdh_vp_enter")
+    done = _first_step(steps, "tdh_mng_vpflushdone", "TDX_FLUSHVP_NOT_DONE")
+    leak = _first_step(steps, "hkid_leaked")
+    events = sum(len(ev) for _, _, ev in steps)
+    leaked = ("in the same Step" if leak == done else f"at Step {leak}")
+    body = (f"{code_block(verdicts)}\n\n"
+            f"The shortest witness of `hkid_leaked` under `v19-notifier`, as **Replay witness** "
+            f"steps it: {plural(len(steps), 'Step')} up to `kvm_destroy_vm` "
+            f"({plural(events, 'event')}; the scheduler chose {len(choices)} times in the "
+            f"whole run):\n\n{code_block(text)}\n\n"
+            f"Read the witness: the notifier flushes vCPU 0 (Step {flush}), vCPU 0 is loaded "
+            f"on pCPU 1 and **enters** (Step {enter}): the module associates it again. "
+            f"VPFLUSHDONE then fails with `TDX_FLUSHVP_NOT_DONE` (Step {done}) and KVM leaves "
+            f"the HKID assigned (`hkid_leaked`, {leaked}). Sean's point in April 2024 was "
+            "that *loading* a vCPU does not associate it in the module, so the v19 retry loop "
+            "around the flush was unnecessary; Isaku agreed (\"The loop is unnecessary with "
+            "the current code\"). What *does* associate is VP.ENTER, and the only robust fix "
+            "is the one upstream took: release the HKID only when no vCPU can run any more, at "
+            "`vm_pre_destroy`, after every vCPU fd and guest_memfd is closed. Upstream keeps "
+            "the `FLUSHVP_NOT_DONE` early exit, without a retry, as a can't-happen guard.")
+    return Reveal("Show the answer: the verdicts and the v19 witness", body)
 
 
 # --- 04: cost curves against the measurements -----------------------------------------------
@@ -83,14 +149,48 @@ def cost_table(clear_pages: bool = True) -> str:
     return "\n".join(lines)
 
 
+def cost_terms_prose() -> Prose:
+    """The per-page prices the curves rest on, read from the calibration."""
+    from ..cost import default_calibration
+
+    v = default_calibration().values
+    return Prose(
+        "The dominant term of v6.16 is `runtime_chain` (BLOCK + TRACK + REMOVE + WBINVD + "
+        f"KVM's work, about {v['runtime_chain'] * 1e6:.0f} µs per page, fitted), paid for "
+        "every private page while the TD is alive; `terminate-vm` pays `reclaim` (about "
+        f"{v['reclaim'] * 1e6:.0f} µs, fitted) instead. The clear (about "
+        f"{v['clear'] * 1e6:.0f} µs, a prior) is what 6.18 removed.")
+
+
+def extrapolation_answer(size: str = "1T", vcpus: int = 4) -> Reveal:
+    """Linear extrapolations of the measurements to `size`, next to the cost model's."""
+    from ..cost import predict
+    from ..units import parse_size
+
+    gib = parse_size(size) / 2**30
+    (v4, s4, before4, _), (_, s32, _, after32) = MEASURED
+    g4, g32 = parse_size(s4) / 2**30, parse_size(s32) / 2**30
+    pages = parse_size(size) // PAGE_SIZE
+    a = predict(pages, vcpus, "v6.16").seconds
+    b = predict(pages, vcpus, "terminate-vm").seconds
+    return Reveal(
+        f"Show the answer: {size} with {vcpus} vCPUs",
+        "Vishal Annapurve's reply to Adrian extrapolated \"~21 min for 1 TB if linear\", "
+        "without saying from which path. Linear from the *after* numbers: "
+        f"{after32:.0f} s × {gib:.0f} / {g32:.0f} ≈ {after32 * gib / g32 / 60:.0f} min; from "
+        f"the *before* numbers: {before4:.0f} s × {gib:.0f} / {g4:.0f} ≈ "
+        f"{before4 * gib / g4 / 60:.0f} min. The cost model ({vcpus} vCPUs, pages cleared): "
+        f"v6.16 {a / 60:.0f} min, terminate-vm {b / 60:.0f} min. Compare with the curves.")
+
+
 # --- 04: the teardown, stage by stage ------------------------------------------------------------
 STAGE_FUNCS = ("tdx_sept_remove_private_spte", "tdx_mmu_release_hkid", "tdx_vcpu_free",
                "tdx_sept_free_private_spt", "tdx_vm_destroy")
 
 
-def teardown_stages(memory="16K", vcpus: int = 2, strategy: str = "v6.16") -> str:
-    """The teardown's SEAMCALLs grouped by the KVM function that issued them, in order, with the
-    file-close that started it (`kvm_gmem_release`, `kvm_mmu_notifier_release`, ...)."""
+def _stage_groups(memory, vcpus, strategy):
+    """[((top, stage), {op: n})] in order, the teardown source after its run, and the
+    number of `kvm_make_all_cpus_request` kicks per stage."""
     from ..steps import TdLifeSource
 
     src = TdLifeSource(memory, vcpus, strategy, phases=("teardown",))
@@ -106,15 +206,62 @@ def teardown_stages(memory="16K", vcpus: int = 2, strategy: str = "v6.16") -> st
         top = "kvm_destroy_vm" if "kvm_destroy_vm" in names else (names[0] if names else "?")
         key = (top, stage)
         if not groups or groups[-1][0] != key:
-            groups.append([key, {}])
+            groups.append([key, {}, 0])
         counts = groups[-1][1]
         counts[e.op] = counts.get(e.op, 0) + 1
+        groups[-1][2] += sum(x.op == "kvm_make_all_cpus_request" for x in info.events)
+    return groups, src
+
+
+def teardown_stages(memory="16K", vcpus: int = 2, strategy: str = "v6.16") -> str:
+    """The teardown's SEAMCALLs grouped by the KVM function that issued them, in order, with the
+    file-close that started it (`kvm_gmem_release`, `kvm_mmu_notifier_release`, ...)."""
+    groups, src = _stage_groups(memory, vcpus, strategy)
     lines = [f"{strategy}: {memory} TD, {vcpus} vCPUs"]
-    for (top, stage), counts in groups:
+    for (top, stage), counts, _kicks in groups:
         calls = ", ".join(f"{op} x{n}" for op, n in counts.items())
         lines.append(f"  {top + ' > ' + stage:<48} {calls}")
     lines.append("  " + src.summary().splitlines()[1].strip())
     return "\n".join(lines)
+
+
+def teardown_answer(memory="16K", vcpus: int = 2, strategy: str = "v6.16") -> Reveal:
+    """The answer to section 1's prediction, with the Step numbers of the teardown widget:
+    the first SEAMCALL, the Step that leaves TD_KEYS_CONFIGURED and the one that reaches
+    TD_TEARDOWN; then the teardown as text, grouped by the KVM function that issued each
+    SEAMCALL, and what the groups cost."""
+    from ..steps import td_states, teardown_source
+
+    src = teardown_source(memory, vcpus, strategy)
+    first = left = teardown = None
+    while not src.done:
+        info = src.step()
+        e = info.main
+        if first is None and e is not None and e.source == "tdx-module":
+            first = (info.n, e.op)
+        lc, _op, gone = td_states(src.module, src.tdr)
+        name = "reclaimed" if gone else lc.name if lc is not None else "none"
+        if left is None and name != "TD_KEYS_CONFIGURED":
+            left = (info.n, e.op, name)
+        if teardown is None and name == "TD_TEARDOWN":
+            teardown = (info.n, e.op)
+    groups, _ = _stage_groups(memory, vcpus, strategy)
+    alive = next(g for g in groups if g[0][1] == "tdx_sept_remove_private_spte")
+    per_page = alive[1].get("tdh_mem_page_remove", 0)
+    calls_alive = sum(alive[1].values())
+    reclaims = sum(c.get("tdh_phymem_page_reclaim", 0) for (_t, st), c, _k in groups
+                   if st != "tdx_sept_remove_private_spte")
+    body = (f"The first SEAMCALL of the teardown is `{first[1]}` (Step {first[0]}). The "
+            f"lifecycle leaves `TD_KEYS_CONFIGURED` at Step {left[0]} (`{left[1]}` → "
+            f"`{left[2]}`) and `{teardown[1]}` moves it to `TD_TEARDOWN` at Step "
+            f"{teardown[0]}. The same teardown as text, grouped by the KVM function that "
+            f"issued each SEAMCALL (checked by the tests):\n\n"
+            f"{code_block(teardown_stages(memory, vcpus, strategy))}\n\n"
+            f"{plural(per_page, 'private page')} cost {calls_alive} SEAMCALLs and "
+            f"{plural(alive[2], 'kick')} (`kvm_make_all_cpus_request`) *while the TD is "
+            f"alive*; each of the {reclaims} page-table and control pages after the HKID is "
+            "gone costs one `TDH.PHYMEM.PAGE.RECLAIM`.")
+    return Reveal("Show the answer, and the whole teardown as text", body)
 
 
 # --- 04: VP.FLUSH, VPFLUSHDONE and the association count ------------------------------------------
@@ -150,5 +297,64 @@ def flush_story() -> str:
     return "\n".join(lines)
 
 
-__all__ = ["hkid_release_verdicts", "hkid_release_witness", "MEASURED", "cost_table",
-           "STAGE_FUNCS", "teardown_stages", "flush_story"]
+def reclaim_story() -> str:
+    """After KEY.FREEID: the TDR is reclaimed last. While the TD still has child pages
+    (`chldcnt` > 0) RECLAIM of the TDR returns TDX_TD_ASSOCIATED_PAGES_EXIST; the children go
+    first, in `tdx_vcpu_free` / `tdx_sept_free_private_spt` / `tdx_vm_destroy` order
+    ([M15] `tdh_phymem_page_reclaim.c`)."""
+    m = TdxModule(memory=4 << 20, lps_per_package=4)
+    t = TdBuilder(m).build("finalized", vcpus=2, pages=1)
+    for vp in t.vcpus:
+        m.tdh_vp_flush(vp, lp=t.vcpu_lp[vp])
+    m.tdh_mng_vpflushdone(t.tdr, lp=3)
+    m.tdh_phymem_cache_wb(0, lp=3)
+    m.tdh_mng_key_freeid(t.tdr, lp=3)
+    td = m.tds[t.tdr]
+    lines = []
+
+    def do(what, r):
+        lines.append(f"{what:<38} -> {str(r.status):<30} chldcnt={td.chldcnt}")
+
+    do("TDH.PHYMEM.PAGE.RECLAIM(TDR)", m.tdh_phymem_page_reclaim(t.tdr, lp=3))
+    groups = (("guest", list(t.private.values())),
+              ("TDCX", [pa for vp in t.vcpus for pa in t.tdcx.get(vp, [])]),
+              ("TDVPR", list(t.vcpus)),
+              ("S-EPT", [t.sept_pages[k] for k in sorted(t.sept_pages, key=lambda k: k[0])]),
+              ("TDCS", list(t.tdcs)))
+    for what, pages in groups:
+        statuses = {str(m.tdh_phymem_page_reclaim(pa, lp=3).status) for pa in pages}
+        do(f"TDH.PHYMEM.PAGE.RECLAIM x{len(pages)} ({what})", _One(" / ".join(sorted(statuses))))
+    do("TDH.PHYMEM.PAGE.RECLAIM(TDR)", m.tdh_phymem_page_reclaim(t.tdr, lp=3))
+    return "\n".join(lines)
+
+
+class _One:
+    def __init__(self, status):
+        self.status = status
+
+
+def flush_answer() -> Reveal:
+    """Section 2's answer: the flush story, then the reclaim of the TDR, with the line
+    numbers the text names taken from the story itself."""
+    story = flush_story().splitlines()
+    enter = next(i for i, ln in enumerate(story) if ln.startswith("TDH.VP.ENTER")) + 1
+    again = next(i for i, ln in enumerate(story) if "FLUSHVP_NOT_DONE" in ln
+                 and i + 1 > enter) + 1
+    reclaim = reclaim_story()
+    first = reclaim.splitlines()[0]
+    status = first.split("->")[1].split()[0]
+    return Reveal(
+        "Show the statuses",
+        f"{code_block(chr(10).join(story))}\n\n"
+        f"Line {enter} is the heart of the 2024 debate: a vCPU that **enters after its "
+        f"flush** is associated again, and VPFLUSHDONE fails (line {again}). The HKID goes "
+        "once no vCPU is associated and every package's cache is written back; even then "
+        f"the TDR is not first: RECLAIM of the TDR returns `{status}` while its child pages "
+        "exist, so KVM reclaims it last, in `tdx_vm_destroy`:\n\n"
+        f"{code_block(reclaim)}")
+
+
+__all__ = ["hkid_release_verdicts", "hkid_release_witness", "witness_steps",
+           "hkid_release_answer", "MEASURED", "cost_table", "cost_terms_prose",
+           "extrapolation_answer", "STAGE_FUNCS", "teardown_stages", "teardown_answer",
+           "flush_story", "reclaim_story", "flush_answer"]

@@ -20,10 +20,13 @@ class ExplorerSource:
     a `random.Random(seed)` choice among runnable actors when `seed` is given, else the first
     runnable actor (as `run_script` does)."""
 
+    STEP_IS = ("the scheduler lets one actor at a time run to its next yield point, and keeps "
+               "going until something observable happens (a SEAMCALL, a TDCALL, an IPI, a KVM "
+               "event; taking or releasing a lock alone does not end a Step). The status line "
+               "names that event and its actor, counts the Step's events (\"this Step: 6 "
+               "events\") and lists each one under it. The explorer's witnesses count "
+               "scheduler steps (one actor turn each), so they have more steps than Steps.")
     MAX_SILENT = 64
-    STEP_IS = ("one Step = the scheduler runs actors until one records an event other than a "
-               "lock operation (the explorer's witnesses count scheduler steps: one actor "
-               "turn each)")
 
     def __init__(self, scenario: str, *, seed: int | None = None, script=None, choices=None):
         self.scenario = registry.get(scenario)

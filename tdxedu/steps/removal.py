@@ -36,8 +36,9 @@ class RemovalSource:
     step per operation of `ops` on the page at GPA `gpa`, issued from the host LP.
     The real sequence is 6.16 `tdx_sept_remove_private_spte` ([K616])."""
 
-    STEP_IS = ("one Step = one operation of your list (kick: an IPI and a TD exit for each "
-               "vCPU in the guest; reenter: a TDH.VP.ENTER for each vCPU outside it)")
+    STEP_IS = ("one operation from the list: one SEAMCALL for block, track, remove, wbinvd "
+               "and unblock; for kick, the IPIs that force every vCPU out of the guest (their "
+               "TD exits come with it); for reenter, a VP.ENTER per vCPU.")
 
     def __init__(self, ops=KVM_REMOVAL, *, vcpus: int = 2, gpa: int = 0x1000):
         self.ops = _parse_ops(ops, REMOVAL_OPS, "operation")

@@ -41,10 +41,11 @@ class SeamcallScriptSource:
     256-byte chunk. `tdh_phymem_page_reclaim` reclaims the next page in reverse order of
     allocation (guest page, tables, TDCX, TDVPR, TDCS, and the TDR last)."""
 
-    STEP_IS = ("one Step = one name of your order: the kernel's wrapper, looping as KVM does "
-               "(TDH.MNG.ADDCX once per TDCS page, TDH.VP.ADDCX once per TDCX page, "
-               "TDH.MEM.SEPT.ADD once per missing table), so one Step may issue several "
-               "SEAMCALLs of its leaf")
+    STEP_IS = ("one wrapper name from your list. Most issue one SEAMCALL; `tdh_mng_addcx`, "
+               "`tdh_vp_addcx` and `tdh_mem_sept_add` issue as many as KVM's loop would (every "
+               "TDCS page, every TDCX page, every missing S-EPT table), so a Step can add "
+               "several rows to the timeline; the status line counts them (\"this Step: 6 "
+               "SEAMCALLs\").")
 
     def __init__(self, calls=KVM_BUILD_ORDER):
         self.calls = _parse_ops(calls, SCRIPT_CALLS, "SEAMCALL")

@@ -23,6 +23,12 @@ class TdLifeSource:
     `phases` = ("build", "teardown") steps both; ("teardown",) builds first and steps only
     the teardown (`RunningTd.teardown`'s order, `tdxedu.kvm.teardown`)."""
 
+    STEP_IS = ("the model runs until the TDX module records something: a SEAMCALL from KVM, "
+               "or a TD exit of the guest. What else is recorded in the same stretch belongs "
+               "to that Step: KVM's locks and IPIs on the way, or the guest's TDCALLs after a "
+               "VP.ENTER. The status line counts them (\"this Step: 16 events: 1 SEAMCALL, 15 "
+               "guest TDCALLs\") and lists each one under it.")
+
     def __init__(self, memory="64K", vcpus: int = 2, strategy: str = "v6.16", *,
                  phases: tuple[str, ...] = ("build", "teardown"), packages: int = 1):
         if strategy not in TEARDOWN_POLICIES:
@@ -44,9 +50,6 @@ class TdLifeSource:
         self.panels = ("timeline", "lifecycle", "sept", "pamt")
         self.reset()
 
-    STEP_IS = ("one Step = KVM's code up to and including its next SEAMCALL (with the locks, "
-               "IPIs and page clears on the way); after TDH.VP.ENTER the guest's TDCALLs run "
-               "in the same Step until the guest exits")
     td_options: dict = {}  # extra RunningTd options (a Dynamic PAMT host, a policy, ...)
 
     def reset(self) -> None:

@@ -245,8 +245,9 @@ class Stepper:
     def _show_status(self) -> None:
         src, info = self.source, self.last
         step_is = getattr(src, "STEP_IS", "")
-        self.step_help.value = f"<small><i>{_esc(step_is)}</i></small>" if step_is else ""
-        self.step_button.tooltip = step_is or "one step"
+        self.step_help.value = (f"<small><b>One Step:</b> <i>{_esc(step_is)}</i></small>"
+                                if step_is else "")
+        self.step_button.tooltip = f"One Step: {step_is}" if step_is else "one step"
         n = 0 if src is None else src.n
         self.counter.value = f"step {n}" + (" (finished)" if src is not None and src.done
                                             else "")
@@ -387,9 +388,10 @@ BUILD_PRESETS = {
                                   "tdh_mem_sept_add, tdh_mr_finalize, tdh_mem_page_add",
     "reclaim the TDR first": "tdh_mng_create, tdh_mng_key_config, tdh_mng_addcx, "
                              "tdh_mng_init, tdh_phymem_page_reclaim",
+    # FREEID before VPFLUSHDONE, then before CACHE.WB: two different refusals (lesson 01)
     "free the HKID too early": "tdh_mng_create, tdh_mng_key_config, tdh_mng_addcx, "
                                "tdh_mng_init, tdh_mng_key_freeid, tdh_mng_vpflushdone, "
-                               "tdh_phymem_cache_wb, tdh_mng_key_freeid",
+                               "tdh_mng_key_freeid, tdh_phymem_cache_wb, tdh_mng_key_freeid",
 }
 
 

@@ -27,3 +27,25 @@ def test_solutions_are_hidden_by_default():
     s = show_solution("remove_page")
     assert "<details>" in s._repr_html_() and "lab.do" in s._repr_html_()
     assert "lab.do" not in repr(s)
+
+
+def test_removal_text_names_what_fails():
+    """Lesson 02's answer: one explanation per preset of the widget; 'kick before TRACK' says
+    that REMOVE fails, with TDX_TLB_TRACKING_NOT_DONE (module tdh_mem_page_remove.c,
+    is_tlb_tracked, [M15]); the epochs are the module's."""
+    from tdxedu.lessons.sept_removal_and_tlb import (
+        TEACHES,
+        epoch_answer,
+        preset_runs,
+        removal_answer,
+    )
+    from tdxedu.widgets.stepper import REMOVAL_PRESETS
+
+    assert set(TEACHES) == set(REMOVAL_PRESETS)
+    runs = preset_runs(REMOVAL_PRESETS)
+    kbt = runs["kick before TRACK"]
+    assert kbt["last"] == ("tdh_mem_page_remove", "TDX_TLB_TRACKING_NOT_DONE | TDX_OPERAND_ID_RCX")
+    text = str(removal_answer(REMOVAL_PRESETS))
+    line = text.split("**kick before TRACK**", 1)[1].split("\n* ")[0]
+    assert "REMOVE gets `TDX_TLB_TRACKING_NOT_DONE" in line
+    assert "`TD_EPOCH` = 2" in str(epoch_answer())

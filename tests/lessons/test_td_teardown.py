@@ -105,3 +105,40 @@ def test_solutions_are_hidden():
         assert "hidden" in repr(sol) and "<details>" in sol._repr_html_()
     with pytest.raises(KeyError):
         show_solution("nope")
+
+
+def test_lesson_text_numbers_come_from_the_runs():
+    """The Step numbers and counts the lesson states are read from the runs they describe."""
+    from tdxedu.steps import ExplorerSource, td_states, teardown_source
+
+    # The witness is numbered as the Explorer's "Replay witness" steps it.
+    choices, steps = tt.witness_steps("v19-notifier", "hkid_leaked")
+    src = ExplorerSource("hkid-release-v19-notifier", choices=choices)
+    for n, _actor, events in steps:
+        info = src.step()
+        assert info.n == n and [e.op for e in info.events][: len(events)] == [
+            e.op for e in events]
+    answer = str(tt.hkid_release_answer())
+    for op, status in (("tdh_vp_flush", None), ("tdh_vp_enter", None),
+                       ("tdh_mng_vpflushdone", "TDX_FLUSHVP_NOT_DONE")):
+        assert f"(Step {tt._first_step(steps, op, status)})" in answer
+    assert f"{len(steps)} Steps up to `kvm_destroy_vm`" in answer
+
+    # Section 1: the Step at which the teardown widget leaves TD_KEYS_CONFIGURED.
+    src = teardown_source("16K", 2, "v6.16")
+    while not src.done:
+        info = src.step()
+        if td_states(src.module, src.tdr)[0].name != "TD_KEYS_CONFIGURED":
+            break
+    assert f"leaves `TD_KEYS_CONFIGURED` at Step {info.n} (`{info.main.op}`" in str(
+        tt.teardown_answer("16K", 2, "v6.16"))
+
+
+def test_the_tdr_goes_last():
+    """RECLAIM of the TDR with children left is TDX_TD_ASSOCIATED_PAGES_EXIST (module
+    tdh_phymem_page_reclaim.c, [M15]); after the children it succeeds."""
+    story = tt.reclaim_story().splitlines()
+    assert "TDX_TD_ASSOCIATED_PAGES_EXIST" in story[0] and "chldcnt=0" not in story[0]
+    assert "TDX_SUCCESS" in story[-1] and story[-1].endswith("chldcnt=0")
+    assert "TDX_TD_ASSOCIATED_PAGES_EXIST" in str(tt.flush_answer())
+
