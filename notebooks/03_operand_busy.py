@@ -82,7 +82,8 @@ busy
 # %% [markdown]
 # Step 2 is the BUSY: `tdh_mem_range_block(...) -> TDX_OPERAND_BUSY | TDX_OPERAND_ID_RCX`.
 # Operand id RCX (`0x01`) means an **S-EPT entry lock** (the module reports entry-lock failures
-# with the GPA operand, [M15]). The "+1 more event" is KVM's answer: it sets
+# with the GPA operand, [M15]). The Step's last event (of the three listed under
+# "this Step: 3 events": the write lock, the BLOCK, then this one) is KVM's answer: it sets
 # `wait_for_sept_zap` and calls `kvm_make_all_cpus_request(kvm, KVM_REQ_OUTSIDE_GUEST_MODE)`,
 # which IPIs vCPU 0 and *waits*. The guest finishes its ACCEPT, takes the interrupt (TD exit
 # `EXTERNAL_INTERRUPT`), and the single retry of BLOCK succeeds.
