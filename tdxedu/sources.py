@@ -126,6 +126,15 @@ SOURCES: tuple[Source, ...] = (
        "arch/x86/kvm/vmx/tdx.c", "KVM's TDX code, v6.16 era",
        supports="KVM's build, fault, page-removal (BLOCK/TRACK/kick/REMOVE), BUSY retry, vCPU "
        "association and HKID-release flows as the 'v6.16' policy runs them"),
+    _s("K616-TDX", "kernel", f"{LINUX}@v6.16:arch/x86/kvm/vmx/tdx.c",
+       "KVM's TDX code as released in Linux v6.16",
+       supports="docs/conformance.md section 5, 'v6.16' column: what KVM does with each "
+       "SEAMCALL status (KVM_BUG_ON, WARN_ON_ONCE, -EBUSY retry, leak); the 6.16 function "
+       "names (tdx_sept_zap_private_spte, tdx_no_vcpus_enter_start/stop, tdx_clear_page)"),
+    _s("K619-TDX", "kernel", f"{LINUX}@v6.19:arch/x86/kvm/vmx/tdx.c",
+       "KVM's TDX code as released in Linux v6.19",
+       supports="docs/conformance.md section 5, 'v6.19' column: TDX_BUG_ON at every SEAMCALL "
+       "site, tdh_do_no_vcpus, tdx_quirk_reset_page; the 6.19 function names"),
     _s("K-NEW", "kernel", f"{KVMX86}@09c6f74ecb863f76e2486a960431fe6e2b86f2c7:"
        "arch/x86/kvm/vmx/tdx.c", "KVM's TDX code in kvm-x86, after the 6.19 overhaul",
        supports="tdh_do_no_vcpus, TDX_BUG_ON, tdx_quirk_reset_paddr and the 6.19 vCPU-free "
@@ -309,6 +318,10 @@ SOURCES: tuple[Source, ...] = (
     _s("S0", "mail", "20251017003244.186495-1-seanjc@google.com",
        "[PATCH v3 00/25] KVM: x86/mmu: TDX post-populate cleanups", SEAN, "2025-10-16",
        "the 6.19 rework of KVM's TDX locking"),
+    _s("S17", "mail", "20251017003244.186495-18-seanjc@google.com",
+       "[PATCH v3 17/25] KVM: TDX: Combine KVM_BUG_ON + pr_tdx_error() into TDX_BUG_ON()",
+       SEAN, "2025-10-16", "6.19's reactions: the WARN_ON_ONCE of TDH.MNG.CREATE/ADDCX/INIT "
+       "become a bugged VM; RECLAIM and CACHE.WB stay a bare WARN (no VM passed)"),
     _s("S20", "mail", "20251017003244.186495-21-seanjc@google.com",
        "[PATCH v3 20/25] KVM: TDX: Add macro to retry SEAMCALLs when forcing vCPUs out of guest",
        SEAN, "2025-10-16", "tdh_do_no_vcpus: one SEAMCALL, on BUSY kick every vCPU out and "

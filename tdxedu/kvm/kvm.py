@@ -51,6 +51,7 @@ class Kvm:
         self.vm_dead = False
         self.vm_bugged = False
         self.bugs: list[str] = []
+        self.warnings: list[str] = []  # WARN_ON_ONCE splats that did not bug the VM
         self.lock = Mutex("kvm->lock", self.trace)
         self.slots_lock = Mutex("kvm->slots_lock", self.trace)
         self.mmu_lock = RwLock("kvm->mmu_lock", self.trace)
@@ -86,6 +87,16 @@ class Kvm:
             self.kvm_vm_dead()
             self.bugs.append(msg)
             self.trace.emit("KVM_BUG_ON", msg, source="include/linux/kvm_host.h")
+        return bool(cond)
+
+    def warn_on(self, cond, msg: str, *details) -> bool:
+        """WARN_ON_ONCE without KVM_BUG_ON: a splat in the log, the VM keeps running (e.g.
+        a failed TDH.PHYMEM.PAGE.RECLAIM, whose page is then leaked, [K616])."""
+        if cond:
+            if details:
+                msg = f"{msg}: {', '.join(str(d) for d in details)}"
+            self.warnings.append(msg)
+            self.trace.emit("WARN", msg, source="include/asm-generic/bug.h")
         return bool(cond)
 
     # --- vCPUs ----------------------------------------------------------------------------

@@ -8,6 +8,8 @@ across versions or patch series is a named policy on this one code path:
   BUSY, [Y-RFC]), ``"kick-retry-once"`` (6.16: set `wait_for_sept_zap`, kick every vCPU out,
   retry exactly once, then KVM_BUG_ON, [Y4] [K616]; 6.19's `tdh_do_no_vcpus`, [S20]),
   ``"no-retry"`` (any BUSY is a KVM_BUG_ON).
+* `kernel` (``"v6.16"``, ``"v6.19"``): which upstream kernel's reaction to a failed SEAMCALL
+  and which function names the flows follow (docs/conformance.md section 5).
 * Teardown and its proposed orderings live in `tdxedu.kvm.teardown`.
 * Dynamic PAMT ([V6-09]): on a `Host(dynamic_pamt=True)` every page handed to the module
   first gets its PAMT reference (`tdxedu.kvm.pamt`); with static PAMT those hooks do nothing.
@@ -21,6 +23,7 @@ from ..tdx.sept import level_size
 from ..trace import PREEMPT, WaitUntil
 from .kvm import IN_GUEST_MODE, KVM_REQ_OUTSIDE_GUEST_MODE, OUTSIDE_GUEST_MODE, Kvm, KvmVcpu
 from .pamt import (
+    Errno,
     dpamt_alloc_sept_page,
     dpamt_free_sept_page,
     dpamt_get_guest_page,
@@ -30,6 +33,9 @@ from .pamt import (
 )
 
 BUSY_POLICIES = ("kick-retry-once", "retry-loop", "no-retry")
+# Upstream kernels whose reaction to each SEAMCALL status the model follows (docs/conformance.md
+# section 5): [K616-TDX] and [K619-TDX]; 6.19 turned most WARNs into TDX_BUG_ON ([S17]).
+KERNELS = ("v6.16", "v6.19")
 TEARDOWN_POLICIES = ("v6.16", "terminate-vm", "v19-notifier", "flush-at-vcpu-free")
 
 TD_STATE_UNINITIALIZED = "TD_STATE_UNINITIALIZED"
@@ -53,7 +59,8 @@ class KvmTdx:
     """`struct kvm_tdx` plus the private half of KVM's mirror EPT and the guest_memfd pages."""
 
     def __init__(self, kvm: Kvm, host, *, busy_policy: str = "kick-retry-once",
-                 teardown_policy: str = "v6.16", clear_pages: bool = True):
+                 teardown_policy: str = "v6.16", clear_pages: bool = True,
+                 kernel: str = "v6.16"):
         self.kvm = kvm
         self.host = host
         self.module = host.module
@@ -63,6 +70,7 @@ class KvmTdx:
         self.busy_policy = check_policy("busy policy", busy_policy, BUSY_POLICIES)
         self.teardown_policy = check_policy("teardown policy", teardown_policy,
                                             TEARDOWN_POLICIES)
+        self.kernel = check_policy("kernel", kernel, KERNELS)
         self.clear_pages = clear_pages  # MOVDIR64B clear (always before 6.18; erratum CPUs)
         self.hkid = -1
         self.state = TD_STATE_UNINITIALIZED
@@ -93,12 +101,14 @@ class KvmTdx:
         self.leaked.append((pa, why))
 
     def tdx_clear_page(self, pa: int, cpu: int) -> None:
-        """MOVDIR64B over the page (6.16 `tdx_clear_page`; 6.18 `tdx_quirk_reset_paddr`
-        skips it unless X86_BUG_TDX_PW_MCE: [AH-clear] [PULL618])."""
+        """MOVDIR64B over the page (6.16 `tdx_clear_page`; from 6.18 KVM calls
+        `tdx_quirk_reset_page`, which skips it unless X86_BUG_TDX_PW_MCE: [AH-clear]
+        [PULL618]). The trace names the function of `self.kernel`."""
         if self.clear_pages:
             self.cleared_pages += 1
             if self.kvm.trace.enabled:
-                self.emit("tdx_clear_page", pa, cpu=cpu)
+                self.emit("tdx_clear_page" if self.kernel == "v6.16" else "tdx_quirk_reset_page",
+                          pa, cpu=cpu)
 
 
 class VcpuTdx:
@@ -131,23 +141,62 @@ def tdx_td_init(kvm: Kvm, cpu: int = 0):
     kt.tdcs_pa = []
     for _ in range(kt.module.tdcs_pages):
         kt.tdcs_pa.append((yield from tdx_alloc_control_page(kt.host, "TDCS", cpu)))
-    yield from _must(kt, "tdh_mng_create", kt.tdr_pa, hkid, cpu=cpu)
+    yield from _build_call(kt, "tdh_mng_create", kt.tdr_pa, hkid, cpu=cpu)
     kt.hkid = hkid
     for pkg_cpu in kt.host.one_cpu_per_package():
-        yield from _must(kt, "tdh_mng_key_config", kt.tdr_pa, cpu=pkg_cpu)
+        yield from _build_call(kt, "tdh_mng_key_config", kt.tdr_pa, cpu=pkg_cpu)
     for pa in kt.tdcs_pa:
-        yield from _must(kt, "tdh_mng_addcx", kt.tdr_pa, pa, cpu=cpu)
-    yield from _must(kt, "tdh_mng_init", kt.tdr_pa, 0, cpu=cpu)
+        yield from _build_call(kt, "tdh_mng_addcx", kt.tdr_pa, pa, cpu=cpu)
+    yield from _build_call(kt, "tdh_mng_init", kt.tdr_pa, 0, cpu=cpu)
     kt.state = TD_STATE_INITIALIZED
 
 
-def _must(kt: KvmTdx, name: str, *args, cpu: int):
-    """Build-time SEAMCALLs: any error is a bug in the scenario, not a teaching outcome."""
+EIO, EBUSY, EAGAIN, EINVAL = 5, 16, 11, 22
+ERRNO_NAMES = {EIO: "-EIO", EBUSY: "-EBUSY", EAGAIN: "-EAGAIN", EINVAL: "-EINVAL"}
+
+
+class KvmIoctlError(RuntimeError):
+    """A KVM_TDX_* ioctl failed: `errno` (positive, EIO...) and the SEAMCALL `status`."""
+
+    def __init__(self, name: str, status, errno: int):
+        super().__init__(f"{name} failed during TD build: {status} ({ERRNO_NAMES[errno]})")
+        self.name, self.status, self.errno = name, status, errno
+
+
+# What the build ioctls do with a failed SEAMCALL ([K616-TDX] `__tdx_td_init`,
+# `tdx_td_vcpu_init`, `tdx_gmem_post_populate`, `tdx_td_finalize`; 6.19 [S17]): statuses
+# that map to an errno without a splat, then the reaction to any other error per kernel
+# ("bug": KVM_BUG_ON / TDX_BUG_ON, "warn": WARN_ON_ONCE, "": none), always -EIO.
+BUILD_REACTIONS: dict[str, tuple[dict, dict[str, str]]] = {
+    "tdh_mng_create": ({st.TDX_RND_NO_ENTROPY: EAGAIN}, {"v6.16": "warn", "v6.19": "bug"}),
+    "tdh_mng_key_config": ({}, {"v6.16": "bug", "v6.19": "bug"}),
+    "tdh_mng_addcx": ({st.TDX_RND_NO_ENTROPY: EAGAIN}, {"v6.16": "warn", "v6.19": "bug"}),
+    "tdh_mng_init": ({st.TDX_OPERAND_INVALID: EINVAL}, {"v6.16": "warn", "v6.19": "bug"}),
+    "tdh_vp_create": ({}, {"v6.16": "bug", "v6.19": "bug"}),
+    "tdh_vp_addcx": ({}, {"v6.16": "bug", "v6.19": "bug"}),
+    "tdh_vp_init": ({}, {"v6.16": "bug", "v6.19": "bug"}),
+    "tdh_mem_page_add": ({st.TDX_OPERAND_BUSY: EBUSY}, {"v6.16": "", "v6.19": "bug"}),
+    "tdh_mr_extend": ({}, {"v6.16": "", "v6.19": "bug"}),
+    "tdh_mr_finalize": ({st.TDX_OPERAND_BUSY: EBUSY}, {"v6.16": "bug", "v6.19": "bug"}),
+}
+
+
+def _build_call(kt: KvmTdx, name: str, *args, cpu: int):
+    """A build-time SEAMCALL with the kernel's reaction to its failure (`BUILD_REACTIONS`):
+    the ioctl fails with `KvmIoctlError`; undoing a half-built TD is not modelled."""
     r = yield from kt.sc(name, *args, cpu=cpu)
-    if r.status.is_error:
-        kt.kvm.kvm_bug_on(True, f"{name} failed: {r.status}")
-        raise RuntimeError(f"{name} failed during TD build: {r.status}")
-    return r
+    if not r.status.is_error:
+        return r
+    quiet, splat = BUILD_REACTIONS[name]
+    for status, errno in quiet.items():
+        if r.status.matches(status):
+            raise KvmIoctlError(name, r.status, errno)
+    how = splat[kt.kernel]
+    if how == "bug":
+        kt.kvm.kvm_bug_on(True, f"{name} failed", r.status)
+    elif how == "warn":
+        kt.kvm.warn_on(True, f"{name} failed", r.status)
+    raise KvmIoctlError(name, r.status, EIO)
 
 
 def tdx_vcpu_create(vcpu: KvmVcpu) -> VcpuTdx:
@@ -168,10 +217,10 @@ def tdx_vcpu_init(vcpu: KvmVcpu, cpu: int):
     vt.tdcx_pa = []
     for _ in range(kt.module.tdcx_per_vcpu):
         vt.tdcx_pa.append((yield from tdx_alloc_control_page(kt.host, "TDCX", cpu)))
-    yield from _must(kt, "tdh_vp_create", kt.tdr_pa, vt.tdvpr_pa, cpu=cpu)
+    yield from _build_call(kt, "tdh_vp_create", kt.tdr_pa, vt.tdvpr_pa, cpu=cpu)
     for pa in vt.tdcx_pa:
-        yield from _must(kt, "tdh_vp_addcx", vt.tdvpr_pa, pa, cpu=cpu)
-    yield from _must(kt, "tdh_vp_init", vt.tdvpr_pa, 0, vcpu.vcpu_id, cpu=cpu)
+        yield from _build_call(kt, "tdh_vp_addcx", vt.tdvpr_pa, pa, cpu=cpu)
+    yield from _build_call(kt, "tdh_vp_init", vt.tdvpr_pa, 0, vcpu.vcpu_id, cpu=cpu)
     vt.state = VCPU_TD_STATE_INITIALIZED
 
 
@@ -233,23 +282,28 @@ def tdx_init_mem_region(kvm: Kvm, gpa: int, cpu: int = 0, measure: bool = True):
     """KVM_TDX_INIT_MEM_REGION for one page: map the S-EPT tables, TDH.MEM.PAGE.ADD, then
     TDH.MR.EXTEND per 256-byte chunk (tdx.c `tdx_gmem_post_populate`)."""
     kt = to_kvm_tdx(kvm)
-    yield from _link_tables(kt, gpa, cpu)
+    err = yield from _link_tables(kt, gpa, cpu)
+    if isinstance(err, Errno):  # no PAMT pages for an S-EPT page
+        raise MemoryError(f"KVM_TDX_INIT_MEM_REGION {gpa:#x}: no PAMT pages ({err})")
+    if err is not None:  # kvm_tdp_map_page failed: -EBUSY or -EIO (already a KVM_BUG_ON)
+        raise KvmIoctlError("tdh_mem_sept_add", err,
+                            EBUSY if err.matches(st.TDX_OPERAND_BUSY) else EIO)
     pa = kt.gmem.get(gpa) or (yield from _gmem_alloc(kt, gpa, cpu))
     if kt.host.pamt is not None:  # the populate path has no vCPU pool under "phys-prepare"
         err = yield from dpamt_get_guest_page(kt, gpa, pa, cpu)
         if err:
             raise MemoryError(f"KVM_TDX_INIT_MEM_REGION {gpa:#x}: no PAMT pages ({err})")
-    yield from _must(kt, "tdh_mem_page_add", kt.tdr_pa, gpa, pa, 0, cpu=cpu)
+    yield from _build_call(kt, "tdh_mem_page_add", kt.tdr_pa, gpa, pa, 0, cpu=cpu)
     kt.mirror[gpa] = pa
     if measure:
         for off in range(0, PAGE_SIZE, TDX_EXTENDMR_CHUNKSIZE):
-            yield from _must(kt, "tdh_mr_extend", kt.tdr_pa, gpa + off, cpu=cpu)
+            yield from _build_call(kt, "tdh_mr_extend", kt.tdr_pa, gpa + off, cpu=cpu)
 
 
 def tdx_td_finalize(kvm: Kvm, cpu: int = 0):
     """KVM_TDX_FINALIZE_VM: TDH.MR.FINALIZE, the TD becomes runnable."""
     kt = to_kvm_tdx(kvm)
-    yield from _must(kt, "tdh_mr_finalize", kt.tdr_pa, cpu=cpu)
+    yield from _build_call(kt, "tdh_mr_finalize", kt.tdr_pa, cpu=cpu)
     kt.state = TD_STATE_RUNNABLE
 
 
@@ -262,7 +316,8 @@ def _gmem_alloc(kt: KvmTdx, gpa: int, cpu: int = 0):
 
 
 def _link_tables(kt: KvmTdx, gpa: int, cpu: int, vcpu: KvmVcpu | None = None):
-    """`tdx_sept_link_private_spt` for every missing table above a 4K leaf (levels 3..1)."""
+    """`tdx_sept_link_private_spt` for every missing table above a 4K leaf (levels 3..1):
+    BUSY is -EBUSY (the fault is retried), any other error a KVM_BUG_ON (-EIO) [K616-TDX]."""
     dpamt = kt.host.pamt is not None
     for level in (3, 2, 1):
         key = (level, gpa & ~(level_size(level) - 1))
@@ -276,6 +331,8 @@ def _link_tables(kt: KvmTdx, gpa: int, cpu: int, vcpu: KvmVcpu | None = None):
             pa = kt.host.allocator.alloc_page("S-EPT")
         r = yield from kt.sc("tdh_mem_sept_add", kt.tdr_pa, key[1], level, pa, cpu=cpu)
         if r.status.is_error:
+            kt.kvm.kvm_bug_on(not r.status.matches(st.TDX_OPERAND_BUSY),
+                              "TDH.MEM.SEPT.ADD failed", r.status)
             if dpamt:
                 yield from dpamt_free_sept_page(kt, pa, cpu)
             else:
@@ -304,7 +361,9 @@ def tdx_map_private_gfn(kvm: Kvm, gpa: int, cpu: int, vcpu: KvmVcpu | None = Non
         if err:
             return err
     r = yield from kt.sc("tdh_mem_page_aug", kt.tdr_pa, gpa, 0, pa, cpu=cpu)
-    if r.status.is_error:
+    if r.status.is_error:  # `tdx_mem_page_aug`: BUSY is -EBUSY, anything else KVM_BUG_ON
+        kt.kvm.kvm_bug_on(not r.status.matches(st.TDX_OPERAND_BUSY),
+                          "TDH.MEM.PAGE.AUG failed", r.status)
         if kt.host.pamt is not None:
             yield from dpamt_put_guest_page(kt, gpa, pa, cpu)
         return r.status
@@ -314,18 +373,52 @@ def tdx_map_private_gfn(kvm: Kvm, gpa: int, cpu: int, vcpu: KvmVcpu | None = Non
 
 # --- BUSY handling on the zap path ------------------------------------------------------
 
-def tdh_do_no_vcpus(kt: KvmTdx, name: str, *args, cpu: int):
-    """Issue a zap-path SEAMCALL under the BUSY policy; evaluates to the final status."""
+def _zap_seamcall(kt: KvmTdx, name: str, *args, cpu: int):
+    """A zap-path SEAMCALL under the BUSY policy, spelled the way `kt.kernel` spells it:
+    6.19's `tdh_do_no_vcpus` macro ([S20]), or 6.16's retry written out in each caller
+    between `tdx_no_vcpus_enter_start` and `tdx_no_vcpus_enter_stop` ([K616-TDX]). The two
+    behave the same; only the names a trace shows differ. Evaluates to the final status."""
+    if kt.kernel != "v6.16":
+        return (yield from tdh_do_no_vcpus(kt, name, *args, cpu=cpu))
     r = yield from kt.sc(name, *args, cpu=cpu)
     if not r.status.matches(st.TDX_OPERAND_BUSY):
         return r.status
-    if kt.busy_policy == "no-retry":
-        return r.status
+    if kt.busy_policy != "kick-retry-once":
+        return (yield from _busy_without_kick(kt, name, args, cpu, r))
+    yield from tdx_no_vcpus_enter_start(kt)
+    r = yield from kt.sc(name, *args, cpu=cpu)
+    tdx_no_vcpus_enter_stop(kt)
+    return r.status
+
+
+def _busy_without_kick(kt: KvmTdx, name: str, args: tuple, cpu: int, r):
+    """The policies that never kick: "no-retry" gives up, "retry-loop" spins while BUSY."""
     if kt.busy_policy == "retry-loop":
         while r.status.matches(st.TDX_OPERAND_BUSY):
             r = yield from kt.sc(name, *args, cpu=cpu)
+    return r.status
+
+
+def tdx_no_vcpus_enter_start(kt: KvmTdx):
+    """6.16: keep vCPUs out of the guest (`wait_for_sept_zap`) and kick every one out, so the
+    retried SEAMCALL meets no TDH.VP.ENTER or TDCALL ([Y4] [K616-TDX])."""
+    kt.wait_for_sept_zap = "forget-wait-for-sept-zap" not in kt.mutations  # mutant
+    yield from kt.kvm.kvm_make_all_cpus_request(KVM_REQ_OUTSIDE_GUEST_MODE)
+
+
+def tdx_no_vcpus_enter_stop(kt: KvmTdx) -> None:
+    """6.16: let vCPUs enter again."""
+    kt.wait_for_sept_zap = False
+
+
+def tdh_do_no_vcpus(kt: KvmTdx, name: str, *args, cpu: int):
+    """6.19's macro ([S20]): issue the SEAMCALL; on BUSY keep vCPUs out, kick them, issue it
+    once more (under the "kick-retry-once" policy). Evaluates to the final status."""
+    r = yield from kt.sc(name, *args, cpu=cpu)
+    if not r.status.matches(st.TDX_OPERAND_BUSY):
         return r.status
-    # kick-retry-once: keep vCPUs out of the guest, kick them, retry exactly once
+    if kt.busy_policy != "kick-retry-once":
+        return (yield from _busy_without_kick(kt, name, args, cpu, r))
     kt.wait_for_sept_zap = "forget-wait-for-sept-zap" not in kt.mutations  # mutant
     yield from kt.kvm.kvm_make_all_cpus_request(KVM_REQ_OUTSIDE_GUEST_MODE)
     r = yield from kt.sc(name, *args, cpu=cpu)
@@ -335,34 +428,35 @@ def tdh_do_no_vcpus(kt: KvmTdx, name: str, *args, cpu: int):
 
 def tdx_track(kt: KvmTdx, cpu: int):
     """TDH.MEM.TRACK then an IPI to every vCPU, waiting for all to acknowledge, so no vCPU
-    still runs in the block epoch ([K616]). No-op before RUNNABLE."""
+    still runs in the block epoch. A failure is a KVM_BUG_ON and the kick happens anyway
+    (6.16 and 6.19 alike, [K616-TDX] [S17]). No-op before RUNNABLE."""
     if kt.state != TD_STATE_RUNNABLE:
         return st.TDX_SUCCESS
-    err = yield from tdh_do_no_vcpus(kt, "tdh_mem_track", kt.tdr_pa, cpu=cpu)
-    if err.is_error:
-        return err
+    err = yield from _zap_seamcall(kt, "tdh_mem_track", kt.tdr_pa, cpu=cpu)
+    kt.kvm.kvm_bug_on(err.is_error, "TDH.MEM.TRACK failed", err)
     yield from kt.kvm.kvm_make_all_cpus_request(
         KVM_REQ_OUTSIDE_GUEST_MODE, wait="track-no-ipi-wait" not in kt.mutations)  # mutant
     return err
 
 
 def tdx_sept_remove_private_spte(kvm: Kvm, gpa: int, cpu: int):
-    """Remove one private 4K page while the TD runs, with mmu_lock held for write (6.16
-    `tdx_sept_remove_private_spte` [K616]; why the runtime path is used at all: Rick
-    Edgecombe's TDX MMU Part 2 cover letter [RE-P2]).
+    """Remove one private 4K page while the TD runs, with mmu_lock held for write
+    ([K616-TDX] [K619-TDX]; why the runtime path is used at all: Rick Edgecombe's TDX MMU
+    Part 2 cover letter [RE-P2]).
 
-    HKID assigned: BLOCK -> tdx_track -> REMOVE -> WBINVD(HKID) -> clear. HKID already
-    released (only legal once the VM is dead, the KVM_TDX_TERMINATE_VM path): RECLAIM ->
-    clear. Any failure after the policy's retries is a KVM_BUG_ON and the page is leaked.
-    Returns True when the page came back."""
+    HKID assigned: BLOCK -> tdx_track -> REMOVE -> WBINVD(HKID) -> clear (6.16 splits this
+    into `tdx_sept_zap_private_spte` and `tdx_sept_drop_private_spte`, 6.19 does it here).
+    A failed BLOCK, REMOVE or WBINVD is a KVM_BUG_ON and the page is leaked; a failed TRACK
+    is a KVM_BUG_ON and the removal goes on. Upstream, a removal without an HKID is a
+    KVM_BUG_ON; only the never-merged orderings reclaim instead ("terminate-vm" once the VM
+    is dead, [TERM-V5]; "v19-notifier"). Returns True when the page came back."""
     kt = to_kvm_tdx(kvm)
     pa = kt.mirror.get(gpa)
     if pa is None:
         return False
     if not kt.hkid_assigned:
-        # 6.16 KVM_BUG_ONs here; the terminate series allows it once the VM is dead, and v19
-        # reclaimed directly after releasing the HKID from the MMU notifier.
-        allowed = kvm.vm_dead or kt.teardown_policy == "v19-notifier"
+        allowed = ((kt.teardown_policy == "terminate-vm" and kvm.vm_dead)
+                   or kt.teardown_policy == "v19-notifier")
         if kvm.kvm_bug_on(not allowed, "remove a private SPTE without an HKID"):
             kt.leak(pa, "removal without HKID on a live VM")
             del kt.mirror[gpa]
@@ -372,17 +466,43 @@ def tdx_sept_remove_private_spte(kvm: Kvm, gpa: int, cpu: int):
         if ok and kt.host.pamt is not None:
             yield from dpamt_put_guest_page(kt, gpa, pa, cpu, kt.reclaim_hints.pop(pa, False))
         return ok
-    err = yield from tdh_do_no_vcpus(kt, "tdh_mem_range_block", kt.tdr_pa, gpa, 0, cpu=cpu)
-    if kvm.kvm_bug_on(err.is_error, "TDH.MEM.RANGE.BLOCK failed", err):
+    if kt.kernel == "v6.16":
+        if not (yield from tdx_sept_zap_private_spte(kt, gpa, pa, cpu)):
+            return False
+        yield from _track_for_removal(kt, cpu)
+        return (yield from tdx_sept_drop_private_spte(kt, gpa, pa, cpu))
+    if not (yield from _block(kt, gpa, pa, cpu)):
+        return False
+    yield from _track_for_removal(kt, cpu)
+    return (yield from _remove_and_wbinvd(kt, gpa, pa, cpu))
+
+
+def tdx_sept_zap_private_spte(kt: KvmTdx, gpa: int, pa: int, cpu: int):
+    """6.16: TDH.MEM.RANGE.BLOCK with the kick-and-retry-once; a failure is a KVM_BUG_ON."""
+    return (yield from _block(kt, gpa, pa, cpu))
+
+
+def tdx_sept_drop_private_spte(kt: KvmTdx, gpa: int, pa: int, cpu: int):
+    """6.16: TDH.MEM.PAGE.REMOVE (kick-and-retry-once), WBINVD under the HKID, clear."""
+    return (yield from _remove_and_wbinvd(kt, gpa, pa, cpu))
+
+
+def _block(kt: KvmTdx, gpa: int, pa: int, cpu: int):
+    err = yield from _zap_seamcall(kt, "tdh_mem_range_block", kt.tdr_pa, gpa, 0, cpu=cpu)
+    if kt.kvm.kvm_bug_on(err.is_error, "TDH.MEM.RANGE.BLOCK failed", err):
         kt.leak(pa, f"BLOCK failed: {err}")
         return False
-    err = st.TDX_SUCCESS
+    return True
+
+
+def _track_for_removal(kt: KvmTdx, cpu: int):
     if "skip-track" not in kt.mutations:  # mutant skip-track
-        err = yield from tdx_track(kt, cpu)
-    if kvm.kvm_bug_on(err.is_error, "TDH.MEM.TRACK failed", err):
-        kt.leak(pa, f"TRACK failed: {err}")
-        return False
-    err = yield from tdh_do_no_vcpus(kt, "tdh_mem_page_remove", kt.tdr_pa, gpa, 0, cpu=cpu)
+        yield from tdx_track(kt, cpu)
+
+
+def _remove_and_wbinvd(kt: KvmTdx, gpa: int, pa: int, cpu: int):
+    kvm = kt.kvm
+    err = yield from _zap_seamcall(kt, "tdh_mem_page_remove", kt.tdr_pa, gpa, 0, cpu=cpu)
     if kvm.kvm_bug_on(err.is_error, "TDH.MEM.PAGE.REMOVE failed", err):
         kt.leak(pa, f"REMOVE failed: {err}")
         return False
@@ -401,10 +521,13 @@ def tdx_sept_remove_private_spte(kvm: Kvm, gpa: int, cpu: int):
 
 
 def tdx_reclaim_page(kt: KvmTdx, pa: int, cpu: int):
-    """`tdx_reclaim_page`: TDH.PHYMEM.PAGE.RECLAIM, then clear; a failure leaks the page."""
+    """`tdx_reclaim_page`: TDH.PHYMEM.PAGE.RECLAIM, then clear. A failure is a WARN with
+    RCX/RDX/R8 printed (6.16 `WARN_ON_ONCE`, 6.19 `TDX_BUG_ON_3(..., NULL)`, which has no VM
+    to bug) and the page is leaked ([K616-TDX] [S17])."""
     r = yield from kt.sc("tdh_phymem_page_reclaim", pa, cpu=cpu)
     if r.status.is_error:
-        kt.emit("pr_tdx_error", "TDH.PHYMEM.PAGE.RECLAIM", status=r.status, cpu=cpu)
+        kt.kvm.warn_on(True, "TDH.PHYMEM.PAGE.RECLAIM failed", r.status,
+                       f"rcx {r.rcx:#x}", f"rdx {r.rdx:#x}", f"r8 {r.r8:#x}")
         kt.leak(pa, f"RECLAIM failed: {r.status}")
         return False
     if kt.host.pamt is not None:

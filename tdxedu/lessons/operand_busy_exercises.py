@@ -45,15 +45,16 @@ def check_busy_prediction(guess) -> Check:
 # --- 03.2: write tdh_do_no_vcpus ---------------------------------------------------------------
 @contextlib.contextmanager
 def _policy_patched(fn):
-    """Use `fn` as KVM's zap-path BUSY handler (`tdxedu.kvm.tdx.tdh_do_no_vcpus`) for a while."""
+    """Use `fn` as KVM's zap-path BUSY handler for a while: it stands in for 6.19's
+    `tdh_do_no_vcpus` and for 6.16's written-out retry (`tdxedu.kvm.tdx._zap_seamcall`)."""
     from ..kvm import tdx as kvm_tdx
 
-    orig = kvm_tdx.tdh_do_no_vcpus
-    kvm_tdx.tdh_do_no_vcpus = fn
+    orig = kvm_tdx.tdh_do_no_vcpus, kvm_tdx._zap_seamcall
+    kvm_tdx.tdh_do_no_vcpus = kvm_tdx._zap_seamcall = fn
     try:
         yield
     finally:
-        kvm_tdx.tdh_do_no_vcpus = orig
+        kvm_tdx.tdh_do_no_vcpus, kvm_tdx._zap_seamcall = orig
 
 
 POLICY_SCENARIOS = ("busy-accept-no-retry", "busy-zero-step-no-retry")

@@ -81,7 +81,7 @@ class RunningTd:
                  initial_pages: int = 1, clear_pages: bool = True, accept: bool = True,
                  trace: bool = True, dynamic_pamt: bool = False,
                  pamt_policy: str = "vcpu-cache", pamt_lock: bool = True,
-                 deferred: bool = False):
+                 deferred: bool = False, kernel: str = "v6.16"):
         size = parse_size(memory)
         if isinstance(vcpus, bool) or not isinstance(vcpus, int):
             raise TypeError("vcpus must be an int")
@@ -110,7 +110,8 @@ class RunningTd:
                          trace=self.trace, dynamic_pamt=dynamic_pamt,
                          pamt_policy=pamt_policy, pamt_lock=pamt_lock)
         self.kvm = Kvm(nr_cpus=self.host.nr_cpus, trace=self.trace)
-        self.kt = KvmTdx(self.kvm, self.host, busy_policy=busy_policy, clear_pages=clear_pages)
+        self.kt = KvmTdx(self.kvm, self.host, busy_policy=busy_policy, clear_pages=clear_pages,
+                         kernel=kernel)
         self.kvm.kvm_get_kvm()  # the guest_memfd file's reference
         # `deferred=True` hands the build back as `build_steps` (a generator that yields at
         # every preemption point) for a Stepper to drive; otherwise it runs now.

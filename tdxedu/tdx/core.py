@@ -326,35 +326,36 @@ class CoreMixin:
     # Faults armed by `tdxedu.tdx.fault_inject` (None: no fault armed, the usual case).
     fault_injector: list | None = None
 
-    def _injected(self, leaf: str, lp: int, args: tuple, gen) -> Result | None:
-        """An armed fault's status for this call, without running the handler."""
-        from .fault_inject import failed_result  # only once a fault is armed
+    def _fault(self, leaf: str, lp: int, args: tuple):
+        from .fault_inject import fault_for  # only once a fault is armed
 
-        res = failed_result(self.fault_injector, leaf, lp, args)
-        if res is not None:
-            gen.close()
-            self._emit(leaf, lp, args, res)
-        return res
+        return fault_for(self.fault_injector, leaf, lp, args)
 
     def _run(self, leaf: str, lp: int, args: tuple, gen) -> Result:
         """Run a handler to its end, passing over its preemption points."""
-        if self.fault_injector is not None:
-            res = self._injected(leaf, lp, args, gen)
-            if res is not None:
-                return res
-        out: list = []
-        for _ in _returning_into(out, gen):
-            pass
-        res = out[0]
+        fault = None if self.fault_injector is None else self._fault(leaf, lp, args)
+        if fault is not None and not fault.run:
+            gen.close()
+            res = fault.result(leaf)
+        else:
+            out: list = []
+            for _ in _returning_into(out, gen):
+                pass
+            res = out[0]
+            if fault is not None:
+                res.status = fault.status
         self._emit(leaf, lp, args, res)
         return res
 
     def _steps(self, leaf: str, lp: int, args: tuple, gen):
-        if self.fault_injector is not None:
-            res = self._injected(leaf, lp, args, gen)
-            if res is not None:
-                return res
-        res = yield from gen
+        fault = None if self.fault_injector is None else self._fault(leaf, lp, args)
+        if fault is not None and not fault.run:
+            gen.close()
+            res = fault.result(leaf)
+        else:
+            res = yield from gen
+            if fault is not None:
+                res.status = fault.status
         self._emit(leaf, lp, args, res)
         return res
 

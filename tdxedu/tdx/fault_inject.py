@@ -12,10 +12,13 @@ injected status where the leaf ran.
         ...                      # the 1st REMOVE from now on returns BUSY, later ones run
     f.hits                       # [(call number, lp, args)] of the calls that were failed
 
-`inject(module, leaf, status, nth=1, times=1, lp=None, rcx=0, rdx=0, r8=0)`: fail `times`
-consecutive calls of `leaf` starting with the `nth` one counted from now (`times=0`: every
-call from the `nth` on); `lp` restricts the count to calls issued on that logical processor;
-`rcx`/`rdx`/`r8` are the output registers of the failed call. Several faults may be armed at
+`inject(module, leaf, status, nth=1, times=1, lp=None, run=False, rcx=0, rdx=0, r8=0)`: fail
+`times` consecutive calls of `leaf` starting with the `nth` one counted from now (`times=0`:
+every call from the `nth` on); `lp` restricts the count to calls issued on that logical
+processor; `rcx`/`rdx`/`r8` are the output registers of the failed call. `run=True` lets the
+handler run and only replaces its status: a call that did its work but reports `status`
+(TDX_NO_HKID_READY_TO_WBCACHE when another CPU already wrote the caches back,
+TDX_VCPU_NOT_ASSOCIATED for a vCPU flushed before). Several faults may be armed at
 once (a list per module); leaving the `with` block, or `fault.remove()`, disarms one, and
 `clear(module)` disarms all.
 """
@@ -41,6 +44,7 @@ class Fault:
         nth: int = 1,
         times: int = 1,
         lp: int | None = None,
+        run: bool = False,
         rcx: int = 0,
         rdx: int = 0,
         r8: int = 0,
@@ -53,7 +57,7 @@ class Fault:
         if lp is not None and (isinstance(lp, bool) or not isinstance(lp, int)):
             raise ValueError(f"inject: lp must be None or an int, got {lp!r}")
         self.status = status if isinstance(status, Status) else Status(status)
-        self.nth, self.times, self.lp = nth, times, lp
+        self.nth, self.times, self.lp, self.run = nth, times, lp, bool(run)
         self.outputs = (rcx, rdx, r8)
         self.calls = 0  # calls of `leaf` (on `lp`) seen since the fault was armed
         self.hits: list[tuple[int, int, tuple]] = []
@@ -67,6 +71,10 @@ class Fault:
             return False
         self.hits.append((self.calls, lp, args))
         return True
+
+    def result(self, leaf: str) -> Result:
+        """The Result a failed call returns instead of running."""
+        return Result(spelled(leaf), self.status, *self.outputs)
 
     def remove(self) -> None:
         faults = getattr(self.module, "fault_injector", None)
@@ -116,14 +124,14 @@ def clear(module) -> None:
     module.fault_injector = None
 
 
-def failed_result(faults: list[Fault], leaf: str, lp: int, args: tuple) -> Result | None:
-    """Called by the module before it runs a leaf: the Result of an injected failure, or None.
-    Every armed fault on `leaf` counts the call; the first that fires decides."""
-    res = None
+def fault_for(faults: list[Fault], leaf: str, lp: int, args: tuple) -> Fault | None:
+    """Called by the module before it runs a leaf: the armed fault that fires for this call,
+    or None. Every armed fault on `leaf` counts the call; the first that fires decides."""
+    hit = None
     for f in faults:
-        if f.leaf == leaf and f.should_fail(lp, args) and res is None:
-            res = Result(spelled(leaf), f.status, *f.outputs)
-    return res
+        if f.leaf == leaf and f.should_fail(lp, args) and hit is None:
+            hit = f
+    return hit
 
 
 def spelled(leaf: str) -> str:
@@ -132,4 +140,4 @@ def spelled(leaf: str) -> str:
     return Leaf[key].spelled if key in Leaf.__members__ else key.replace("_", ".")
 
 
-__all__ = ["Fault", "inject", "clear", "failed_result", "check_leaf"]
+__all__ = ["Fault", "inject", "clear", "fault_for", "check_leaf"]
