@@ -308,6 +308,21 @@ def default_structural() -> Structural:
     return _STRUCTURAL
 
 
-__all__ = ["Form", "FORMS", "FORM_NAMES", "form_named", "form_terms", "form_total",
+_FOR_MEASUREMENTS: dict[tuple, Structural] = {}
+
+
+def structural_for(measurements: list[Measurement]) -> Structural:
+    """The forms fitted to `measurements` (a calibration's own rows), computed once per set:
+    a band must come from the same data as the central value it surrounds."""
+    key = tuple(measurements)
+    if key == tuple(load_measurements()):
+        return default_structural()
+    if key not in _FOR_MEASUREMENTS:
+        _FOR_MEASUREMENTS[key] = structural(measurements)
+    return _FOR_MEASUREMENTS[key]
+
+
+__all__ = ["Form", "FORMS", "structural_for", "FORM_NAMES", "form_named", "form_terms",
+           "form_total",
            "fit_form", "FormFit", "Structural", "structural", "default_structural",
            "batched_nnls", "size_doublings"]
