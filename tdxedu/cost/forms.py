@@ -266,6 +266,17 @@ class Structural:
             out["dynamic_pamt"] = [True, False]
         return out
 
+    def describe(self) -> str:
+        """Each form's fitted values (central) and how many ensemble members it kept."""
+        lines = [f"{'model form':<18} {'fitted (central)':<75} members  sources"]
+        for name, f in self.fits.items():
+            vals = ", ".join(f"{n} {f.central[n] * 1e6:.3f} us"
+                             + ("/doubling" if n == "size_growth" else "")
+                             for n in f.form.fitted)
+            lines.append(f"{name:<18} {vals:<75} {f.members:>3}/{f.tried:<4} "
+                         f"[{'] ['.join(f.form.sources)}]")
+        return "\n".join(lines)
+
     def per_form(self, w: Workload) -> dict[str, tuple[float, float]]:
         out = {}
         for name, f in self.fits.items():

@@ -120,3 +120,12 @@ def test_a_calibration_on_other_rows_gets_a_band_from_those_rows():
     p = predict(64 * GIB, 16, "v6.16", calibration=cal)
     assert p.band[0] > 1.6 * base.band[0] and p.band[1] > 1.6 * base.band[1]
     assert p.band[0] <= p.seconds <= p.band[1]
+
+
+def test_calibration_flag_lists_every_form(capsys):
+    from tdxedu.cli import main
+    assert main(["teardown", "--calibration"]) == 0
+    out = capsys.readouterr().out
+    for f in FORMS:
+        assert f.name in out
+    assert "us/doubling" in out

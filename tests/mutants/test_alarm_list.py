@@ -73,3 +73,9 @@ def test_catalogue_finds_every_family_module():
     assert mods[:5] == ["removal", "teardown", "vcpu", "roots", "pamt"]
     fams = {m.family for m in catalogue().values()}
     assert "lockdep" in fams and "lockdep" in mods
+
+
+def test_a_text_invariant_is_named_without_its_addresses():
+    name = check_name("invariant_violated", "page 0x11000 freed with dirty cache lines under "
+                                            "KeyID 33")
+    assert name == "invariant: page N freed with dirty cache lines under KeyID N"
