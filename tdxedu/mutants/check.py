@@ -43,7 +43,10 @@ def check_name(condition: str, detail: str) -> str | None:
         return "hung_task"
     if condition == "invariant_violated":
         m = re.match(r"([A-Za-z][\w-]*):", detail)
-        return m.group(1) if m else f"invariant: {detail}"
+        if m:
+            return m.group(1)
+        # a module or allocator invariant named by its text, addresses and KeyIDs left out
+        return "invariant: " + re.sub(r"\b(0x[0-9a-f]+|\d+)\b", "N", detail)
     return condition
 
 
@@ -258,8 +261,9 @@ def to_text(report: dict, *, full_trace: bool = False, tail: int = 8) -> str:
         trace = run.trace if full_trace or len(run.trace) <= tail else (
             [f"     ... {len(run.trace) - tail} earlier events (--full-trace)"]
             + run.trace[-tail:])
-        lines.append(f"        shortest trace ({len(a.witness)} steps: "
-                     f"{' '.join(_compress(a.witness))}):")
+        # scheduler steps (actor turns) and events are different counts: say both
+        lines.append(f"        shortest trace: {len(a.witness)} scheduler steps "
+                     f"({' '.join(_compress(a.witness))}), {len(run.trace)} events:")
         lines += [f"          {t}" for t in trace]
     if report["correct"]:
         lines.append("")
