@@ -10,6 +10,9 @@
     python3 dev.py execute [NB...]  re-run notebooks (default: all) and save them with outputs
                            and widget state, PYTHONHASHSEED=0, timing metadata dropped
     python3 dev.py sources regenerate docs/sources.md from tdxedu/sources.py (the bibliography)
+    python3 dev.py site    build the static site in site/ (git-ignored; works offline; needs npm
+                           once, for the widget manager): tools/build_site.py
+    python3 dev.py teaching  regenerate the per-lesson part of docs/teaching.md from the lessons
 
 Each command creates or reuses `.venv/` next to this file and runs `pip install -e .[lab,test]`
 only when pyproject.toml or setup.py changed since the last install (hash stamp inside .venv).
@@ -183,6 +186,19 @@ def cmd_sources(args: list[str]) -> int:
     return run([PY, "-c", SOURCES_SNIPPET, *args], env=venv_env())
 
 
+def cmd_site(args: list[str]) -> int:
+    ensure_venv()
+    t0 = time.monotonic()
+    rc = run([PY, ROOT / "tools" / "build_site.py", *args], env=venv_env(PYTHONHASHSEED="0"))
+    say(f"site build took {time.monotonic() - t0:.1f} s (exit {rc})")
+    return rc
+
+
+def cmd_teaching(args: list[str]) -> int:
+    ensure_venv()
+    return run([PY, ROOT / "tools" / "teaching.py", *args], env=venv_env())
+
+
 COMMANDS = {
     "lab": cmd_lab,
     "test": cmd_test,
@@ -190,6 +206,8 @@ COMMANDS = {
     "sync": cmd_sync,
     "execute": cmd_execute,
     "sources": cmd_sources,
+    "site": cmd_site,
+    "teaching": cmd_teaching,
 }
 
 

@@ -54,13 +54,17 @@
 # and no TD running, is it about 400 MiB, 40 MiB or 4 MiB?
 
 # %% tags=["nbval-check-output"]
+from IPython.display import display
+
 from tdxedu.lessons.dynamic_pamt import (
+    cover_letter_prose,
     cover_letter_text,
-    host_example_text,
+    host_answer,
+    pamt_life_answer,
     pamt_memory_curves,
-    pamt_per_tib_text,
-    pamt_race_text,
-    policy_consequences_text,
+    per_tib_answer,
+    policies_answer,
+    race_answer,
 )
 from tdxedu.lessons.dynamic_pamt_exercises import (
     check_dpamt_bytes,
@@ -68,6 +72,7 @@ from tdxedu.lessons.dynamic_pamt_exercises import (
     check_pamt_refcounting,
     show_solution,
 )
+from tdxedu.lessons.prose import step_is
 from tdxedu.viz import as_image
 from tdxedu.widgets import Explorer
 from tdxedu.widgets.lesson_pamt import (
@@ -77,38 +82,27 @@ from tdxedu.widgets.lesson_pamt import (
     refcount_table,
 )
 
-print(pamt_per_tib_text())
+per_tib_answer()
 
 # %% [markdown]
-# About 40 MiB: the "0.4 % → 0.004 %, 100x" of the series ([RFC-CL], [V4-02]). The catch is
-# `pamt_refcounts`: it covers the *address space* up to `max_pfn`, not the memory, and v6
-# dropped the optimisation that skipped holes. Rick's v6 cover letter has the table (TDX on,
-# no TDs); here it is recomputed from the accounting model, `tdxedu.kvm.pamt_memory`:
+# The catch is `pamt_refcounts`: it covers the *address space* up to `max_pfn`, not the
+# memory, and v6 dropped the optimisation that skipped holes. Rick's v6 cover letter has the
+# table (TDX on, no TDs); here it is recomputed from the accounting model, `tdxedu.kvm.pamt_memory`:
 
 # %% tags=["nbval-check-output"]
 print(cover_letter_text())
 
+# %% tags=["nbval-check-output"]
+cover_letter_prose()
+
 # %% [markdown]
-# The letter says "100x / 99x smaller"; that ratio leaves the refcounts out, the model's
-# column keeps them (≈95x). The second and fourth rows are the worst case: a machine whose
-# `max_pfn` sits at the top of a 52-bit physical address space pays 8 GiB of refcounts, so
-# Dynamic PAMT *loses* on a small machine with a sparse memory map.
-#
 # Now run TDs. **Predict:** a 1 TiB host runs one 64 GiB TD mapped at 4 KiB (today's upstream
 # KVM maps private memory only at 4 KiB). How much Dynamic PAMT does that TD cost?
 
 # %% tags=["nbval-check-output"]
-print(host_example_text())
+host_answer()
 
 # %% [markdown]
-# Rule of thumb (our arithmetic from [V6-03]'s two pages per pair): a 2 MiB range costs **8 KiB**
-# of PAMT as soon as *one* of its
-# 4 KiB pages is given to the module at 4 KiB, so a 4K-mapped TD costs 1/256 of its memory,
-# exactly what static PAMT cost. Where the S-EPT pages land matters (packed: a few pairs;
-# spread, one per range: another 256 MiB). With 2 MiB mappings (the huge-page series) the
-# guest needs no pairs at all: that was Vishal Annapurve's argument for paying PAMT at fault
-# time, not at allocation time (v2 review thread, Aug 2025).
-#
 # The same numbers as the host fills up with 64 GiB TDs:
 
 # %%
@@ -139,33 +133,17 @@ as_image(draw_pamt_memory(pamt_memory_curves()))
 # **Predict:** a 2 MiB TD with 2 vCPUs. The host allocator hands out pages lowest first. How
 # many PAMT.ADDs will the whole life take, and which SEAMCALL is the very first one?
 #
-# Press **Step** once: the first SEAMCALL is a PAMT.ADD for range `0x0` (the TDR page needs a
-# pair before `TDH.MNG.CREATE`); on the map two pixels turn purple (the pair's pages, `PT_PAMT`)
-# and the square beside the row fills. Then press **Next PAMT op** to jump from one ADD/REMOVE
-# to the next. The bar beside each row is the kernel refcount.
+# Press **Step** once and watch the map: when a PAMT.ADD succeeds, two pixels turn purple
+# (the pair's pages, `PT_PAMT`) and the square beside the row fills. Then press **Next PAMT
+# op** to jump from one ADD/REMOVE to the next. The bar beside each row is the kernel refcount.
 
 # %%
 life = dpamt_life_stepper("2M", vcpus=2, policy="vcpu-cache")
+display(step_is(DpamtLifeSource, "this widget"))
 life
 
-# %% [markdown]
-# The same life as text (checked by the tests). Range `0x200000` gets its pair only when the
-# guest's memory spills into it (step ~520), and loses it as soon as its last page is
-# reclaimed in the teardown:
-
 # %% tags=["nbval-check-output"]
-src = DpamtLifeSource("2M", vcpus=2, policy="vcpu-cache")
-while src.phase == "build" and not src.done:
-    src.step()
-print(refcount_table(src.td.host))
-src.run_to_end()
-print(src.summary())
-
-# %% [markdown]
-# Two things to notice in the table. The kernel's refcount and the module's own count of 4K
-# pages in use differ: the kernel counts references it *took*, including pages it is about to
-# hand over; the module counts only pages already assigned. And range `0x0` has a pair whose
-# two pages live *in* range `0x0` itself: PAMT pages are ordinary host pages.
+pamt_life_answer(DpamtLifeSource("2M", vcpus=2, policy="vcpu-cache"), refcount_table)
 
 # %% [markdown]
 # ## 3. The allocation debate, policy by policy
@@ -183,30 +161,14 @@ print(src.summary())
 # | `kmem-cache-ctor` | Kai Huang: S-EPT `kmem_cache` ctor installs DPAMT | PAMT held, no TD |
 # | `gmem-prepare` | `kvm_arch_gmem_prepare()` at guest_memfd allocation | THP split/collapse |
 # | `module-hint` | "previous attempt": no refcount, REMOVE on the hint | racy (section 4) |
-# | `vcpu-cache` | v3-v6: per-vCPU `pamt_cache` filled before `mmu_lock` | (merged) |
+# | `vcpu-cache` | v3-v6: per-vCPU `pamt_cache`, filled before `mmu_lock` | none (in tip) |
 #
 # **Predict** for each policy: does a plain build + teardown of a small TD come out clean? If
 # not, what is left behind? Then pick the policy in the widget above (and press **Run**), or
-# read all five at once:
+# open all five at once:
 
 # %% tags=["nbval-check-output"]
-print(policy_consequences_text())
-
-# %% [markdown]
-# Read each line as the consequence the reviewers predicted:
-#
-# * **phys-prepare** never gets a TD built: `KVM_TDX_INIT_MEM_REGION` populates the initial
-#   image with no vCPU pool reaching it (in this model's choice of callers) → `-ENOMEM` and a
-#   `KVM_BUG_ON`. (Try it in the widget: the status line says "KVM gave up".)
-# * **kmem-cache-ctor** ends with *no TD at all* and still a pair installed with 3 references:
-#   the pooled S-EPT pages. Nothing is lost, but nothing tells you so.
-# * **gmem-prepare** is clean until khugepaged moves the page: the mapped pfn is not the
-#   prepared one, `TDH.MEM.PAGE.AUG` fails with `TDX_MISSING_PAMT_PAGE_PAIR`, and the old
-#   reference stays behind.
-# * **module-hint** is clean on one CPU but issues a PAMT.ADD for every page (the
-#   `TDX_HPA_RANGE_NOT_FREE` answers mean "already there"). Its real problem needs two CPUs:
-#   section 4.
-# * **vcpu-cache**: one ADD and one REMOVE per range. This is what v6 does.
+policies_answer()
 
 # %% [markdown]
 # ## 4. Two CPUs, one 2 MiB range: why `pamt_lock`
@@ -227,19 +189,8 @@ race = Explorer(["pamt-get-put", "pamt-get-put-no-pamt-lock", "pamt-get-put-modu
                 scenario="pamt-get-put-no-pamt-lock")
 race
 
-# %% [markdown]
-# All three, explored exhaustively, with the PAMT SEAMCALLs of the shortest `pair_lost` run:
-
 # %% tags=["nbval-check-output"]
-print(pamt_race_text())
-
-# %% [markdown]
-# The witness is the race of the v2 cover letter, in four SEAMCALLs: cpu0 adds the pair; cpu1
-# tries too and reads `TDX_HPA_RANGE_NOT_FREE` as "already there"; cpu0 finishes and removes
-# the pair (its count, or the module's hint, says the range is empty); cpu1 now uses a page
-# with no PAMT_4K behind it. Its `PAGE.AUG` would fail with `TDX_MISSING_PAMT_PAGE_PAIR`.
-# Fixing it with the module alone would need global serialisation plus BUSY retry loops; v6's
-# answer is its own refcount under `pamt_lock`, taken only on 0 → 1 and 1 → 0.
+race_answer()
 
 # %% [markdown]
 # ## Exercises

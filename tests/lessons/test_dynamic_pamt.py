@@ -59,3 +59,23 @@ def test_summaries_state_the_lesson_facts():
     assert "TDX_MISSING_PAMT_PAGE_PAIR" in cons["gmem-prepare"]
     race = D.pamt_race()
     assert race["pamt-get-put"].verdict("pair_lost") == "never"
+
+
+def test_lesson_text_agrees_with_the_model():
+    """Lesson 05: the policy table does not call the series merged (the intro says mainline is
+    not confirmed, [TIP-X86-TDX]); the pamt_cache size the text states is the model's
+    (TDX_PAMT_CACHE_TARGET, [V6-07]); the Steps and counts of section 2 come from the run."""
+    from pathlib import Path
+
+    from tdxedu.kvm.pamt import TDX_PAMT_CACHE_TARGET
+    from tdxedu.lessons.dynamic_pamt import pamt_life_answer
+    from tdxedu.widgets.lesson_pamt import DpamtLifeSource, refcount_table
+
+    text = (Path(__file__).resolve().parents[2] / "notebooks" / "05_dynamic_pamt.py").read_text()
+    assert "(merged)" not in text and "is not confirmed" in text
+    assert f"to {TDX_PAMT_CACHE_TARGET} pages beforehand" in " ".join(
+        ln.lstrip("# ") for ln in text.splitlines())
+    answer = str(pamt_life_answer(DpamtLifeSource("2M", vcpus=2, policy="vcpu-cache"),
+                                  refcount_table))
+    assert "(Step 1) is `tdh_phymem_pamt_add` for range `0x0`" in answer
+    assert "2 PAMT.ADDs and 2 PAMT.REMOVEs" in answer
