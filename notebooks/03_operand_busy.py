@@ -54,52 +54,40 @@
 # The widget runs the explorer scenario `busy-accept-kick-retry-once`: vCPU 0 (`vcpu0`, on
 # pCPU 0) enters the guest and accepts page 1 (`TDG.MEM.PAGE.ACCEPT`, which zeroes the page
 # first), while KVM (`zap`, on pCPU 1) removes the same page. The *script* says which actor
-# runs at each scheduler step; after it, the first runnable actor runs. Press **Step** five
-# times and read the status line: the actor, the call, the status, and the kernel chain
-# `zap_private → tdx_sept_remove_private_spte → tdx_sept_zap_private_spte` (the names of
-# Linux 6.16, whose policy this is).
+# runs at each scheduler step; after it, the first runnable actor runs. Press **Step** until
+# KVM's BLOCK has succeeded, reading the status line: the actor, the call, the status, and the
+# kernel chain `zap_private → tdx_sept_remove_private_spte → tdx_sept_zap_private_spte` (the
+# names of Linux 6.16, whose policy this is). Then pick `busy-accept-no-retry` and **Run**.
+# Then open the answer.
 
 # %%
-from tdxedu.lessons.operand_busy import (
-    busy_verdicts,
-    format_busy_matrix,
-    format_verdicts,
-    host_priority_story,
-    longest_completed_run,
+from IPython.display import display
+
+from tdxedu.lessons.operand_busy import host_priority_story
+from tdxedu.lessons.operand_busy_answers import (
+    busy_runs_answer,
+    locks_answer,
+    matrix_answer,
+    verdicts_answer,
+    zero_step_prose,
 )
 from tdxedu.lessons.operand_busy_exercises import (
     check_busy_policy,
     check_busy_prediction,
     show_solution,
 )
-from tdxedu.lessons.operand_busy_locks import format_lock_table, format_vp_enter_phases
+from tdxedu.lessons.operand_busy_locks import format_vp_enter_phases
+from tdxedu.lessons.prose import step_is
 from tdxedu.steps import ExplorerSource
 from tdxedu.widgets import Explorer
 from tdxedu.widgets.lesson_busy import BUSY_SCRIPTS, busy_stepper
 
 busy = busy_stepper("busy-accept-kick-retry-once")
+display(step_is(ExplorerSource, "this widget and the explorer's replay"))
 busy
 
-# %% [markdown]
-# Step 2 is the BUSY: `tdh_mem_range_block(...) -> TDX_OPERAND_BUSY | TDX_OPERAND_ID_RCX`.
-# Operand id RCX (`0x01`) means an **S-EPT entry lock** (the module reports entry-lock failures
-# with the GPA operand, [M15]). The "+1 more event" is KVM's answer: it sets
-# `wait_for_sept_zap` and calls `kvm_make_all_cpus_request(kvm, KVM_REQ_OUTSIDE_GUEST_MODE)`,
-# which IPIs vCPU 0 and *waits*. The guest finishes its ACCEPT, takes the interrupt (TD exit
-# `EXTERNAL_INTERRUPT`), and the single retry of BLOCK succeeds.
-#
-# Now pick `busy-accept-no-retry` in the widget and **Run**: the same BUSY is a `KVM_BUG_ON`,
-# the VM is marked bugged and the page is leaked. The same two runs as text (checked by the
-# tests):
-
 # %% tags=["nbval-check-output"]
-for name in ("busy-accept-no-retry", "busy-accept-kick-retry-once"):
-    src = ExplorerSource(name, script=BUSY_SCRIPTS[name])
-    print(f"== {name}")
-    while not src.done:
-        info = src.step()
-        print(f"  {info.n:>2} {info.describe()}")
-    print("  " + src.summary().splitlines()[-1].strip())
+busy_runs_answer(BUSY_SCRIPTS)
 
 # %% [markdown]
 # ## 2. Who locks what
@@ -112,17 +100,17 @@ for name in ("busy-accept-no-retry", "busy-accept-kick-retry-once"):
 # * the **S-EPT entry lock**: bit 11 (TDEL) of the entry itself, plus bit 52 (TDHP, host
 #   priority); one holder; SEAMCALLs take the *host* side, TDCALLs the *guest* side.
 #
-# **Predict** before running: which calls take the S-EPT *tree* exclusively? Which lock does
-# a vCPU hold for as long as it runs in the guest?
+# **Predict** before opening the answer: which calls take the S-EPT *tree* exclusively? Which
+# lock does a vCPU hold for as long as it runs in the guest?
 #
-# The table below is not typed in: it is **generated** by issuing each call once on a model TD
-# with a spy on the module's try-locks (`tdxedu.lessons.operand_busy_locks.lock_table`), then
-# compared cell by cell with a table transcribed from the module's handlers
+# The table in the answer is not typed in: it is **generated** by issuing each call once on a
+# model TD with a spy on the module's try-locks (`tdxedu.lessons.operand_busy_locks.lock_table`),
+# then compared cell by cell with a table transcribed from the module's handlers
 # (`tdh_vp_enter.c`, `tdh_mem_*.c`, `tdg_mem_page_*.c`). A page operand is locked through the
 # PAMT walk, which also holds the page's 2 MB PAMT entry shared (not a column here).
 
 # %% tags=["nbval-check-output"]
-print(format_lock_table())
+locks_answer()
 
 # %% [markdown]
 # Read it with KVM's locking in mind (Yan's contention matrix in [Y-RFC]):
@@ -163,7 +151,7 @@ print(format_vp_enter_phases())
 # *0-step check* × *TRACK*; *TRACK* × *VP.ENTER vCPU 1*. Then run.
 
 # %% tags=["nbval-check-output"]
-print(format_busy_matrix())
+matrix_answer()
 
 # %% [markdown]
 # Things to notice:
@@ -195,22 +183,14 @@ print(host_priority_story())
 
 # %% [markdown]
 # ## 4. 0-step mitigation: the vCPU takes the whole tree
-#
-# A malicious host could keep a guest instruction faulting forever and learn which page it
-# touches (a "zero-step" attack). The module counts EPT-violation exits on private GPAs at
-# the same guest RIP up to `STEPPING_EPF_THRESHOLD` = **6**; every further one records its GPA
-# (at most 32). From then on every `TDH.VP.ENTER` takes the **S-EPT tree exclusively** to
-# check those GPAs are mapped before entering; if one is not, it emulates the EPT-violation
-# exit instead of entering. The list is only cleared by a TD exit after the guest made
-# progress, so the check repeats on every entry until then (module 1.5
-# `src/td_transitions/td_exit_stepping.c`, `tdh_vp_enter.c`). Why 6 ([Y-RFC] quotes Intel):
-# an instruction fetch can fault twice (a 15-byte instruction across a page boundary), plus two
-# per memory operand, and most instructions have at most two operands.
-#
-# **Predict, then Step:** pick `busy-zero-step-kick-retry-once` in the widget of section 1.
-# vCPU 0 has already faulted **7** times at one RIP: 6 counted, the 7th recorded page 1.
-# Which status does KVM's BLOCK get now, and with which operand? (Then try
-# `busy-zero-step-no-retry`.)
+
+# %% tags=["nbval-check-output"]
+zero_step_prose()
+
+# %% [markdown]
+# **Predict, then Step:** pick `busy-zero-step-kick-retry-once` in the widget of section 1
+# (vCPU 0's list holds page 1, so its next VP.ENTER runs the 0-step check). Which status does
+# KVM's BLOCK get now, and with which operand? (Then try `busy-zero-step-no-retry`.)
 
 # %% [markdown]
 # ## 5. Three BUSY policies, every interleaving
@@ -240,25 +220,8 @@ print(host_priority_story())
 explorer = Explorer(sorted(BUSY_SCRIPTS), scenario="busy-accept-no-retry")
 explorer
 
-# %% [markdown]
-# The verdicts for all six scenarios, runs bounded at 30 scheduler steps (the longest run of
-# the two policies that always finish is printed below it), checked by the tests:
-
 # %% tags=["nbval-check-output"]
-print(format_verdicts(busy_verdicts(max_steps=30)))
-print(f"longest run of no-retry and kick-retry-once: {longest_completed_run()} steps")
-
-# %% [markdown]
-# * **no-retry**: `kvm_bug` *sometimes*. One unlucky interleaving kills the VM and leaks the
-#   page.
-# * **retry-loop**: never a bug, but `step_bound` *sometimes*: the explorer does not assume a
-#   fair scheduler, so there are runs where the zap keeps hammering BLOCK while the vCPU never
-#   gets to finish. On real hardware that is a CPU spinning with `mmu_lock` held for write;
-#   with 0-step mitigation, a vCPU that re-enters can re-take the tree every time. No bound,
-#   no guarantee.
-# * **kick-retry-once**: *never* a bug, *never* a spin, *always* completes. The kick makes the
-#   guest let go (its ACCEPT finishes, the 0-step check ends), `wait_for_sept_zap` keeps it
-#   out, and host priority keeps guests off the entry until the retry wins.
+verdicts_answer(max_steps=30)
 
 # %% [markdown]
 # ## 6. The history, in kernel versions

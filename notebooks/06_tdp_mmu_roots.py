@@ -51,20 +51,21 @@
 # `kvm_tdp_mmu_alloc_root`, before v6.9 `kvm_tdp_mmu_get_vcpu_root_hpa`) looks for a valid
 # root whose **role** word matches what it needs and takes a reference, or allocates one.
 # The role fields that matter: paging level (4 or 5), `smm` (address space 1), `guest_mode`
-# (L2), `invalid`, and in the TDX era `is_mirror`. At most six direct roles exist: paging level
-# 4 or 5, times SMM or not outside guest mode, plus 4 or 5 levels in guest mode, which is never
-# SMM (the commit message of the fix, [SC-preserve]).
-#
-# `kvm_tdp_mmu_put_root()` drops a reference; the root is freed when the count reaches 0. The
-# kernel-version policies in the model (`tdxedu.kvm.mmu_role.POLICIES`):
+# (L2), `invalid`, and in the TDX era `is_mirror`. The model's role type
+# (`tdxedu.kvm.mmu_role.KvmMmuPageRole`) accepts these direct (non-mirror) ones:
 
 # %% tags=["nbval-check-output"]
+from IPython.display import display
+
+from tdxedu.lessons.prose import step_is
 from tdxedu.lessons.tdp_mmu_roots import (
-    broken_variants_text,
+    broken_answer,
+    direct_roles_prose,
+    memslot_answer,
     root_policy_table,
-    scenario_verdicts_text,
-    storm_table,
-    td_roots_text,
+    smm_answer,
+    storm_answer,
+    td_roots_answer,
 )
 from tdxedu.lessons.tdp_mmu_roots_exercises import (
     check_inv2,
@@ -72,10 +73,23 @@ from tdxedu.lessons.tdp_mmu_roots_exercises import (
     check_storm_allocations,
     show_solution,
 )
+from tdxedu.steps import ExplorerSource
 from tdxedu.viz import as_image
 from tdxedu.widgets import Explorer, roots_stepper
-from tdxedu.widgets.lesson_roots import broken_roots_stepper, draw_storm, smm_storm_curves
+from tdxedu.widgets.lesson_roots import (
+    broken_roots_stepper,
+    broken_source,
+    draw_storm,
+    smm_storm_curves,
+)
 
+direct_roles_prose()
+
+# %% [markdown]
+# `kvm_tdp_mmu_put_root()` drops a reference; the root is freed when the count reaches 0. The
+# kernel-version policies in the model (`tdxedu.kvm.mmu_role.POLICIES`):
+
+# %% tags=["nbval-check-output"]
 print(root_policy_table())
 
 # %% [markdown]
@@ -83,24 +97,18 @@ print(root_policy_table())
 # v6.3 a new root starts at count 1: the vCPU's reference. What happens to the non-SMM root
 # when the SMI unloads the vCPU's MMU? And under v6.4, where it starts at 2?
 #
-# Press **Step** below (policy v6.3): the first step allocates `root#1` (one green bar: the
-# vCPU's `root` slot). Keep stepping: at the SMI, the bar moves to `tdp_mmu_zap_wq` (v6.3's
-# "resurrection": the last put marks the root invalid, sets the count back to 1 and gifts that
-# reference to the zap worker), the kworker zaps it and RCU frees it. Then switch the policy to
-# **v6.4**: a blue `tdp_mmu` bar appears from the first step, and no root ever dies.
+# Press **Step** below (policy v6.3) past the SMI and the RSM, watching the root list: each
+# bar is one reference, named after its holder (the vCPU's `root` slot, the zap worker
+# `tdp_mmu_zap_wq`, the TDP MMU itself `tdp_mmu`). Then switch the policy to **v6.4** and do it
+# again. Then open the answer.
 
 # %%
 storm = roots_stepper("smm-storm", policy="v6.3")
+display(step_is(ExplorerSource, "the roots widgets"))
 storm
 
-# %% [markdown]
-# The explorer agrees over *every* interleaving (`root_reallocated`: a role allocated again
-# after its root died):
-
 # %% tags=["nbval-check-output"]
-print(scenario_verdicts_text([f"roots-smm-storm-{p}" for p in ("v6.3", "v6.4", "v6.6",
-                                                               "v6.16")],
-                             ("root_freed", "root_reallocated", "kvm_bug")))
+smm_answer()
 
 # %% [markdown]
 # ## 2. The storm, plotted
@@ -110,17 +118,13 @@ print(scenario_verdicts_text([f"roots-smm-storm-{p}" for p in ("v6.3", "v6.4", "
 # the slope of v6.3's line, and the value v6.4+ settles at.
 
 # %% tags=["nbval-check-output"]
-print(storm_table())
+storm_answer((0, 1, 2, 5, 10, 20, 50))
+
+# %% [markdown]
+# The same counts as curves:
 
 # %%
 as_image(draw_storm(smm_storm_curves((0, 1, 2, 5, 10, 20, 50))))
-
-# %% [markdown]
-# v6.3 pays **two root allocations per round trip** (the SMM root at SMI, the normal root
-# again at RSM), plus a rebuild of every page-table page behind them (the right-hand column):
-# linear in N, and SeaBIOS makes N large. From v6.4 the TDP MMU's reference keeps both roles'
-# roots alive: **2**, whatever N. Extrapolated, 50 000 round trips are ~100k allocations vs
-# 2; Sean measured a whole (hacked) boot: "15 with the patch vs 100k without".
 
 # %% [markdown]
 # ## 3. Fast zap: invalidating roots while vCPUs run
@@ -143,16 +147,7 @@ memslot = roots_stepper("memslot-update", policy="v6.16")
 memslot
 
 # %% tags=["nbval-check-output"]
-print(scenario_verdicts_text([f"roots-memslot-update-{p}" for p in ("v6.3", "v6.4", "v6.6",
-                                                                    "v6.16")],
-                             ("invalid_root_outlived_fast_zap", "fast_zap_left_sptes",
-                              "kvm_bug")))
-
-# %% [markdown]
-# Not always gone: the ASYNC-RM commit (v6.6) says it, "invalid roots can outlive a memslot
-# update". They must be *zapped* before the update completes (`fast_zap_left_sptes` is
-# *never*: otherwise mmu_notifiers could not reach SPTEs of a deleted memslot), but a vCPU
-# that has not yet serviced its request still holds a reference to an empty, invalid root.
+memslot_answer()
 
 # %% [markdown]
 # ## 4. The TDX mirror root (v6.14 prep, v6.16 TDX)
@@ -166,19 +161,11 @@ print(scenario_verdicts_text([f"roots-memslot-update-{p}" for p in ("v6.3", "v6.
 # only in `kvm_mmu_uninit_tdp_mmu()`, with `mmu_lock` held for write.
 #
 # **Predict:** a TD with 2 vCPUs; a memslot is deleted. How many references does the mirror
-# root hold afterwards, and from whom? Pick `memslot-update-td` in the widget above, or:
+# root hold afterwards, and from whom? Pick `memslot-update-td` in the widget above, then open
+# the answer:
 
 # %% tags=["nbval-check-output"]
-print(td_roots_text())
-
-# %% [markdown]
-# Three references on each root: the TDP MMU's and one per vCPU (`vcpuN.mirror` for the
-# mirror root). Nothing was invalidated, and destruction frees both. The explorer confirms
-# that over every interleaving:
-
-# %% tags=["nbval-check-output"]
-print(scenario_verdicts_text(["roots-memslot-update-td-v6.16", "roots-vm-destroy-td-v6.16"],
-                             ("root_freed", "all_roots_freed", "tdp_mmu_pages_zero")))
+td_roots_answer()
 
 # %% [markdown]
 # ## 5. The invariants, and a broken policy caught in the act
@@ -189,21 +176,19 @@ print(scenario_verdicts_text(["roots-memslot-update-td-v6.16", "roots-vm-destroy
 # reference is held iff the root is valid or scheduled to zap, `inv5` no get from zero,
 # `inv8` invalidation together with `KVM_REQ_MMU_FREE_OBSOLETE_ROOTS`, `inv9` fast zap leaves
 # no SPTEs, `inv11` the mirror root only dies at destruction, and so on. Each deliberately
-# broken policy breaks one; the explorer finds the shortest run where it happens:
-
-# %% tags=["nbval-check-output"]
-print(broken_variants_text())
-
-# %% [markdown]
+# broken policy breaks one; the explorer finds the shortest run where it happens.
+#
 # **Predict:** `broken-free-valid-root` is v6.4's put without the `invalid` check, on v6.3's
-# counting (new roots at 1). At which step of the 1-vCPU SMM scenario does it go wrong, and
-# what does the root list show at that step? Step through the witness: the status line turns
-# to "invariant violated: inv2: ..." at step 3, when the SMI's unload puts the vCPU's only
-# reference and frees a root that is still valid. Pick other variants to see theirs.
+# counting (new roots at 1). At which Step of the 1-vCPU SMM scenario does it go wrong, and
+# what does the root list show at that Step? Step through the witness below until the status
+# line says "invariant violated"; pick other variants to see theirs. Then open the answer.
 
 # %%
 broken = broken_roots_stepper("broken-free-valid-root")
 broken
+
+# %% tags=["nbval-check-output"]
+broken_answer(broken_source("broken-free-valid-root"))
 
 # %% [markdown]
 # ## Exercises

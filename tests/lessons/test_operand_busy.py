@@ -175,16 +175,35 @@ def test_solutions_are_hidden():
 
 
 def test_lesson_03_numbers_come_from_the_model():
-    """Lesson 03 states the 0-step threshold (6), the faults that arm it (7) and prints the
-    longest busy run instead of stating it: the prose matches module 1.5 td_exit_stepping.h
-    as the model encodes it."""
+    """Lesson 03 shows the 0-step threshold (6), the faults that arm it (7) and the longest
+    busy run generated from the model (module 1.5 td_exit_stepping.h as the model encodes
+    it), not typed into the prose."""
     from pathlib import Path
 
-    from tdxedu.tdx.td import EPF_FAULTS_TO_ARM, STEPPING_EPF_THRESHOLD
-
     text = (Path(__file__).resolve().parents[2] / "notebooks" / "03_operand_busy.py").read_text()
-    assert f"`STEPPING_EPF_THRESHOLD` = **{STEPPING_EPF_THRESHOLD}**" in text
-    assert f"faulted **{EPF_FAULTS_TO_ARM}** times at one RIP: {STEPPING_EPF_THRESHOLD} counted"\
-        in text
-    assert "longest_completed_run()" in text
+    assert "zero_step_prose()" in text and "verdicts_answer(max_steps=30)" in text
+    assert "STEPPING_EPF_THRESHOLD` = **" not in text  # the number is generated, not typed
     assert ob.longest_completed_run(limit=30) <= 30
+
+
+def test_lesson_text_agrees_with_the_runs():
+    """Lesson 03: the Step of the BUSY and the events of that Step are the ones the widget's
+    source produces (the text used to say "+1 more event" above a "+2 more events" line); the
+    0-step numbers are the model's (module td_exit_stepping.c, [M15])."""
+    from tdxedu.lessons.operand_busy_answers import busy_runs_answer, zero_step_prose
+    from tdxedu.steps import ExplorerSource
+    from tdxedu.tdx.td import EPF_FAULTS_TO_ARM, STEPPING_EPF_THRESHOLD
+    from tdxedu.widgets.lesson_busy import BUSY_SCRIPTS
+
+    name = "busy-accept-kick-retry-once"
+    src = ExplorerSource(name, script=BUSY_SCRIPTS[name])
+    while True:
+        info = src.step()
+        if "BUSY" in str(info.main.status or ""):
+            break
+    text = str(busy_runs_answer(BUSY_SCRIPTS))
+    extra = len(info.events) - 1
+    assert f"Step {info.n} is the BUSY" in text
+    assert f"That Step holds {extra} more event{'s' if extra > 1 else ''} besides" in text
+    z = str(zero_step_prose())
+    assert f"= **{STEPPING_EPF_THRESHOLD}**" in z and f"**{EPF_FAULTS_TO_ARM}** times" in z

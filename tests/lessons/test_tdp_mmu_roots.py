@@ -40,3 +40,27 @@ def test_summaries_state_the_lesson_facts():
     storm = R.storm_table((0, 10))
     assert storm.splitlines()[-1].split()[:5] == ["10", "21", "2", "2", "2"]
     assert "inv2  step  3 (vcpu0)" in R.broken_variants_text()
+
+
+def test_lesson_text_agrees_with_the_model_and_the_widgets():
+    """Lesson 06: the number of direct roles is the model's ([SC-preserve],
+    MAX_DIRECT_ROLES); the storm's slope is read from smm_storm; the Step at which the
+    broken-roots widget reports the violation is the one the text names."""
+    from tdxedu.kvm.mmu_role import MAX_DIRECT_ROLES
+    from tdxedu.lessons import tdp_mmu_roots as tr
+    from tdxedu.widgets.lesson_roots import broken_roots_stepper, broken_source
+
+    assert len(tr.direct_roles()) == MAX_DIRECT_ROLES
+    assert f"At most **{MAX_DIRECT_ROLES} direct roles**" in str(tr.direct_roles_prose())
+    assert "**2 root allocations per round trip**" in str(tr.storm_answer())
+
+    st = broken_roots_stepper("broken-free-valid-root")
+    n = 0
+    while "invariant violated" not in st.status.value:
+        st.step_button.click()
+        n += 1
+        assert n < 50
+    answer = str(tr.broken_answer(broken_source("broken-free-valid-root")))
+    assert f"At Step {n} " in answer and "inv2" in answer
+    smm = str(tr.smm_answer())
+    assert "**v6.4**" in smm and "none is ever freed" in smm.split("**v6.4**")[1]
