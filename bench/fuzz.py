@@ -4,7 +4,9 @@
     .venv/bin/python bench/fuzz.py --seamcalls 1000000 --interleavings 50000 --flows 5000
 
 Prints counts and figures: SEAMCALLs issued (register-level and wrapper-shaped) with the mix
-of completion classes, seeded interleavings per outcome, random KVM flows and their ops,
+of completion classes and the share of register-level calls that reach a handler's success
+path (most register-level calls are aimed at live TDR/TDVPR/GPA values, `_aimed_call`),
+seeded interleavings per outcome, random KVM flows and their ops,
 Python exceptions and invariant violations under correct policies (both must be zero), and
 calls per second. Exit code 1 if any problem was found (the first few are printed).
 """
@@ -16,7 +18,13 @@ import random
 import sys
 import time
 
-from tdxedu.mutants.fuzz import FuzzStats, fuzz_interleaving, fuzz_kvm_flow, fuzz_seamcalls
+from tdxedu.mutants.fuzz import (
+    AIMED_SHARE,
+    FuzzStats,
+    fuzz_interleaving,
+    fuzz_kvm_flow,
+    fuzz_seamcalls,
+)
 from tdxedu.scenarios.registry import load_all
 
 
@@ -55,6 +63,12 @@ def main(argv=None) -> int:
           f"{modules:,} fresh modules in {t_sc:.1f} s "
           f"({(total.seamcalls + total.td_exits) / t_sc:,.0f} calls/s), invariants checked "
           f"after every call")
+    if total.reg_calls:
+        print(f"  register-level SEAMCALLs: {total.reg_calls:,} (operands aimed at live "
+              f"TDR/TDVPR/GPA values for {100 * AIMED_SHARE:.0f}%), deep success (TDX_SUCCESS):"
+              f" {100 * total.reg_deep / total.reg_calls:.1f}% "
+              f"({100 * total.reg_deep_writes / total.reg_calls:.1f}% by leaves that change "
+              f"state)")
     top = sorted(total.statuses.items(), key=lambda kv: -kv[1])[:8]
     print("  completion classes (RAX >> 32): " + ", ".join(f"{k}: {v:,}" for k, v in top)
           + f" ... ({len(total.statuses)} distinct)")

@@ -81,6 +81,7 @@ from tdxedu.lessons.td_teardown import (
     teardown_answer,
     teardown_stages,
 )
+from tdxedu.lessons.td_teardown_cost import forms_table, validation_answer
 from tdxedu.lessons.td_teardown_exercises import (
     check_cost_estimate,
     check_hkid_leakers,
@@ -247,6 +248,37 @@ as_image(sweep_figure(curves, title="TD teardown, 4 vCPUs: runtime removal (v6.1
 
 # %% tags=["nbval-check-output"]
 cost_terms_prose()
+
+# %% [markdown]
+# ### How far to trust the curves
+#
+# Four measurements, three fitted numbers: the fit above agrees with the data *by
+# construction*. The honest test hides a measurement and asks the model for it.
+#
+# **Predict** first: fitted on the 4-vCPU pair alone, how far off will the model be for the
+# 32-vCPU TD, a little or a lot? On which path, runtime removal or reclaim?
+
+# %%
+validation_answer()
+
+# %% [markdown]
+# The runtime rows differ in vCPUs *and* in size at once, so "each kick visits every vCPU" and
+# "each page costs more in a bigger TD" explain them equally well. Each reading is a **model
+# form** with its own physical argument and source; every form fits all four rows within the
+# tolerance. The band `tdxedu teardown` reports is their envelope (forms × priors ×
+# measurement jitter): inside the measured range the forms agree, outside it they part ways,
+# and the tool says so (`EXTRAPOLATES: ...` and the form that sets the band's upper edge).
+
+# %% tags=["nbval-check-output"]
+print(forms_table("1T", vcpus=128))
+print()
+print(forms_table("64G", vcpus=16))
+
+# %% [markdown]
+# Run it yourself: `tdxedu teardown --validate`, and `tdxedu teardown --memory 1T --vcpus 128
+# --json` for the `extrapolation` and `upper_edge_form` fields. On a Dynamic PAMT host add
+# `--dpamt`: one `TDH.PHYMEM.PAMT.REMOVE` per 2 MB range the TD emptied, priced as a prior,
+# because no published measurement covers it.
 
 # %% [markdown]
 # ## Exercises

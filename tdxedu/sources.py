@@ -126,6 +126,16 @@ SOURCES: tuple[Source, ...] = (
        "arch/x86/kvm/vmx/tdx.c", "KVM's TDX code, v6.16 era",
        supports="KVM's build, fault, page-removal (BLOCK/TRACK/kick/REMOVE), BUSY retry, vCPU "
        "association and HKID-release flows as the 'v6.16' policy runs them"),
+    _s("K-KICK", "kernel", f"{LINUX}@v6.16:virt/kvm/kvm_main.c",
+       "KVM core: kvm_make_all_cpus_request and kvm_kick_many_cpus",
+       supports="the cost model's kick forms: the request loop visits every vCPU once "
+       "(linear), and with KVM_REQUEST_WAIT the requester IPIs the vCPUs in guest mode and "
+       "waits for every acknowledgement (the superlinear and cross-package readings)"),
+    _s("XEON-SPR", "doc", "https://www.intel.com/content/www/us/en/products/sku/231746/"
+       "intel-xeon-platinum-8480-processor-105m-cache-2-00-ghz/specifications.html",
+       "Intel Xeon Platinum 8480+ (Sapphire Rapids, a TDX-capable CPU): specifications",
+       supports="the size-growth cost form: a 105 MB last-level cache, against the S-EPT and "
+       "PAMT working set of an 18 GiB TD (~108 MiB) and a 107 GiB one (~640 MiB)"),
     _s("K616-TDX", "kernel", f"{LINUX}@v6.16:arch/x86/kvm/vmx/tdx.c",
        "KVM's TDX code as released in Linux v6.16",
        supports="docs/conformance.md section 5, 'v6.16' column: what KVM does with each "

@@ -106,7 +106,9 @@ def html_manager_dist(cache: Path = CACHE) -> Path:
             members = [
                 m for m in tar.getmembers() if m.name.startswith("package/dist/") and m.isfile()
             ]
-            tar.extractall(tmp, members=members, filter="data")
+            # filter="data" (refuse links and absolute paths) exists from Python 3.11.4 on.
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(tmp, members=members, **safe)
         target = here.parent
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)

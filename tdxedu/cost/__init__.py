@@ -4,6 +4,9 @@
 * `counts`: the teardown's SEAMCALL counts in closed form (checked against both engines).
 * `params`: every priced operation with its value, range and source (fitted or prior).
 * `model`: pricing, `calibrate()` against `calibration.csv`, `predict()`, `sweep()`.
+* `forms`: the model forms that fit the same rows; the band is their envelope.
+* `validate`: leave-one-out and "fit on 4 vCPUs, predict 32" (`tdxedu teardown --validate`).
+* `dpamt`: where pages land on a Dynamic PAMT host (for the bulk engine and the counts).
 * `plot`: `sweep_figure()`, a pure matplotlib Figure of time vs TD size.
 """
 

@@ -25,6 +25,12 @@ vCPU, VPFLUSHDONE, CACHE.WB per package, KEY.FREEID; FLUSHVP_NOT_DONE leaves the
 assigned and every vCPU, S-EPT and control page leaks ([K616] `tdx_vcpu_free`,
 `tdx_vm_destroy`).
 
+`dynamic_pamt=True` builds the TD on a Dynamic PAMT host ([V6-CL], "vcpu-cache" policy): the
+PAMT page pairs and vCPU 0's PAMT cache shift the layout (`dpamt.DpamtLayout`), the build
+issues one TDH.PHYMEM.PAMT.ADD per 2 MB range it opened (`BulkReport.build_counts`) and the
+teardown one TDH.PHYMEM.PAMT.REMOVE per range whose last reference is put; ranges holding a
+leaked page keep their pair (`BulkReport.pamt_pairs`).
+
 `stale_vcpus=k` injects a fault for teaching leak accounting: KVM has lost track of k
 vCPUs' association (`vcpu->cpu == -1` while the module still counts them associated, the
 kind of `cpu_list` corruption fixed in 6.19, [PULL619]), so TDH.VP.FLUSH is skipped
@@ -44,6 +50,7 @@ from ..kvm.tdx import TEARDOWN_POLICIES
 from ..tdx.module import TdxModule
 from ..tdx.pamt import PAGE_SHIFT, PageType
 from ..tdx.sept import SeptState
+from .dpamt import DpamtLayout
 
 _DEFAULTS = inspect.signature(TdxModule.__init__).parameters
 TDCS_PAGES = _DEFAULTS["tdcs_pages"].default  # 6 (module 1.5.01 MIN_NUM_TDCS_PAGES)
@@ -95,6 +102,8 @@ class BulkReport:
     kicks: int
     leaks: list[tuple[str, np.ndarray]] = field(repr=False)
     bugs: Counter
+    pamt_pairs: int = 0  # Dynamic PAMT: page pairs still installed (ranges still referenced)
+    build_counts: dict = field(default_factory=dict)  # DPAMT: PAMT.ADDs of the build
 
     @property
     def n_leaked(self) -> int:
@@ -119,7 +128,7 @@ class BulkTd:
     """
 
     def __init__(self, pages: int, vcpus: int, *, packages: int = 1, clear_pages: bool = True,
-                 stale_vcpus: int = 0):
+                 stale_vcpus: int = 0, dynamic_pamt: bool = False):
         if pages < 1 or vcpus < 1 or packages < 1:
             raise ValueError("need pages >= 1, vcpus >= 1 and packages >= 1")
         if not 0 <= stale_vcpus <= vcpus:
@@ -127,22 +136,38 @@ class BulkTd:
         self.pages, self.vcpus, self.packages = pages, vcpus, packages
         self.clear_pages = clear_pages
         self.stale_vcpus = stale_vcpus
-        self.tdr_pfn = 1
-        self.tdcs_pfns = np.arange(2, 2 + TDCS_PAGES, dtype=np.int64)
-        vbase = 2 + TDCS_PAGES
         per = 1 + TDCX_PER_VCPU
-        self.tdvpr_pfns = vbase + per * np.arange(vcpus, dtype=np.int64)
-        self.guest_base = vbase + per * vcpus
         nc = n_chunks(pages)
         self.n_tables = (nc, -(-nc // 512), -(-nc // (512 * 512)))  # levels 1, 2, 3
-        self.end_pfn = self.guest_base + pages + sum(self.n_tables)
+        # Dynamic PAMT ([V6-CL], "vcpu-cache" policy): PAMT page pairs and vCPU 0's PAMT
+        # cache come from the same allocator and shift every page (`dpamt.DpamtLayout`).
+        self.layout = (DpamtLayout(pages, vcpus, TDCS_PAGES, TDCX_PER_VCPU) if dynamic_pamt
+                       else None)
+        if self.layout is None:
+            self.tdr_pfn = 1
+            self.tdcs_pfns = np.arange(2, 2 + TDCS_PAGES, dtype=np.int64)
+            vbase = 2 + TDCS_PAGES
+            self.vcpu_frames = vbase + np.arange(vcpus * per, dtype=np.int64).reshape(vcpus, per)
+            self.guest_base = vbase + per * vcpus
+            self.end_pfn = self.guest_base + pages + sum(self.n_tables)
+        else:
+            lay = self.layout
+            self.tdr_pfn, self.tdcs_pfns, self.vcpu_frames = lay.tdr_pfn, lay.tdcs_pfns, \
+                lay.vcpu_frames
+            self.guest_base = lay.base
+            self.end_pfn = lay.end_pfn
+        self.tdvpr_pfns = self.vcpu_frames[:, 0]
         # State ------------------------------------------------------------------------
         self.pamt_pt = np.zeros(self.end_pfn, dtype=np.uint8)
         self.pamt_pt[self.tdr_pfn] = PT_TDR
         self.pamt_pt[self.tdcs_pfns] = PT_TDCX
-        self.pamt_pt[vbase:self.guest_base] = PT_TDCX
+        self.pamt_pt[self.vcpu_frames[:, 1:]] = PT_TDCX
         self.pamt_pt[self.tdvpr_pfns] = PT_TDVPR
-        self.pamt_pt[self.guest_base:] = PT_REG
+        if self.layout is None:
+            self.pamt_pt[self.guest_base:] = PT_REG
+        else:  # guest pages fill [m0, end) but for the PAMT cache pages (and S-EPT, below)
+            self.pamt_pt[self.layout.m0:] = PT_REG
+            self.pamt_pt[self.layout.gap_frames()] = PT_NDA
         for level in (1, 2, 3):
             self.pamt_pt[self.table_pfns(level)] = PT_EPT
         self.leaf = np.full(pages, S_MAPPED, dtype=np.uint8)
@@ -166,6 +191,8 @@ class BulkTd:
     # --- layout ---------------------------------------------------------------------------
     def guest_pfns(self, lo: int, hi: int) -> np.ndarray:
         """Page frames of private pages lo..hi-1 (the guest_memfd page behind each GPA)."""
+        if self.layout is not None:
+            return self.layout.guest_pfns(lo, hi)
         i = np.arange(lo, hi, dtype=np.int64)
         return self.guest_base + i + tables_through(i // L1_PAGES)
 
@@ -177,6 +204,8 @@ class BulkTd:
         # Within a chunk: level 3 (if any), level 2 (if any), level 1.
         off = {3: 0, 2: (j % (512 * 512) == 0).astype(np.int64),
                1: (j % (512 * 512) == 0).astype(np.int64) + (j % 512 == 0)}[level]
+        if self.layout is not None:  # same position in the sequence, shifted by the pairs
+            return self.layout.frame(start + off - self.guest_base, L1_PAGES * j)
         return start + off
 
     def all_table_pfns(self) -> np.ndarray:
@@ -192,8 +221,8 @@ class BulkTd:
 
     def vcpu_pfns(self, v: int) -> np.ndarray:
         """TDCX pages then the TDVPR: the order `tdx_vcpu_free` reclaims (or leaks) them."""
-        t = int(self.tdvpr_pfns[v])
-        return np.array([*range(t + 1, t + 1 + TDCX_PER_VCPU), t], dtype=np.int64)
+        f = self.vcpu_frames[v]
+        return np.concatenate([f[1:], f[:1]])
 
     def pamt_owner(self, pfn: int) -> int:
         """PAMT owner field: the TDR's PA for a page the TD holds, 0 otherwise."""
@@ -211,15 +240,28 @@ class BulkTd:
         run.go()
         self.destroyed = True
         leaked = sum(len(p) for _, p in run.leaks)
+        pairs, build = 0, {}
+        if self.layout is not None:
+            # No get during teardown: every range whose last reference was put issued one
+            # TDH.PHYMEM.PAMT.REMOVE and freed its pair; a leaked page keeps its range's
+            # reference, so that range keeps its pair ([V6-06] `tdx_pamt_put`).
+            opened = self.layout.ranges_opened()
+            held = np.unique(np.concatenate([p >> 9 for _, p in run.leaks])) if run.leaks \
+                else np.empty(0, dtype=np.int64)
+            pairs = len(held)
+            run.counts["tdh_phymem_pamt_remove"] += opened - pairs
+            build = {"tdh_phymem_pamt_add": opened}
         return BulkReport(
             strategy=strategy,
             counts={k: v for k, v in run.counts.items() if v},
             hkid_state="leaked (still assigned)" if run.hkid_assigned else "free",
-            host_pages_in_use=leaked + self.gmem_in_use,
+            host_pages_in_use=leaked + self.gmem_in_use + 2 * pairs,
             cleared_pages=run.cleared,
             kicks=run.kicks,
             leaks=run.leaks,
             bugs=run.bugs,
+            pamt_pairs=pairs,
+            build_counts=build,
         )
 
 

@@ -6,10 +6,11 @@ microseconds. A fault-injected TD (`stale_vcpus`) goes through the bulk engine i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..kvm.tdx import TEARDOWN_POLICIES
 from .bulk import CACHE_WB_ROUNDS, TDCS_PAGES, TDCX_PER_VCPU, BulkTd, n_chunks
+from .dpamt import DpamtLayout
 
 RUNTIME_STRATEGIES = ("v6.16", "flush-at-vcpu-free")  # private pages removed while RUNNABLE
 RECLAIM_STRATEGIES = ("terminate-vm", "v19-notifier")  # private pages reclaimed after HKID
@@ -28,6 +29,12 @@ class Workload:
     kicks: int  # kvm_make_all_cpus_request(KVM_REQ_OUTSIDE_GUEST_MODE) calls
     cleared: int  # pages cleared with MOVDIR64B
     ok: bool = True
+    pamt_puts: int = 0  # Dynamic PAMT: tdx_pamt_put calls (0 on a static-PAMT host)
+    build_counts: dict = field(default_factory=dict)  # DPAMT: the build's PAMT.ADDs
+
+    @property
+    def dynamic_pamt(self) -> bool:
+        return bool(self.build_counts)
 
     @property
     def runtime_path(self) -> bool:
@@ -47,8 +54,11 @@ def remote_vcpus(vcpus: int, packages: int) -> int:
 
 
 def teardown_counts(pages: int, vcpus: int, strategy: str, *, packages: int = 1,
-                    clear_pages: bool = True) -> Workload:
-    """Closed-form counts for a clean teardown of a fully mapped TD."""
+                    clear_pages: bool = True, dynamic_pamt: bool = False) -> Workload:
+    """Closed-form counts for a clean teardown of a fully mapped TD. On a Dynamic PAMT host
+    every page the TD gave the module drops its range reference (`tdx_pamt_put`), and every
+    2 MB range the build opened issues one TDH.PHYMEM.PAMT.REMOVE ([V6-06]; the ranges:
+    `dpamt.DpamtLayout`)."""
     if strategy not in TEARDOWN_POLICIES:
         raise ValueError(f"unknown teardown strategy {strategy!r}; allowed: "
                          f"{', '.join(TEARDOWN_POLICIES)}")
@@ -63,18 +73,29 @@ def teardown_counts(pages: int, vcpus: int, strategy: str, *, packages: int = 1,
         c.update(tdh_phymem_page_reclaim=control + pages, tdh_phymem_page_wbinvd=1)
         kicks = 0
     cleared = (pages + control) if clear_pages else 0
+    puts, build = 0, {}
+    if dynamic_pamt:
+        opened = DpamtLayout(pages, vcpus, TDCS_PAGES, TDCX_PER_VCPU).ranges_opened()
+        c["tdh_phymem_pamt_remove"] = opened
+        puts, build = pages + control, {"tdh_phymem_pamt_add": opened}
     return Workload(strategy, pages, vcpus, packages, remote_vcpus(vcpus, packages), c, kicks,
-                    cleared)
+                    cleared, True, puts, build)
 
 
 def workload(pages: int, vcpus: int, strategy: str, *, packages: int = 1,
-             clear_pages: bool = True, stale_vcpus: int = 0) -> Workload:
+             clear_pages: bool = True, stale_vcpus: int = 0,
+             dynamic_pamt: bool = False) -> Workload:
     """Closed form when nothing fails; the bulk engine when a fault is injected."""
     if not stale_vcpus:
         return teardown_counts(pages, vcpus, strategy, packages=packages,
-                               clear_pages=clear_pages)
+                               clear_pages=clear_pages, dynamic_pamt=dynamic_pamt)
     td = BulkTd(pages, vcpus, packages=packages, clear_pages=clear_pages,
-                stale_vcpus=stale_vcpus)
+                stale_vcpus=stale_vcpus, dynamic_pamt=dynamic_pamt)
     r = td.teardown(strategy)
+    # every page the TD gave back dropped its reference; leaked pages kept theirs
+    puts = 0
+    if dynamic_pamt:
+        total_pages = pages + sum(td.n_tables) + TDCS_PAGES + 1 + vcpus * (TDCX_PER_VCPU + 1)
+        puts = total_pages - r.n_leaked
     return Workload(strategy, pages, vcpus, packages, remote_vcpus(vcpus, packages), r.counts,
-                    r.kicks, r.cleared_pages, r.ok)
+                    r.kicks, r.cleared_pages, r.ok, puts, r.build_counts)

@@ -7,12 +7,14 @@ Model (the per-page and per-TD steps of `tdxedu.kvm.teardown`, [K616], priced):
       + kick_per_vcpu * kicks * (V_local + (1 + xpkg) * V_remote) all-vCPU kick after TRACK
       + reclaim * n_RECLAIM + clear * pages_cleared
       + vp_flush * n_VP.FLUSH + vpflushdone + cache_wb * n_CACHE.WB + key_freeid + fixed
+      + pamt_remove * n_PAMT.REMOVE + pamt_put * puts             Dynamic PAMT host only
 
 `calibrate()` solves the three fitted parameters by weighted non-negative least squares
 (relative residuals) with the priors at their central values, then builds an ensemble: priors
 drawn over their ranges and the measurements jittered by up to +-10%, refitted, and kept only
 if the refit still reproduces all four original measurements within 10%. The band of a
-prediction is the min..max over that ensemble.
+prediction is the min..max over that ensemble and over every other model form's (`forms.py`:
+structural uncertainty), so it widens where the forms disagree.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ OPS = {  # breakdown label -> what it prices
     "page clear (MOVDIR64B)": "tdx_clear_page", "tdh_vp_flush (+IPI)": "per vCPU",
     "tdh_mng_vpflushdone": "once", "tdh_phymem_cache_wb": "per package",
     "tdh_mng_key_freeid": "once", "fixed (not modelled)": "once",
+    "tdh_phymem_pamt_remove": "DPAMT: per 2 MB range emptied",
+    "tdx_pamt_put (DPAMT refcount)": "DPAMT: per page given back",
 }
 
 
@@ -47,7 +51,8 @@ PARAM_OF = {**dict.fromkeys(RUNTIME_SPLIT, "runtime_chain"), "kick all vCPUs": "
             "tdh_phymem_page_reclaim": "reclaim", "page clear (MOVDIR64B)": "clear",
             "tdh_vp_flush (+IPI)": "vp_flush", "tdh_mng_vpflushdone": "vpflushdone",
             "tdh_phymem_cache_wb": "cache_wb", "tdh_mng_key_freeid": "key_freeid",
-            "fixed (not modelled)": "fixed"}
+            "fixed (not modelled)": "fixed", "tdh_phymem_pamt_remove": "pamt_remove",
+            "tdx_pamt_put (DPAMT refcount)": "pamt_put"}
 
 
 # --- pricing ------------------------------------------------------------------------------
@@ -67,6 +72,8 @@ def terms(w: Workload, p: dict) -> dict[str, float | np.ndarray]:
     out["tdh_mng_vpflushdone"] = p["vpflushdone"] * c.get("tdh_mng_vpflushdone", 0)
     out["tdh_phymem_cache_wb"] = p["cache_wb"] * c.get("tdh_phymem_cache_wb", 0)
     out["tdh_mng_key_freeid"] = p["key_freeid"] * c.get("tdh_mng_key_freeid", 0)
+    out["tdh_phymem_pamt_remove"] = p["pamt_remove"] * c.get("tdh_phymem_pamt_remove", 0)
+    out["tdx_pamt_put (DPAMT refcount)"] = p["pamt_put"] * w.pamt_puts
     out["fixed (not modelled)"] = p["fixed"] + 0 * p["reclaim"]
     return out
 
@@ -253,9 +260,19 @@ def default_calibration() -> Calibration:
 class Prediction:
     workload: Workload
     seconds: float
-    band: tuple[float, float]
+    band: tuple[float, float]  # envelope over forms x priors x jitter (`forms.py`)
     breakdown: dict[str, float]
     locks: dict[str, float]
+    structural: dict = field(default_factory=dict)  # `Structural.envelope()` of the query
+
+    @property
+    def extrapolation(self) -> dict:
+        """{dimension: [query, nearest measured bound]} outside the measured range."""
+        return self.structural.get("extrapolation", {})
+
+    @property
+    def upper_edge_form(self) -> str:
+        return self.structural.get("upper_edge_form", "linear-kick")
 
     @property
     def by_parameter(self) -> dict[str, float]:
@@ -276,43 +293,76 @@ class Prediction:
         return {
             "strategy": w.strategy, "memory_bytes": w.pages << PAGE_SHIFT, "pages": w.pages,
             "vcpus": w.vcpus, "packages": w.packages, "clear_pages": bool(w.cleared) or False,
+            "dynamic_pamt": w.dynamic_pamt, "build_counts": w.build_counts,
+            "pamt_puts": w.pamt_puts,
             "counts": dict(sorted(w.counts.items())), "kicks": w.kicks,
             "cleared_pages": w.cleared,
             "predicted_seconds": self.seconds, "band_seconds": list(self.band),
             "breakdown_seconds": self.breakdown, "lock_hold_seconds": self.locks,
             "seconds_by_parameter": self.by_parameter, "dominant": self.dominant,
+            "extrapolation": self.extrapolation, "upper_edge_form": self.upper_edge_form,
+            "lower_edge_form": self.structural.get("lower_edge_form", "linear-kick"),
+            "band_by_form_seconds": self.structural.get("per_form_seconds", {}),
         }
 
 
 def predict(pages: int, vcpus: int, strategy: str, *, packages: int = 1,
-            clear_pages: bool = True, stale_vcpus: int = 0,
-            calibration: Calibration | None = None) -> Prediction:
+            clear_pages: bool = True, stale_vcpus: int = 0, dynamic_pamt: bool = False,
+            calibration: Calibration | None = None, structural=None) -> Prediction:
+    """Central seconds and breakdown from `calibration` (the linear-kick form); the band is
+    the envelope of this calibration's ensemble and every model form's (`forms.py`), so it
+    opens up where the forms disagree, away from the measured range."""
+    from .forms import default_structural
+
     cal = calibration or default_calibration()
+    sc = structural or default_structural()
     w = workload(pages, vcpus, strategy, packages=packages, clear_pages=clear_pages,
-                 stale_vcpus=stale_vcpus)
+                 stale_vcpus=stale_vcpus, dynamic_pamt=dynamic_pamt)
     t = terms(w, cal.values)
     ens = total(w, cal.ensemble)
-    return Prediction(w, float(sum(t.values())), (float(np.min(ens)), float(np.max(ens))),
-                      {k: float(v) for k, v in t.items()}, lock_holds(w, cal.values))
+    env = sc.envelope(w)
+    seconds = float(sum(t.values()))
+    band = (min(float(np.min(ens)), env["band_seconds"][0], seconds),
+            max(float(np.max(ens)), env["band_seconds"][1], seconds))
+    env["band_seconds"] = list(band)
+    return Prediction(w, seconds, band, {k: float(v) for k, v in t.items()},
+                      lock_holds(w, cal.values), env)
 
 
 def sweep(sizes, strategies, vcpus: int = 4, *, packages: int = 1, clear_pages: bool = True,
-          calibration: Calibration | None = None) -> dict:
+          calibration: Calibration | None = None, query=None,
+          dynamic_pamt: bool = False) -> dict:
     """Predicted teardown time for every (size, strategy): the data of a cost-curve lesson.
 
-    Returns {"sizes_bytes": [...], "vcpus", "packages", "clear_pages",
-    "strategies": {name: {"seconds": [...], "low": [...], "high": [...],
-    "dominant": [...]}}}. `sizes` are bytes or strings like "64G"."""
+    Returns {"sizes_bytes": [...], "vcpus", "packages", "clear_pages", "measured_range",
+    "same_as": {strategy: an earlier strategy with identical curves (same flow, same counts)},
+    "query_bytes" (the size asked about, if `query`),
+    "strategies": {name: {"seconds": [...], "low": [...], "high": [...], "dominant": [...],
+    "upper_edge_form": [...], "extrapolates": [...]}}}. `sizes` are bytes or strings like
+    "64G"."""
     from ..units import parse_size
+    from .forms import default_structural
 
     cal = calibration or default_calibration()
-    byte_sizes = [parse_size(s) for s in sizes]
+    byte_sizes = sorted({parse_size(s) for s in sizes})
+    rng = default_structural().measured_range
     out = {"sizes_bytes": byte_sizes, "vcpus": vcpus, "packages": packages,
-           "clear_pages": clear_pages, "strategies": {}}
+           "clear_pages": clear_pages, "dynamic_pamt": dynamic_pamt, "strategies": {},
+           "same_as": {},
+           "measured_range": {k: list(v) for k, v in rng.items()}}
+    if query is not None:
+        out["query_bytes"] = parse_size(query)
     for s in strategies:
         rows = [predict(b >> PAGE_SHIFT, vcpus, s, packages=packages, clear_pages=clear_pages,
-                        calibration=cal) for b in byte_sizes]
-        out["strategies"][s] = {
+                        calibration=cal, dynamic_pamt=dynamic_pamt) for b in byte_sizes]
+        cur = out["strategies"][s] = {
             "seconds": [r.seconds for r in rows], "low": [r.band[0] for r in rows],
-            "high": [r.band[1] for r in rows], "dominant": [r.dominant for r in rows]}
+            "high": [r.band[1] for r in rows], "dominant": [r.dominant for r in rows],
+            "upper_edge_form": [r.upper_edge_form for r in rows],
+            "extrapolates": [bool(r.extrapolation) for r in rows]}
+        for other, o in out["strategies"].items():
+            if other != s and all(np.allclose(cur[k], o[k], rtol=1e-9, atol=0)
+                                  for k in ("seconds", "low", "high")):
+                out["same_as"][s] = other
+                break
     return out

@@ -80,6 +80,16 @@ DEFAULT_PARAMS: dict[str, Param] = {p.name: p for p in [
           "caches), per call", "assumption (order of magnitude); once per package"),
     Param("key_freeid", 5 * US, 1 * US, 20 * US, "prior", "us", "TDH.MNG.KEY.FREEID",
           "assumption; once per TD"),
+    Param("pamt_remove", 2 * US, 0.5 * US, 10 * US, "prior", "us",
+          "Dynamic PAMT: TDH.PHYMEM.PAMT.REMOVE under pamt_lock plus resetting and freeing the "
+          "returned page pair, once per 2 MB range whose last reference is put",
+          "assumption (no published latency; a PAMT-only SEAMCALL, cf. RECLAIM's few us); "
+          "only on a DPAMT host ([V6-06])"),
+    Param("pamt_put", 0.05 * US, 0.01 * US, 0.3 * US, "prior", "us",
+          "Dynamic PAMT: tdx_pamt_put's atomic_dec_and_lock on the range's refcount, per page "
+          "given back (a shared cache line per 2 MB range)",
+          "assumption (an uncontended atomic on a cache line the zap keeps hot); only on a "
+          "DPAMT host ([V6-06])"),
     Param("fixed", 0.0, 0.0, 2.0, "prior", "s",
           "shutdown work that does not scale with pages or vCPUs and is not modelled",
           "assumption: 0 s, up to 2 s (a fixed 1.75 s would make the two 'after' rows fit "

@@ -24,6 +24,8 @@ class Host:
                  fine_seamcalls: bool = False, dynamic_pamt: bool = False,
                  pamt_policy: str = "vcpu-cache", pamt_lock: bool = True, **module_kw):
         self.trace = trace if trace is not None else Trace()
+        self.debug_errors: list[str] = []  # lockdep / RCU checks that fired (kvm/locks.py)
+        self.softlockups: list[str] = []  # soft-lockup watchdog reports (kvm/tdx.py)
         self.module = TdxModule(memory=memory, num_packages=num_packages,
                                 lps_per_package=cpus_per_package, trace=self.trace,
                                 dynamic_pamt=dynamic_pamt, **module_kw)
@@ -32,7 +34,7 @@ class Host:
         self.nr_cpus = self.module.num_lps
         self.allocator = HostPageAllocator(self.module)
         self.associated_tdvcpus: list[list] = [[] for _ in range(self.nr_cpus)]
-        self.tdx_lock = Mutex("tdx_lock", self.trace)
+        self.tdx_lock = Mutex("tdx_lock", self.trace, self.debug_errors)
         self.pending_ipis = [0] * self.nr_cpus  # function-call IPIs not yet handled
         self.free_hkids = list(self.module.private_hkids)
         self.fine_seamcalls = fine_seamcalls

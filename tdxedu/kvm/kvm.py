@@ -30,7 +30,7 @@ class KvmVcpu:
         self.vcpu_id = vcpu_id
         self.name = f"vcpu{vcpu_id}"
         self.cpu = -1  # pCPU it was last loaded on (vcpu->cpu)
-        self.mutex = Mutex(f"vcpu{vcpu_id}->mutex", kvm.trace)
+        self.mutex = Mutex(f"vcpu{vcpu_id}->mutex", kvm.trace, kvm.debug_errors)
         self.mode = OUTSIDE_GUEST_MODE
         self.requests: set[str] = set()
         self.kicked = False  # an IPI is pending for this vCPU while in guest mode
@@ -41,7 +41,8 @@ class KvmVcpu:
 
 
 class Kvm:
-    def __init__(self, *, nr_cpus: int = 4, trace: Trace | None = None, name: str = "vm"):
+    def __init__(self, *, nr_cpus: int = 4, trace: Trace | None = None, name: str = "vm",
+                 debug_errors: list | None = None):
         if nr_cpus < 1:
             raise ValueError("nr_cpus must be >= 1")
         self.name = name
@@ -52,9 +53,12 @@ class Kvm:
         self.vm_bugged = False
         self.bugs: list[str] = []
         self.warnings: list[str] = []  # WARN_ON_ONCE splats that did not bug the VM
-        self.lock = Mutex("kvm->lock", self.trace)
-        self.slots_lock = Mutex("kvm->slots_lock", self.trace)
-        self.mmu_lock = RwLock("kvm->mmu_lock", self.trace)
+        # Debug-kernel checks that fired (lockdep, RCU): named checks, not KVM_BUG_ONs. A VM
+        # on a `Host` shares the host's list (`Host.debug_errors`).
+        self.debug_errors: list[str] = [] if debug_errors is None else debug_errors
+        self.lock = Mutex("kvm->lock", self.trace, self.debug_errors)
+        self.slots_lock = Mutex("kvm->slots_lock", self.trace, self.debug_errors)
+        self.mmu_lock = RwLock("kvm->mmu_lock", self.trace, self.debug_errors)
         self.vcpus: list[KvmVcpu] = []
         self.arch = SimpleNamespace()
         self.destroyed = False
@@ -111,8 +115,9 @@ class Kvm:
         (KVM_REQUEST_WAIT | KVM_REQUEST_NO_ACTION for KVM_REQ_OUTSIDE_GUEST_MODE).
         `wait=False` only for the known-bad variant "track-no-ipi-wait" (tdxedu.mutants)."""
         targets = []
+        skip = exclude if isinstance(exclude, list | tuple | set) else (exclude,)
         for v in self.vcpus:
-            if v is exclude:
+            if any(v is x for x in skip):
                 continue
             v.requests.add(req)
             if v.mode == IN_GUEST_MODE:

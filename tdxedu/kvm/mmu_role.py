@@ -133,6 +133,14 @@ class RootPolicy:
     get_if_not_zero: bool = True
     fast_zap_types: int = KVM_DIRECT_ROOTS
     invalidate_requests_free_obsolete: bool = True
+    iter_takes_mmu_lock: bool = True  # yield-safe root readers hold mmu_lock ([S-69])
+    free_roots_takes_lock: bool = True  # kvm_mmu_free_roots takes mmu_lock ([M-610])
+    rcu_free_root: bool = True  # a root with no references is freed after a grace period
+    rcu_free_sp: bool = True  # so are the page-table pages a zap unlinks ([S-TDX])
+    rcu_barrier_at_uninit: bool = True  # kvm_mmu_uninit_tdp_mmu ends with rcu_barrier()
+    rcu_barrier_first: bool = False  # broken: the barrier runs before the roots are zapped
+    lockless_walk_rcu: bool = True  # lockless walkers run inside rcu_read_lock()
+    lockless_walk_resched: bool = False  # broken: a lockless walk drops RCU to reschedule
     broken: str | None = None  # the invariant a broken variant is expected to violate
 
     @property

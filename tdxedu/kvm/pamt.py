@@ -89,7 +89,7 @@ class TdxPamt:
         self.policy = check_alloc_policy(policy)
         self.use_lock = bool(use_lock)
         self.pamt_refcounts: dict[int, int] = {}  # 2 MB index -> atomic_t
-        self.pamt_lock = Mutex("pamt_lock")
+        self.pamt_lock = Mutex("pamt_lock", None, host.debug_errors)
         self.warnings: list[str] = []
         self.leaked_pages: list[int] = []  # PAMT pages given up on (REMOVE failed)
         self.sept_kmem_cache: list[int] = []  # "kmem-cache-ctor": pooled S-EPT pages

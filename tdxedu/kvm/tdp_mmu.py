@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from ..trace import PREEMPT, Preempt, WaitUntil
 from .kvm import IN_GUEST_MODE, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, OUTSIDE_GUEST_MODE, Kvm, KvmVcpu
+from .locks import lockdep_assert_held, lockdep_assert_held_write, lockdep_report
 from .mmu_role import (
     KVM_ALL_ROOTS,
     KVM_DIRECT_ROOTS,
@@ -75,6 +76,7 @@ class KvmMmuPage:
     tdp_mmu_async_queued: bool = False  # v6.3–v6.5: work item queued or running
     on_list: bool = True  # linked on kvm->arch.tdp_mmu_roots
     rcu_pending: bool = False  # call_rcu() issued, grace period not over
+    rcu_seq: int = 0  # the RCU callback sequence number of that call_rcu
     freed: bool = False  # tdp_mmu_free_sp_rcu_callback ran
     dying: bool = False  # v6.3: count hit 0 while valid, put_root still deciding
     sps: set = field(default_factory=set)  # non-root page-table pages: (level, index)
@@ -92,7 +94,8 @@ class KvmMmuPage:
         return (self.hpa, self.role.word, self.tdp_mmu_root_count,
                 tuple(sorted((k, v) for k, v in self.refs.items() if v)),
                 self.tdp_mmu_scheduled_root_to_zap, self.tdp_mmu_async_queued, self.on_list,
-                self.rcu_pending, self.freed, self.dying, len(self.sps), len(self.leafs))
+                self.rcu_pending, self.rcu_seq, self.freed, self.dying, len(self.sps),
+                len(self.leafs))
 
     def __str__(self) -> str:
         return f"root#{self.hpa}[{self.role}] count={self.tdp_mmu_root_count}"
@@ -139,9 +142,19 @@ def kvm_mmu_init_tdp_mmu(kvm: Kvm, policy: str | RootPolicy = "v6.16", *,
     a.tdp_mmu_worker_busy = None
     a.tdp_mmu_inline_worker = inline_worker
     a.tdp_mmu_rcu_callbacks = []
+    # RCU ([S-TDX]): readers in a read-side critical section (who -> the callback sequence
+    # number when it began), the sequence stamped on each call_rcu, page-table pages a zap
+    # unlinked that wait for a grace period, and those freed (by generation: a (root, level,
+    # index) page linked again later is a new page).
+    a.rcu_readers = {}
+    a.rcu_seq = 0
+    a.tdp_mmu_sp_gen = {}  # (root hpa, sp key) -> generation of the page linked there now
+    a.tdp_mmu_sp_rcu = []  # (seq, (root hpa, sp key, generation)) queued by call_rcu
+    a.tdp_mmu_sp_freed = set()  # (root hpa, sp key, generation) after its free
     a.tdp_mmu_live = {}  # hpa -> root, until freed with no page tables left (accounting)
     a.tdp_mmu_stats = Counter()
     a.tdp_mmu_errors = []
+    a.tdp_mmu_warnings = []  # WARN_ON / WARN_ON_ONCE that fired (an alarm for check-mutants)
     a.tdp_mmu_next_hpa = 1
     a.tdp_mmu_uninit = "no"  # no / running / done
     a.tdp_mmu_fast_zaps = 0
@@ -172,6 +185,13 @@ def _err(kvm: Kvm, inv: str, msg: str) -> None:
     kvm.trace.emit("VIOLATION", inv, msg, source="tdxedu/kvm/tdp_mmu_invariants.py")
 
 
+def _warn(kvm: Kvm, op: str, msg: str) -> None:
+    """A WARN_ON / WARN_ON_ONCE of tdp_mmu.c: kept in state (`tdp_mmu_warnings`), not only in
+    the trace, so a world's conditions can read it."""
+    kvm.arch.tdp_mmu_warnings.append(f"{op}: {msg}")
+    kvm.trace.emit(op, msg, source=SRC_TDP)
+
+
 def _touch(kvm: Kvm, root: KvmMmuPage, what: str) -> None:
     """Any access to a root after its RCU callback ran is a use after free (inv6)."""
     if root.freed:
@@ -187,6 +207,19 @@ def _lock(kvm: Kvm, who: str, shared: bool):
         yield from kvm.mmu_lock.read_lock(who)
     else:
         yield from kvm.mmu_lock.write_lock(who)
+
+
+def kvm_lockdep_assert_mmu_lock_held(kvm: Kvm, shared: bool | None, where: str) -> None:
+    """`kvm_lockdep_assert_mmu_lock_held(kvm, shared)` (tdp_mmu.c, [S-TDX]): held for read when
+    `shared`, for write when not; `None` = either mode (`tdp_mmu_next_root`)."""
+    if shared is None:
+        lockdep_assert_held(kvm.mmu_lock, where)
+    elif shared:
+        if not kvm.mmu_lock.readers:
+            lockdep_report(kvm.mmu_lock, f"{where}: lockdep_assert_held_read("
+                                         f"{kvm.mmu_lock.name}) failed")
+    else:
+        lockdep_assert_held_write(kvm.mmu_lock, where)
 
 
 def _unlock(kvm: Kvm, who: str, shared: bool) -> None:
@@ -267,15 +300,30 @@ def kvm_tdp_mmu_put_root(kvm: Kvm, root: KvmMmuPage, holder: str, *, shared: boo
 
 
 def _free_root(kvm: Kvm, root: KvmMmuPage) -> None:
-    """Unlink (list_del_rcu under tdp_mmu_pages_lock) and call_rcu the free."""
+    """Unlink (list_del_rcu under tdp_mmu_pages_lock) and call_rcu the free: lockless walkers
+    that already found the root may still read it until their read-side section ends."""
     if not root.invalid:
         _err(kvm, "inv2", f"freeing {root} while it is still valid")
     if root.on_list:
         kvm.arch.tdp_mmu_roots.remove(root)
         root.on_list = False
+    if not _pol(kvm).rcu_free_root:  # broken variant: freed at once, no grace period
+        kvm.trace.emit("free_page", f"root#{root.hpa}", "no grace period", source=SRC_TDP)
+        _root_freed(kvm, root)
+        return
     root.rcu_pending = True
+    root.rcu_seq = kvm.arch.rcu_seq
+    kvm.arch.rcu_seq += 1
     kvm.arch.tdp_mmu_rcu_callbacks.append(root)
     kvm.trace.emit("call_rcu", f"root#{root.hpa}", "tdp_mmu_free_sp_rcu_callback", source=SRC_TDP)
+
+
+def _root_freed(kvm: Kvm, root: KvmMmuPage) -> None:
+    root.rcu_pending = False
+    root.freed = True
+    kvm.arch.tdp_mmu_stats["roots_freed"] += 1
+    if not root.present():
+        kvm.arch.tdp_mmu_live.pop(root.hpa, None)
 
 
 def _set_invalid(root: KvmMmuPage) -> None:
@@ -284,24 +332,109 @@ def _set_invalid(root: KvmMmuPage) -> None:
         root.ever_invalid = True
 
 
+# --- RCU --------------------------------------------------------------------------------------
+
+
+def rcu_read_lock(kvm: Kvm, who: str) -> None:
+    """Enter a read-side critical section (`kvm_tdp_mmu_walk_lockless_begin`, [S-TDX]): no
+    callback queued from now on may run before the matching `rcu_read_unlock`."""
+    kvm.arch.rcu_readers[who] = kvm.arch.rcu_seq
+    kvm.trace.emit("rcu_read_lock", who, source="include/linux/rcupdate.h")
+
+
+def rcu_read_unlock(kvm: Kvm, who: str) -> None:
+    kvm.arch.rcu_readers.pop(who, None)
+    kvm.trace.emit("rcu_read_unlock", who, source="include/linux/rcupdate.h")
+
+
+def _gp_blocked(kvm: Kvm, seq: int) -> bool:
+    """A callback queued at `seq` waits for every reader that began before it was queued."""
+    return any(start <= seq for start in kvm.arch.rcu_readers.values())
+
+
+def rcu_callbacks_ready(kvm: Kvm) -> bool:
+    a = kvm.arch
+    return (any(not _gp_blocked(kvm, r.rcu_seq) for r in a.tdp_mmu_rcu_callbacks)
+            or any(not _gp_blocked(kvm, seq) for seq, _ in a.tdp_mmu_sp_rcu))
+
+
+def rcu_callbacks_pending(kvm: Kvm) -> bool:
+    return bool(kvm.arch.tdp_mmu_rcu_callbacks or kvm.arch.tdp_mmu_sp_rcu)
+
+
 def rcu_grace_period(kvm: Kvm) -> int:
-    """A grace period ends: every pending call_rcu callback runs (tdp_mmu_free_sp_rcu_callback).
-    The model has no lockless walkers that span a step, so a grace period can end at any step
-    boundary. Returns how many roots were freed."""
-    cbs, kvm.arch.tdp_mmu_rcu_callbacks = kvm.arch.tdp_mmu_rcu_callbacks, []
-    for root in cbs:
-        root.rcu_pending = False
-        root.freed = True
-        kvm.arch.tdp_mmu_stats["roots_freed"] += 1
-        if not root.present():
-            kvm.arch.tdp_mmu_live.pop(root.hpa, None)
+    """A grace period ends: every call_rcu callback not held back by a reader that began
+    before it was queued runs (`tdp_mmu_free_sp_rcu_callback` frees the root or page-table
+    page). Returns how many roots were freed."""
+    a = kvm.arch
+    run = [r for r in a.tdp_mmu_rcu_callbacks if not _gp_blocked(kvm, r.rcu_seq)]
+    a.tdp_mmu_rcu_callbacks = [r for r in a.tdp_mmu_rcu_callbacks if r not in run]
+    for root in run:
+        _root_freed(kvm, root)
         kvm.trace.emit("tdp_mmu_free_sp_rcu_callback", f"root#{root.hpa}", source=SRC_TDP)
-    return len(cbs)
+    sps = [(seq, sp) for seq, sp in a.tdp_mmu_sp_rcu if not _gp_blocked(kvm, seq)]
+    if sps:
+        a.tdp_mmu_sp_rcu = [e for e in a.tdp_mmu_sp_rcu if e not in sps]
+        a.tdp_mmu_sp_freed.update(sp for _, sp in sps)
+        kvm.trace.emit("tdp_mmu_free_sp_rcu_callback", f"{len(sps)} page tables",
+                       source=SRC_TDP)
+    return len(run)
 
 
 def rcu_barrier(kvm: Kvm) -> None:
-    """Wait for every queued RCU callback (kvm_mmu_uninit_tdp_mmu ends with rcu_barrier())."""
+    """Wait for every queued RCU callback (kvm_mmu_uninit_tdp_mmu ends with rcu_barrier());
+    the caller first waits until no reader holds one back (`rcu_callbacks_blocked`)."""
     rcu_grace_period(kvm)
+
+
+def rcu_callbacks_blocked(kvm: Kvm) -> bool:
+    a = kvm.arch
+    return (any(_gp_blocked(kvm, r.rcu_seq) for r in a.tdp_mmu_rcu_callbacks)
+            or any(_gp_blocked(kvm, seq) for seq, _ in a.tdp_mmu_sp_rcu))
+
+
+def _rcu_uaf(kvm: Kvm, who: str, what: str) -> None:
+    _err(kvm, "rcu", f"use-after-free: {who}'s lockless walk reads {what}, freed without a "
+                     "grace period covering its read-side section")
+
+
+def tdp_mmu_walk_lockless(kvm: Kvm, who: str, *, levels: int = 2):
+    """A lockless walker (generator): `kvm_tdp_mmu_walk_lockless_begin` (rcu_read_lock), walk
+    every root on the list and, in each, the page tables down one GFN's path
+    (`for_each_tdp_mmu_root_rcu` + `tdp_mmu_for_each_pte`, as lockless aging and the fast page
+    fault do), one level per step, then `..._end` (rcu_read_unlock). No mmu_lock, no root
+    reference: only RCU keeps what it reads alive ([S-TDX]). Reading a root or page table
+    that was freed is a use-after-free (``rcu``); dereferencing outside a read-side section
+    with no mmu_lock is lockdep's "suspicious RCU usage"."""
+    pol = _pol(kvm)
+    a = kvm.arch
+    if pol.lockless_walk_rcu:
+        rcu_read_lock(kvm, who)
+    for root in list(a.tdp_mmu_roots):  # list_for_each_entry_rcu
+        yield Preempt("lockless walk: next root")
+        if who not in a.rcu_readers and not kvm.mmu_lock.held():
+            lockdep_report(kvm.mmu_lock, f"suspicious RCU usage: {who}: "
+                                         "rcu_dereference_check() without rcu_read_lock() "
+                                         "in for_each_tdp_mmu_root_rcu")
+        if root.freed:
+            _rcu_uaf(kvm, who, str(root))
+            break
+        path = sorted(root.sps, key=lambda k: -k[0])[:levels]
+        held = [(root.hpa, k, a.tdp_mmu_sp_gen.get((root.hpa, k), 0)) for k in path]
+        for sp in held:
+            if pol.lockless_walk_resched:  # broken: cond_resched inside the walk
+                rcu_read_unlock(kvm, who)
+                yield Preempt("lockless walk: cond_resched")
+                rcu_read_lock(kvm, who)
+            else:
+                yield Preempt("lockless walk: next level")
+            if sp in a.tdp_mmu_sp_freed:
+                _rcu_uaf(kvm, who, f"page table {sp[1]} of root#{sp[0]}")
+                break
+        kvm.trace.emit("kvm_tdp_mmu_age_gfn_range", who, f"root#{root.hpa}", "lockless",
+                       source=SRC_TDP)
+    if who in a.rcu_readers:
+        rcu_read_unlock(kvm, who)
 
 
 # --- root allocation --------------------------------------------------------------------------
@@ -405,6 +538,9 @@ def kvm_mmu_reload(vcpu: KvmVcpu):
 
 
 def _mmu_free_root_page(vcpu: KvmVcpu, slot: str, shared: bool):
+    """`mmu_free_root_page`: put the slot's reference, mmu_lock held in the mode the caller
+    took it (asserted: read for TDP MMU roots since v6.9, [M-610] [S-TDX])."""
+    kvm_lockdep_assert_mmu_lock_held(vcpu.kvm, shared, "mmu_free_root_page")
     mmu = vcpu.arch.mmu
     if slot == "root":
         root, mmu.root_hpa = mmu.root_hpa, None
@@ -435,10 +571,13 @@ def kvm_mmu_free_roots(vcpu: KvmVcpu, roots_to_free=KVM_MMU_ROOTS_ALL, *, only_o
     if not todo:
         return
     shared = _pol(kvm).rdlock_roots
-    yield from _lock(kvm, vcpu.name, shared)
+    locked = _pol(kvm).free_roots_takes_lock  # False only for a broken variant
+    if locked:
+        yield from _lock(kvm, vcpu.name, shared)
     for s in todo:
         yield from _mmu_free_root_page(vcpu, s, shared)
-    _unlock(kvm, vcpu.name, shared)
+    if locked:
+        _unlock(kvm, vcpu.name, shared)
 
 
 def kvm_mmu_unload(vcpu: KvmVcpu):
@@ -539,6 +678,8 @@ def kvm_tdp_mmu_map(vcpu: KvmVcpu, gfn: int):
         key = (level, gfn >> (9 * level))
         if key not in root.sps:
             root.sps.add(key)
+            g = (root.hpa, key)
+            kvm.arch.tdp_mmu_sp_gen[g] = kvm.arch.tdp_mmu_sp_gen.get(g, 0) + 1
             kvm.arch.tdp_mmu_pages += 1
             kvm.arch.tdp_mmu_stats["sp_allocated"] += 1
     root.leafs.add(gfn)
@@ -556,12 +697,20 @@ def tdp_mmu_zap_root(kvm: Kvm, root: KvmMmuPage, shared: bool) -> int:
     tdp_mmu_unlink_sp). WARN if the count is 0: the root must stay reachable by mmu_notifiers
     while it is zapped (inv10). Mirror SPTEs may only be removed under the write lock (inv11).
     Returns the number of page-table pages freed."""
+    kvm_lockdep_assert_mmu_lock_held(kvm, shared, "tdp_mmu_zap_root")
     _touch(kvm, root, "tdp_mmu_zap_root")
     if root.tdp_mmu_root_count <= 0:
         _err(kvm, "inv10", f"zapping {root} at refcount {root.tdp_mmu_root_count}")
     if root.role.is_mirror and (shared or not kvm.mmu_lock.held_for_write()):
         _err(kvm, "inv11", f"removing mirror SPTEs of {root} without mmu_lock held for write")
     n = len(root.sps)
+    a = kvm.arch
+    gone = [(root.hpa, k, a.tdp_mmu_sp_gen.get((root.hpa, k), 0)) for k in sorted(root.sps)]
+    if gone and _pol(kvm).rcu_free_sp:  # handle_removed_pt -> call_rcu per page table
+        a.tdp_mmu_sp_rcu += [(a.rcu_seq, sp) for sp in gone]
+        a.rcu_seq += 1
+    else:  # broken variant: the page tables are freed at once
+        a.tdp_mmu_sp_freed.update(gone)
     root.sps.clear()
     root.leafs.clear()
     kvm.arch.tdp_mmu_pages -= n
@@ -627,8 +776,7 @@ def kvm_tdp_mmu_invalidate_roots(kvm: Kvm, types: int = KVM_VALID_ROOTS,
     if not pol.root_types:
         types = KVM_VALID_ROOTS
     if types & KVM_INVALID_ROOTS:
-        kvm.trace.emit("WARN_ON_ONCE", "invalidating invalid roots doesn't make sense",
-                       source=SRC_TDP)
+        _warn(kvm, "WARN_ON_ONCE", "invalidating invalid roots doesn't make sense")
         types &= ~KVM_INVALID_ROOTS
     destroying = kvm.users_count == 0 or not kvm.vcpus
     if not destroying and not kvm.mmu_lock.held_for_write():
@@ -640,8 +788,7 @@ def kvm_tdp_mmu_invalidate_roots(kvm: Kvm, types: int = KVM_VALID_ROOTS,
         if pol.zap_via == "workqueue":
             if pol.invalidate_takes_ref:
                 if not kvm_tdp_mmu_get_root(kvm, root, WQ_HOLDER):
-                    kvm.trace.emit("WARN_ON_ONCE", f"root#{root.hpa} at refcount 0",
-                                   source=SRC_TDP)
+                    _warn(kvm, "WARN_ON_ONCE", f"root#{root.hpa} at refcount 0")
                     continue
             else:  # the TDP MMU's reference becomes the work item's
                 root.refs[TDP_MMU_HOLDER] -= 1
@@ -663,7 +810,9 @@ def tdp_mmu_next_root(kvm: Kvm, prev: KvmMmuPage | None, holder: str, *, shared:
                       types: int):
     """The yield-safe iterator step (generator returning the next root or None): walk the list
     after `prev`, skip roots that do not match `types` and roots whose get fails (count 0),
-    take a reference on the one returned, then put `prev` ([S-69])."""
+    take a reference on the one returned, then put `prev` ([S-69]). mmu_lock must be held, in
+    either mode (lockdep-asserted)."""
+    kvm_lockdep_assert_mmu_lock_held(kvm, None, "tdp_mmu_next_root")
     roots = kvm.arch.tdp_mmu_roots
     start = roots.index(prev) + 1 if prev is not None and prev in roots else 0
     nxt = None
@@ -782,7 +931,9 @@ def kvm_tdp_mmu_wrprot_slot(kvm: Kvm, who: str | None = None, *, resched: bool =
     under the read lock — in v6.3 possibly the root's last reference ([OVH22])."""
     who = _who(kvm, who)
     holder = f"iter:{who}"
-    yield from kvm.mmu_lock.read_lock(who)
+    locked = _pol(kvm).iter_takes_mmu_lock  # False only for a broken variant
+    if locked:
+        yield from kvm.mmu_lock.read_lock(who)
     root = None
     while True:
         root = yield from tdp_mmu_next_root(kvm, root, holder, shared=True,
@@ -791,10 +942,13 @@ def kvm_tdp_mmu_wrprot_slot(kvm: Kvm, who: str | None = None, *, resched: bool =
             break
         kvm.trace.emit("wrprot_gfn_range", f"root#{root.hpa}", source=SRC_TDP)
         if resched:
-            kvm.mmu_lock.read_unlock(who)
+            if locked:
+                kvm.mmu_lock.read_unlock(who)
             yield Preempt("cond_resched: mmu_lock dropped")
-            yield from kvm.mmu_lock.read_lock(who)
-    kvm.mmu_lock.read_unlock(who)
+            if locked:
+                yield from kvm.mmu_lock.read_lock(who)
+    if locked:
+        kvm.mmu_lock.read_unlock(who)
 
 
 def kvm_mmu_uninit_tdp_mmu(kvm: Kvm, who: str | None = None):
@@ -807,17 +961,23 @@ def kvm_mmu_uninit_tdp_mmu(kvm: Kvm, who: str | None = None):
     pol = _pol(kvm)
     who = _who(kvm, who)
     kvm.arch.tdp_mmu_uninit = "running"
+    if pol.rcu_barrier_first:  # broken variant: the barrier before the zap it should follow
+        if rcu_callbacks_blocked(kvm):
+            yield WaitUntil(lambda: not rcu_callbacks_blocked(kvm), "rcu_barrier()")
+        rcu_barrier(kvm)
     if pol.uninit_invalidates:
         kvm_tdp_mmu_invalidate_roots(kvm, KVM_VALID_ROOTS, who)
         if pol.zap_via == "sync":
             yield from kvm_tdp_mmu_zap_invalidated_roots(kvm, pol.uninit_zap_shared, who)
     yield from flush_workqueue(kvm, who)
     if kvm.arch.tdp_mmu_pages:
-        kvm.trace.emit("WARN_ON", f"tdp_mmu_pages={kvm.arch.tdp_mmu_pages}", source=SRC_TDP)
+        _warn(kvm, "WARN_ON", f"tdp_mmu_pages={kvm.arch.tdp_mmu_pages}")
     if kvm.arch.tdp_mmu_roots:
-        kvm.trace.emit("WARN_ON", f"tdp_mmu_roots not empty: {kvm.arch.tdp_mmu_roots}",
-                       source=SRC_TDP)
-    rcu_barrier(kvm)
+        _warn(kvm, "WARN_ON", f"tdp_mmu_roots not empty: {kvm.arch.tdp_mmu_roots}")
+    if _pol(kvm).rcu_barrier_at_uninit and not pol.rcu_barrier_first:  # broken variants
+        if rcu_callbacks_blocked(kvm):
+            yield WaitUntil(lambda: not rcu_callbacks_blocked(kvm), "rcu_barrier()")
+        rcu_barrier(kvm)
     kvm.arch.tdp_mmu_uninit = "done"
 
 

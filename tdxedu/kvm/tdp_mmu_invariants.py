@@ -116,8 +116,8 @@ def tdp_mmu_invariants(kvm: Kvm) -> list[str]:
             out.append(f"inv13: roots left after uninit: {a.tdp_mmu_roots}")
         if a.tdp_mmu_pages:
             out.append(f"inv13: tdp_mmu_pages = {a.tdp_mmu_pages} after uninit")
-        if a.tdp_mmu_rcu_callbacks:
-            out.append("inv13: RCU frees pending after rcu_barrier")
+        if a.tdp_mmu_rcu_callbacks or a.tdp_mmu_sp_rcu:
+            out.append("inv13: RCU frees pending after kvm_mmu_uninit_tdp_mmu (rcu_barrier)")
         leaked = [r for r in live if not r.freed]
         if leaked:
             out.append(f"inv13: roots never freed: {leaked}")
@@ -136,6 +136,9 @@ def tdp_mmu_fingerprint(kvm: Kvm) -> tuple:
     busy = None if a.tdp_mmu_worker_busy is None else a.tdp_mmu_worker_busy.hpa
     return (roots, tuple(r.hpa for r in a.tdp_mmu_roots), vcpus, wq, busy,
             tuple(r.hpa for r in a.tdp_mmu_rcu_callbacks), a.tdp_mmu_pages,
-            tuple(sorted(a.tdp_mmu_stats.items())), len(a.tdp_mmu_errors), a.tdp_mmu_uninit,
+            tuple(sorted(a.tdp_mmu_stats.items())), len(a.tdp_mmu_errors),
+            len(a.tdp_mmu_warnings), a.tdp_mmu_uninit,
             a.tdp_mmu_fast_zaps, kvm.mmu_lock.writer, tuple(sorted(kvm.mmu_lock.readers)),
-            kvm.slots_lock.owner, kvm.users_count, kvm.vm_bugged)
+            kvm.slots_lock.owner, kvm.users_count, kvm.vm_bugged,
+            tuple(sorted(a.rcu_readers.items())), a.rcu_seq, tuple(a.tdp_mmu_sp_rcu),
+            len(a.tdp_mmu_sp_freed), tuple(sorted(a.tdp_mmu_sp_gen.items())))

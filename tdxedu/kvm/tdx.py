@@ -22,6 +22,7 @@ from ..tdx.pamt import PAGE_SIZE
 from ..tdx.sept import level_size
 from ..trace import PREEMPT, WaitUntil
 from .kvm import IN_GUEST_MODE, KVM_REQ_OUTSIDE_GUEST_MODE, OUTSIDE_GUEST_MODE, Kvm, KvmVcpu
+from .locks import lockdep_assert_held_write
 from .pamt import (
     Errno,
     dpamt_alloc_sept_page,
@@ -98,6 +99,10 @@ class KvmTdx:
         self.kvm.trace.emit(op, *args, cpu=cpu, status=status, source=SRC)
 
     def leak(self, pa: int, why: str) -> None:
+        """Give a page up on purpose (never freed, never reused), with the reason. Mutant
+        "reclaim-failure-unreported" (`tdxedu.mutants.faults`) forgets to say so."""
+        if why.startswith("RECLAIM failed") and "reclaim-failure-unreported" in self.mutations:
+            return  # mutant: the page is neither freed nor reported as leaked
         self.leaked.append((pa, why))
 
     def tdx_clear_page(self, pa: int, cpu: int) -> None:
@@ -256,7 +261,9 @@ def tdx_flush_vp_on_cpu(vcpu: KvmVcpu):
     err = None
     if vt.state == VCPU_TD_STATE_INITIALIZED:
         r = kt.module.tdh_vp_flush(vt.tdvpr_pa, lp=cpu)
-        if r.status.is_error and not r.status.matches(st.TDX_VCPU_NOT_ASSOCIATED):
+        tolerated = (r.status.matches(st.TDX_VCPU_NOT_ASSOCIATED)
+                     and "flush-not-associated-is-error" not in kt.mutations)  # mutant
+        if r.status.is_error and not tolerated:
             err = r.status
     kt.host.associated_tdvcpus[cpu].remove(vcpu)
     vcpu.cpu = -1
@@ -362,8 +369,9 @@ def tdx_map_private_gfn(kvm: Kvm, gpa: int, cpu: int, vcpu: KvmVcpu | None = Non
             return err
     r = yield from kt.sc("tdh_mem_page_aug", kt.tdr_pa, gpa, 0, pa, cpu=cpu)
     if r.status.is_error:  # `tdx_mem_page_aug`: BUSY is -EBUSY, anything else KVM_BUG_ON
-        kt.kvm.kvm_bug_on(not r.status.matches(st.TDX_OPERAND_BUSY),
-                          "TDH.MEM.PAGE.AUG failed", r.status)
+        fatal = (not r.status.matches(st.TDX_OPERAND_BUSY)
+                 or "aug-busy-is-fatal" in kt.mutations)  # mutant
+        kt.kvm.kvm_bug_on(fatal, "TDH.MEM.PAGE.AUG failed", r.status)
         if kt.host.pamt is not None:
             yield from dpamt_put_guest_page(kt, gpa, pa, cpu)
         return r.status
@@ -392,11 +400,33 @@ def _zap_seamcall(kt: KvmTdx, name: str, *args, cpu: int):
 
 
 def _busy_without_kick(kt: KvmTdx, name: str, args: tuple, cpu: int, r):
-    """The policies that never kick: "no-retry" gives up, "retry-loop" spins while BUSY."""
+    """The policies that never kick: "no-retry" gives up, "retry-loop" spins while BUSY
+    (watched by the soft-lockup stand-in below)."""
     if kt.busy_policy == "retry-loop":
+        tries = 1
         while r.status.matches(st.TDX_OPERAND_BUSY):
+            if tries == SOFTLOCKUP_BUSY_RETRIES and kt.kvm.mmu_lock.held_for_write():
+                softlockup(kt, name, tries, cpu)
             r = yield from kt.sc(name, *args, cpu=cpu)
+            tries += 1
     return r.status
+
+
+#: The model's stand-in for the soft-lockup watchdog (kernel/watchdog.c: "BUG: soft lockup -
+#: CPU#%d stuck for %us!", after 2 x watchdog_thresh = 20 s of spinning without a schedule).
+#: The model has no clock, so it counts: a zap that got TDX_OPERAND_BUSY this many times in a
+#: row on one SEAMCALL with mmu_lock held for write is spinning with nothing to make the
+#: contender go away (the pre-merge retry loop, [Y-RFC]); no correct policy retries more than
+#: once ([Y4] [K616]). Reported as the world's ``softlockup`` condition (the run goes on, as
+#: the CPU would).
+SOFTLOCKUP_BUSY_RETRIES = 4
+
+
+def softlockup(kt: KvmTdx, name: str, tries: int, cpu: int) -> None:
+    msg = (f"soft lockup - CPU#{cpu} stuck: {name} got TDX_OPERAND_BUSY {tries} times in a "
+           "row with kvm->mmu_lock held for write")
+    kt.host.softlockups.append(f"watchdog: BUG: {msg}")
+    kt.emit("BUG", msg, cpu=cpu)
 
 
 def tdx_no_vcpus_enter_start(kt: KvmTdx):
@@ -429,11 +459,21 @@ def tdh_do_no_vcpus(kt: KvmTdx, name: str, *args, cpu: int):
 def tdx_track(kt: KvmTdx, cpu: int):
     """TDH.MEM.TRACK then an IPI to every vCPU, waiting for all to acknowledge, so no vCPU
     still runs in the block epoch. A failure is a KVM_BUG_ON and the kick happens anyway
-    (6.16 and 6.19 alike, [K616-TDX] [S17]). No-op before RUNNABLE."""
+    (6.16 and 6.19 alike, [K616-TDX] [S17]). No-op before RUNNABLE; then
+    `lockdep_assert_held_write(&kvm->mmu_lock)` ([K616-TDX] tdx_track)."""
     if kt.state != TD_STATE_RUNNABLE:
         return st.TDX_SUCCESS
+    lockdep_assert_held_write(kt.kvm.mmu_lock, "tdx_track")
     err = yield from _zap_seamcall(kt, "tdh_mem_track", kt.tdr_pa, cpu=cpu)
     kt.kvm.kvm_bug_on(err.is_error, "TDH.MEM.TRACK failed", err)
+    skip = None
+    if "track-kick-local-cpu-only" in kt.mutations:  # mutant: only vCPUs on this pCPU
+        skip = [v for v in kt.kvm.vcpus if v.cpu != cpu]
+    elif "track-kick-first-vcpu-only" in kt.mutations:  # mutant: stops after one IPI
+        skip = [v for v in kt.kvm.vcpus if v.mode == IN_GUEST_MODE][1:]
+    if skip is not None:
+        yield from kt.kvm.kvm_make_all_cpus_request(KVM_REQ_OUTSIDE_GUEST_MODE, exclude=skip)
+        return err
     yield from kt.kvm.kvm_make_all_cpus_request(
         KVM_REQ_OUTSIDE_GUEST_MODE, wait="track-no-ipi-wait" not in kt.mutations)  # mutant
     return err
@@ -449,11 +489,14 @@ def tdx_sept_remove_private_spte(kvm: Kvm, gpa: int, cpu: int):
     A failed BLOCK, REMOVE or WBINVD is a KVM_BUG_ON and the page is leaked; a failed TRACK
     is a KVM_BUG_ON and the removal goes on. Upstream, a removal without an HKID is a
     KVM_BUG_ON; only the never-merged orderings reclaim instead ("terminate-vm" once the VM
-    is dead, [TERM-V5]; "v19-notifier"). Returns True when the page came back."""
+    is dead, [TERM-V5]; "v19-notifier"). Returns True when the page came back. Zapping a
+    leaf is allowed only with mmu_lock held for write (`lockdep_assert_held_write` in
+    `remove_external_spte`, [S-TDX])."""
     kt = to_kvm_tdx(kvm)
     pa = kt.mirror.get(gpa)
     if pa is None:
         return False
+    lockdep_assert_held_write(kvm.mmu_lock, "remove_external_spte")
     if not kt.hkid_assigned:
         allowed = ((kt.teardown_policy == "terminate-vm" and kvm.vm_dead)
                    or kt.teardown_policy == "v19-notifier")
@@ -503,6 +546,9 @@ def _track_for_removal(kt: KvmTdx, cpu: int):
 def _remove_and_wbinvd(kt: KvmTdx, gpa: int, pa: int, cpu: int):
     kvm = kt.kvm
     err = yield from _zap_seamcall(kt, "tdh_mem_page_remove", kt.tdr_pa, gpa, 0, cpu=cpu)
+    if err.is_error and "free-after-failed-remove" in kt.mutations:  # mutant
+        del kt.mirror[gpa]  # treated as removed: guest_memfd will free the page
+        return False
     if kvm.kvm_bug_on(err.is_error, "TDH.MEM.PAGE.REMOVE failed", err):
         kt.leak(pa, f"REMOVE failed: {err}")
         return False
@@ -511,6 +557,8 @@ def _remove_and_wbinvd(kt: KvmTdx, gpa: int, pa: int, cpu: int):
     if "no-wbinvd-after-remove" not in kt.mutations:  # mutant no-wbinvd-after-remove
         status = (yield from kt.sc("tdh_phymem_page_wbinvd_hkid", kt.hkid, pa, cpu=cpu)).status
     del kt.mirror[gpa]
+    if "wbinvd-failure-ignored" in kt.mutations:  # mutant: the status is not looked at
+        status = st.TDX_SUCCESS
     if kvm.kvm_bug_on(status.is_error, "TDH.PHYMEM.PAGE.WBINVD failed", status):
         kt.leak(pa, "WBINVD failed")
         return False
@@ -528,6 +576,8 @@ def tdx_reclaim_page(kt: KvmTdx, pa: int, cpu: int):
     if r.status.is_error:
         kt.kvm.warn_on(True, "TDH.PHYMEM.PAGE.RECLAIM failed", r.status,
                        f"rcx {r.rcx:#x}", f"rdx {r.rdx:#x}", f"r8 {r.r8:#x}")
+        if "reclaim-failure-frees-page" in kt.mutations:  # mutant: as if it had worked
+            return True
         kt.leak(pa, f"RECLAIM failed: {r.status}")
         return False
     if kt.host.pamt is not None:

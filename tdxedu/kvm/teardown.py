@@ -49,7 +49,8 @@ def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
     if not kt.hkid_assigned:
         return
     if flush_vcpus and "no-vp-flush-at-hkid-release" not in kt.mutations:  # mutant
-        for vcpu in kvm.vcpus:
+        flush = kvm.vcpus[:1] if "flush-first-vcpu-only" in kt.mutations else kvm.vcpus  # mutant
+        for vcpu in flush:
             err = yield from tdx_flush_vp_on_cpu(vcpu)
             kvm.kvm_bug_on(err is not None, "TDH.VP.FLUSH failed", err)
     yield from kt.host.tdx_lock.lock(who)
@@ -67,8 +68,10 @@ def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
         if hold_mmu_lock:
             yield from kvm.mmu_lock.write_lock(who)
         try:
-            for pkg_cpu in kt.host.one_cpu_per_package():
+            for i, pkg_cpu in enumerate(kt.host.one_cpu_per_package()):
                 if "skip-cache-wb" in kt.mutations:  # mutant: FREEID without CACHE.WB
+                    break
+                if i and "cache-wb-first-package-only" in kt.mutations:  # mutant
                     break
                 err = yield from smp_func_do_phymem_cache_wb(kt, pkg_cpu)
                 # smp_func_do_phymem_cache_wb: WARN_ON_ONCE (6.19: TDX_BUG_ON with no VM);
@@ -92,7 +95,8 @@ def smp_func_do_phymem_cache_wb(kt: KvmTdx, cpu: int):
     TDX_NO_HKID_READY_TO_WBCACHE counts as done by another thread."""
     r = yield from kt.sc("tdh_phymem_cache_wb", TDH_PHYMEM_CACHEWB_START_CMD, cpu=cpu)
     tries = 0
-    while r.status.matches(st.TDX_INTERRUPTED_RESUMABLE) and tries < TDX_SEAMCALL_RETRIES:
+    retries = 0 if "cache-wb-no-resume" in kt.mutations else TDX_SEAMCALL_RETRIES  # mutant
+    while r.status.matches(st.TDX_INTERRUPTED_RESUMABLE) and tries < retries:
         r = yield from kt.sc("tdh_phymem_cache_wb", TDH_PHYMEM_CACHEWB_RESUME_CMD, cpu=cpu)
         tries += 1
     if r.status.matches(st.TDX_NO_HKID_READY_TO_WBCACHE):
@@ -186,12 +190,16 @@ def kvm_gmem_release(kvm: Kvm, cpu: int = 0, who: str = "gmem"):
     (`kvm_gmem_invalidate_begin` -> `remove_external_spte`), free the pages back to the
     host, then drop the file's VM reference ([K616], [AH-RFC])."""
     kt = to_kvm_tdx(kvm)
-    yield from kvm.mmu_lock.write_lock(who)
+    shared = "gmem-zap-under-read-lock" in kt.mutations  # mutant: the fault path's lock mode
+    yield from (kvm.mmu_lock.read_lock(who) if shared else kvm.mmu_lock.write_lock(who))
     try:
         for gpa in sorted(kt.mirror):
             yield from tdx_sept_remove_private_spte(kvm, gpa, cpu)
     finally:
-        kvm.mmu_lock.write_unlock(who)
+        if shared:
+            kvm.mmu_lock.read_unlock(who)
+        else:
+            kvm.mmu_lock.write_unlock(who)
     leaked = {pa for pa, _ in kt.leaked}
     for gpa, pa in sorted(kt.gmem.items()):
         if pa not in leaked and gpa not in kt.mirror:

@@ -3,10 +3,12 @@ hypothesis) and bench/fuzz.py (long runs). Every function takes a `random.Random
 (hypothesis' `randoms()` in tests, so failures shrink) and returns counts; a problem is
 recorded in `FuzzStats.problems`, never swallowed.
 
-* `fuzz_seamcalls`: register-level SEAMCALLs (`TdxModule.seamcall`) with random leaves,
-  registers and LPs, plus guest TD exits, on a module with a built TD (static PAMT) or a
-  Dynamic-PAMT module; after each call the status must be a `Status` and
-  `check_invariants()` empty.
+* `fuzz_seamcalls`: register-level SEAMCALLs (`TdxModule.seamcall`), most of them aimed at
+  live state (`_aimed_call`: a live TDR/TDVPR/GPA in the register the leaf reads, a leaf that
+  fits the entry's or TD's state) so about a quarter complete with TDX_SUCCESS, the rest with
+  random leaves and registers; wrapper-shaped calls; guest TD exits; on a module with a built
+  TD (static PAMT) or a Dynamic-PAMT module; after each call the status must be a `Status`
+  and `check_invariants()` empty.
 * `fuzz_guest`: a running TD driven from both sides: vCPUs entering and leaving (0-step
   lists armed at random), guest TDCALLs (ACCEPT, ATTR.RD, ATTR.WR) from the vCPU's LP, and
   the host's memory SEAMCALLs, often with one call paused at its preemption point (its locks
@@ -35,13 +37,19 @@ from ..scenarios.registry import load_all
 from ..scenarios.td import RunningTd
 from ..sim.engine import run_seeded
 from ..tdx import Leaf, TdxModule
-from ..tdx.metadata import FIELD_IDS
-from ..tdx.pamt import KEYID_SHIFT, PAGE_SIZE
+from ..tdx.metadata import FIELD_IDS, TD_FIELDS, VP_FIELDS
+from ..tdx.pamt import KEYID_SHIFT, PAGE_SIZE, PT_NDA
+from ..tdx.sept import ANY_BLOCKED, NON_LEAF, SeptState, level_size
+from ..tdx.status import TDX_SUCCESS as TDX_SUCCESS_STATUS
 from ..tdx.status import Status
+from ..tdx.td import Lifecycle, OpState, VcpuState
 from ..tdx.testing import BuildError, TdBuilder
 from ..trace import run_to_completion
 
 CORRECT_TEARDOWNS = ("v6.16", "terminate-vm", "flush-at-vcpu-free")
+#: share of register-level SEAMCALLs whose operands are aimed at live state (`_aimed_call`);
+#: the rest get random registers, to keep every error path busy
+AIMED_SHARE = 0.7
 
 
 @dataclass
@@ -51,6 +59,9 @@ class FuzzStats:
     interleavings: int = 0
     kvm_flows: int = 0
     kvm_ops: int = 0
+    reg_calls: int = 0  # register-level SEAMCALLs (`TdxModule.seamcall`)
+    reg_deep: int = 0  # ... that completed with TDX_SUCCESS (a handler's success path)
+    reg_deep_writes: int = 0  # ... of those, leaves that change state (not MNG/VP/SEPT.RD)
     outcomes: dict = field(default_factory=dict)
     statuses: dict = field(default_factory=dict)  # status class -> count
     problems: list[str] = field(default_factory=list)
@@ -61,6 +72,9 @@ class FuzzStats:
         self.interleavings += other.interleavings
         self.kvm_flows += other.kvm_flows
         self.kvm_ops += other.kvm_ops
+        self.reg_calls += other.reg_calls
+        self.reg_deep += other.reg_deep
+        self.reg_deep_writes += other.reg_deep_writes
         for d, o in ((self.outcomes, other.outcomes), (self.statuses, other.statuses)):
             for k, v in o.items():
                 d[k] = d.get(k, 0) + v
@@ -90,7 +104,8 @@ def _module_world(rng, dynamic_pamt: bool):
         pool += [td.tdr, *td.tdcs, *td.vcpus, *td.sept_pages.values(), *td.private.values()]
         pool += [pa for v in td.vcpus for pa in td.tdcx[v]]
     pool += [b.page() for _ in range(4)]
-    return m, pool
+    spare = [b.page() for _ in range(32)]  # free pages for the aimed calls to hand over
+    return m, pool, spare
 
 
 def _operand(rng, pool: list[int]) -> int:
@@ -149,12 +164,144 @@ def _named_args(rng, kinds: str, pool: list[int]) -> list[int]:
     return out
 
 
+# --- register-level calls aimed at live state ------------------------------------------------
+
+_L = Leaf
+#: leaves that only read, or (KEY.RECLAIMID) do nothing: their success is not a deep one
+_SHALLOW = frozenset({int(_L.TDH_MNG_KEY_RECLAIMID)})
+_READS = frozenset({int(_L.TDH_MNG_RD), int(_L.TDH_VP_RD), int(_L.TDH_MEM_SEPT_RD)})
+_ON_VCPU_LP = frozenset({int(_L.TDH_VP_ENTER), int(_L.TDH_VP_FLUSH), int(_L.TDH_VP_RD),
+                         int(_L.TDH_VP_WR)})
+
+
+def _live(m):
+    """What a caller who tracks the module's state would pass: live TDRs, TDVPRs, and the
+    S-EPT entries of each TD by state."""
+    tdrs = sorted(m.tds)
+    vps = sorted(m.vcpus)
+    entries = []
+    for tdr in tdrs:
+        tdcs = m.tds[tdr].tdcs
+        if tdcs is not None:
+            entries += [(tdr, e) for e in tdcs.sept.entries.values()]
+    return tdrs, vps, entries
+
+
+def _free_page(rng, m, pool):
+    """A page the module does not own (from the world's spare pages, then the pool)."""
+    for pages in (pool[-32:], pool):
+        free = [pa for pa in pages if m.pamt.page_type(pa) == PT_NDA]
+        if free:
+            return rng.choice(free)
+    return rng.choice(pool)
+
+
+def _next_build_step(rng, m, td, pool):
+    """The leaf that moves a TD on in its build (module 1.5 order: KEY.CONFIG per package,
+    MNG.ADDCX, MNG.INIT, VP.CREATE, PAGE.ADD, MR.FINALIZE), or None once it runs."""
+    tdr = td.pa
+    if td.lifecycle == Lifecycle.TD_HKID_ASSIGNED:
+        return int(_L.TDH_MNG_KEY_CONFIG), [tdr, 0, 0, 0]
+    if td.lifecycle != Lifecycle.TD_KEYS_CONFIGURED:
+        return int(_L.TDH_PHYMEM_PAGE_RECLAIM), [rng.choice(pool), 0, 0, 0]
+    tdcs = td.tdcs
+    if tdcs is None:
+        return int(_L.TDH_MNG_ADDCX), [_free_page(rng, m, pool), tdr, 0, 0]
+    if tdcs.op_state == OpState.UNINITIALIZED:
+        return int(_L.TDH_MNG_INIT), [tdr, _free_page(rng, m, pool), 0, 0]
+    if tdcs.op_state == OpState.INITIALIZED and rng.random() < 0.5:
+        inited = any(v.td is td and v.state != VcpuState.VCPU_UNINITIALIZED
+                     for v in m.vcpus.values())
+        leaf = rng.choice((_L.TDH_VP_CREATE, _L.TDH_MEM_PAGE_ADD) + (
+            (_L.TDH_MR_FINALIZE,) if inited else ()))
+        if leaf == _L.TDH_VP_CREATE:
+            return int(leaf), [_free_page(rng, m, pool), tdr, 0, 0]
+        if leaf == _L.TDH_MEM_PAGE_ADD:
+            gpa = rng.choice((0, 0x1000, 0x2000, 0x3000))
+            return int(leaf), [gpa, tdr, _free_page(rng, m, pool), _free_page(rng, m, pool)]
+        return int(leaf), [tdr, 0, 0, 0]
+    return None
+
+
+def _aimed_call(rng, m, pool) -> tuple[int, list[int]]:
+    """A register-level SEAMCALL whose operands come from the module's live state, in the
+    registers the leaf reads (RCX/RDX/R8/R9 as `TdxModule.seamcall` dispatches them, module
+    1.5 `tdx_vmm_dispatcher.c`), and whose leaf fits the state of the entry or TD it names:
+    a mapped page gets BLOCK, a blocked one TRACK / REMOVE / UNBLOCK, a free GPA AUG or
+    SEPT.ADD; TDs and vCPUs get their metadata reads and writes, VP.ENTER / VP.FLUSH."""
+    tdrs, vps, entries = _live(m)
+    r = rng.random()
+    if entries and r < 0.6:
+        tdr, e = rng.choice(entries)
+        pi = e.gpa | e.level
+        st_ = e.state
+        if st_ in NON_LEAF and e.level != 1:
+            if st_ == SeptState.NL_BLOCKED:
+                leaf = rng.choice((_L.TDH_MEM_SEPT_REMOVE, _L.TDH_MEM_RANGE_UNBLOCK,
+                                   _L.TDH_MEM_TRACK))
+            else:
+                leaf = rng.choice((_L.TDH_MEM_SEPT_RD, _L.TDH_MEM_RANGE_BLOCK,
+                                   _L.TDH_MEM_SEPT_ADD))
+                if leaf == _L.TDH_MEM_SEPT_ADD and e.level > 1:  # a table below it
+                    child = e.level - 1
+                    gpa = e.gpa + rng.randrange(0, 4) * level_size(child)
+                    return int(leaf), [gpa | child, tdr, _free_page(rng, m, pool), 0]
+        elif st_ in ANY_BLOCKED:
+            leaf = rng.choice((_L.TDH_MEM_TRACK, _L.TDH_MEM_PAGE_REMOVE,
+                               _L.TDH_MEM_PAGE_REMOVE, _L.TDH_MEM_RANGE_UNBLOCK))
+        elif e.level == 1 or st_ in (SeptState.FREE, SeptState.REMOVED):
+            # AUG a 4K GPA under a 4K table (NL_MAPPED at level 1), or one a removal freed
+            base = e.gpa if e.level == 1 else e.gpa & ~(level_size(1) - 1)
+            gpa = base + rng.randrange(0, 8) * 0x1000
+            return int(_L.TDH_MEM_PAGE_AUG), [gpa, tdr, _free_page(rng, m, pool), 0]
+        else:  # mapped or pending
+            leaf = rng.choice((_L.TDH_MEM_RANGE_BLOCK, _L.TDH_MEM_SEPT_RD,
+                               _L.TDH_MEM_RANGE_BLOCK))
+        if leaf == _L.TDH_MEM_TRACK:
+            return int(leaf), [tdr, 0, 0, 0]
+        return int(leaf), [pi, tdr, 0, 0]
+    if tdrs and r < 0.8:
+        tdr = rng.choice(tdrs)
+        td = m.tds[tdr]
+        step = _next_build_step(rng, m, td, pool)
+        if step is not None:
+            return step
+        leaf = rng.choice((_L.TDH_MNG_RD, _L.TDH_MNG_WR, _L.TDH_MNG_WR, _L.TDH_MEM_TRACK))
+        f = rng.choice(TD_FIELDS)
+        if leaf == _L.TDH_MNG_RD:
+            return int(leaf), [tdr, f.field_id, 0, 0]
+        if leaf == _L.TDH_MNG_WR:  # HP_LOCK_TIMEOUT is the writable one: a value in range
+            return int(leaf), [tdr, FIELD_IDS["HP_LOCK_TIMEOUT"],
+                               rng.choice((10_000, 100_000, 50_000, 0)), (1 << 64) - 1]
+        return int(leaf), [tdr, 0, 0, 0]
+    if vps:
+        ready = [vp for vp in vps if m.vcpus[vp].state != VcpuState.VCPU_UNINITIALIZED]
+        vp = rng.choice(ready if ready and rng.random() < 0.8 else vps)
+        v = m.vcpus[vp]
+        if len(v.tdcx_pa) < m.tdcx_per_vcpu:
+            return int(_L.TDH_VP_ADDCX), [_free_page(rng, m, pool), vp, 0, 0]
+        if v.state == VcpuState.VCPU_UNINITIALIZED:  # version 1: x2APIC id in R8
+            used = {u.vcpu_index for u in m.vcpus.values() if u.td is v.td}
+            x2apic = next(i for i in range(len(used) + 1) if i not in used)
+            return int(_L.TDH_VP_INIT) | 1 << 16, [vp, 0, x2apic, 0]
+        leaf = rng.choice((_L.TDH_VP_RD, _L.TDH_VP_WR, _L.TDH_VP_WR, _L.TDH_VP_FLUSH,
+                           _L.TDH_VP_ENTER))
+        f = rng.choice(VP_FIELDS)
+        if leaf == _L.TDH_VP_RD:
+            return int(leaf), [vp, f.field_id, 0, 0]
+        if leaf == _L.TDH_VP_WR:
+            return int(leaf), [vp, f.field_id, rng.choice((0, 0x80, 0xF0)), f.prod_wr]
+        return int(leaf), [vp, 0, 0, 0]
+    return int(_L.TDH_PHYMEM_PAGE_RECLAIM), [rng.choice(pool), 0, 0, 0]
+
+
 def fuzz_seamcalls(rng, n: int, *, dynamic_pamt: bool | None = None,
                    check_every: int = 1) -> FuzzStats:
     """`n` SEAMCALLs (and guest TD exits) on one fresh module."""
     s = FuzzStats()
     dp = rng.random() < 0.3 if dynamic_pamt is None else dynamic_pamt
-    m, pool = _module_world(rng, dp)
+    m, pool, spare = _module_world(rng, dp)
+    pool += spare  # last: `_free_page` looks there first
     for i in range(n):
         lp = rng.randrange(m.num_lps)
         try:
@@ -168,10 +315,24 @@ def fuzz_seamcalls(rng, n: int, *, dynamic_pamt: bool | None = None,
                 res = getattr(m, name)(*_named_args(rng, _NAMED[name], pool), lp=lp)
                 s.seamcalls += 1
             else:
-                leaf = rng.choice(_LEAVES)
-                regs = [_operand(rng, pool) for _ in range(4)]
+                if rng.random() < AIMED_SHARE:
+                    leaf, regs = _aimed_call(rng, m, pool)
+                    if rng.random() < 0.1:  # one register spoiled
+                        regs[rng.randrange(4)] = _operand(rng, pool)
+                    if leaf in _ON_VCPU_LP and regs[0] in m.vcpus:
+                        assoc = m.vcpus[regs[0]].assoc_lpid
+                        lp = assoc if assoc >= 0 and rng.random() < 0.8 else lp
+                    elif leaf == _L.TDH_MNG_KEY_CONFIG:  # the package not configured yet
+                        lp = rng.randrange(m.num_packages) * m.lps_per_package
+                else:
+                    leaf = rng.choice(_LEAVES)
+                    regs = [_operand(rng, pool) for _ in range(4)]
                 res = m.seamcall(leaf, *regs, lp=lp)
                 s.seamcalls += 1
+                s.reg_calls += 1
+                if res.status == TDX_SUCCESS_STATUS and leaf & 0xFFFF not in _SHALLOW:
+                    s.reg_deep += 1
+                    s.reg_deep_writes += leaf & 0xFFFF not in _READS
         except Exception:
             s.problems.append("exception: " + traceback.format_exc(limit=4))
             return s

@@ -18,6 +18,22 @@ MUTANTS = [
         "to acknowledge, so none still runs in the block epoch",
         ("zap-running", "zap-accept"), "kvm_bug", mutations("track-no-ipi-wait")),
     Mutant(
+        "track-kick-local-cpu-only",
+        "tdx_track kicks only the vCPUs on the zapping pCPU: a vCPU running on another pCPU "
+        "stays in the blocked epoch",
+        "[K616] tdx_track (KVM_REQ_OUTSIDE_GUEST_MODE to every vCPU, waiting for all); [M15] "
+        "tdh_mem_page_remove.c (TDX_TLB_TRACKING_NOT_DONE while a vCPU is in the old epoch)",
+        ("zap-running", "zap-running-2"), "kvm_bug",
+        mutations("track-kick-local-cpu-only")),
+    Mutant(
+        "track-kick-first-vcpu-only",
+        "tdx_track's kick stops after the first vCPU in guest mode: with two vCPUs running, "
+        "the second stays in the blocked epoch (one vCPU never shows it)",
+        "[K616] tdx_track (KVM_REQ_OUTSIDE_GUEST_MODE to every vCPU, waiting for each); [M15] "
+        "tdh_mem_page_remove.c (TDX_TLB_TRACKING_NOT_DONE)",
+        ("zap-running", "zap-running-2"), "kvm_bug",
+        mutations("track-kick-first-vcpu-only")),
+    Mutant(
         "no-wbinvd-after-remove",
         "no TDH.PHYMEM.PAGE.WBINVD(HKID) after PAGE.REMOVE: the page goes back to the host "
         "with dirty private cache lines",
@@ -37,7 +53,7 @@ MUTANTS = [
         "[Y-RFC] (the out-of-tree do-while loops, a patch marked HACK: 'KVM: TDX: Retry "
         "seamcall when TDX_OPERAND_BUSY with operand SEPT'); [M15] td_exit_stepping.c (0-step "
         "mitigation takes the S-EPT tree exclusively)",
-        ("zap-zero-step",), "step_bound", {"busy_policy": "retry-loop"}),
+        ("zap-zero-step",), "softlockup", {"busy_policy": "retry-loop"}),
     Mutant(
         "forget-wait-for-sept-zap",
         "kick-retry-once without setting wait_for_sept_zap: kicked vCPUs re-enter before the "

@@ -34,6 +34,7 @@ from ..scenarios.pamt import PamtWorld
 from ..scenarios.registry import scenario
 from ..scenarios.roots import (
     last_put_race_world,
+    lockless_walk_world,
     memslot_update_world,
     smm_storm_world,
     vm_destroy_world,
@@ -87,6 +88,10 @@ class Factory:
     uses: tuple[str, ...] = ()  # Config fields the factory reads (besides mutations)
     max_steps: int = 200
     correct: dict = field(default_factory=dict)  # per-factory override of CORRECT values
+    # Conditions that are the kernel's reaction in this world (e.g. an injected SEAMCALL
+    # failure: KVM_BUG_ON and the page leaked on purpose): not alarms here, but each must hold
+    # in every run, else check-mutants reports ``reaction_mismatch``.
+    reaction: tuple[str, ...] = ()
 
     def correct_configs(self) -> list[Config]:
         """Every combination of correct values of the fields this factory reads."""
@@ -101,9 +106,10 @@ FACTORIES: dict[str, Factory] = {}
 
 
 def factory(name: str, description: str, *, uses: tuple[str, ...] = (), max_steps: int = 200,
-            correct: dict | None = None):
+            correct: dict | None = None, reaction: tuple[str, ...] = ()):
     def deco(build: Callable[[Config], World]):
-        FACTORIES[name] = Factory(name, description, build, uses, max_steps, correct or {})
+        FACTORIES[name] = Factory(name, description, build, uses, max_steps, correct or {},
+                                  tuple(reaction))
         scenario(f"mutant-{name}", f"{description} (correct policies)", max_steps)(
             lambda b=build: b(Config()))
         return build
@@ -143,6 +149,22 @@ def _zap_running_actors(w: TdWorld) -> dict:
          uses=("busy_policy",), max_steps=120)
 def _zap_running(cfg: Config):
     return _mutate(TdWorld(_zap_running_actors, vcpus=1, pages=2,
+                           busy_policy=cfg.busy_policy), cfg)
+
+
+def _zap_running_2_actors(w: TdWorld) -> dict:
+    v0, v1 = w.kvm.vcpus
+    return {"vcpu0": w.vcpu_thread(v0, ["run", "run"], v0.cpu, "vcpu0"),
+            "vcpu1": w.vcpu_thread(v1, ["run", "run"], v1.cpu, "vcpu1"),
+            "zap": w.zap_private(0, 1, "zap")}
+
+
+@factory("zap-running-2", "KVM zaps page 0 on pCPU 1 while vCPU 0 (pCPU 0) and vCPU 1 "
+         "(pCPU 1) run", uses=("busy_policy",), max_steps=160)
+def _zap_running_2(cfg: Config):
+    """Two vCPUs on two pCPUs: a TLB-tracking mistake that only misses a vCPU running on
+    *another* CPU needs both ([K616] tdx_track kicks every vCPU)."""
+    return _mutate(TdWorld(_zap_running_2_actors, vcpus=2, pages=2,
                            busy_policy=cfg.busy_policy), cfg)
 
 
@@ -199,14 +221,15 @@ def _hkid_release(cfg: Config):
 
 
 class TeardownWorld(TdWorld):
-    """A built TD torn down by one actor following `RunningTd.teardown_steps(strategy)`."""
+    """A built TD torn down by one actor following `RunningTd.teardown_steps(strategy)`.
+    `td_options` go to `TdWorld` / `RunningTd` (packages, cpus_per_package, ...)."""
 
     def __init__(self, strategy: str, *, vcpus: int = 1, pages: int = 2,
                  dynamic_pamt: bool = False, pamt_policy: str = "vcpu-cache",
-                 pamt_lock: bool = True):
+                 pamt_lock: bool = True, **td_options):
         super().__init__(None, vcpus=vcpus, pages=pages, teardown_policy=strategy,
                          dynamic_pamt=dynamic_pamt, pamt_policy=pamt_policy,
-                         pamt_lock=pamt_lock)
+                         pamt_lock=pamt_lock, **td_options)
         self.strategy = strategy
 
     def actors(self):
@@ -219,6 +242,13 @@ class TeardownWorld(TdWorld):
         c["host_pages_leaked"] = ended and self.host.allocator.in_use > 0
         c["pamt_refs_left"] = ended and pamt is not None and bool(pamt.pamt_refcounts)
         c["pamt_pairs_left"] = ended and pamt is not None and pamt.pairs_installed() > 0
+        # nothing is lost silently: a page still allocated when the VM is gone was given up
+        # on purpose (KVM's `leaked` list, a PAMT pair it could not remove; pairs still
+        # installed are `pamt_pairs_left`) or is a silent leak
+        given_up = {pa for pa, _ in self.kt.leaked} | set(pamt.leaked_pages if pamt else ())
+        silent = {pa for pa, what in self.host.allocator.allocated.items()
+                  if what != "DPAMT"} - given_up
+        c["seamcall_leaked"] = ended and bool(silent)
         return c
 
 
@@ -322,6 +352,18 @@ def _roots_memslot_update_td(cfg: Config):
          uses=("root_policy",), max_steps=300)
 def _roots_vm_destroy(cfg: Config):
     return vm_destroy_world(cfg.root_policy, 2, 1)
+
+
+@factory("roots-vm-destroy-td", "a TD (mirror root), 2 vCPUs run, then VM destruction",
+         uses=("root_policy",), max_steps=300, correct={"root_policy": ("v6.16",)})
+def _roots_vm_destroy_td(cfg: Config):
+    return vm_destroy_world(cfg.root_policy, 2, 0, td=True)
+
+
+@factory("roots-lockless-walk", "a lockless walker (RCU only) while a memslot is deleted and "
+         "vCPU 0 drops its invalid root", uses=("root_policy",), max_steps=300)
+def _roots_lockless_walk(cfg: Config):
+    return lockless_walk_world(cfg.root_policy)
 
 
 @factory("roots-last-put-race", "a reader's last put vs invalidate-all-roots",

@@ -75,7 +75,7 @@ class PamtWorld(World):
                 tuple(sorted(self.flags.items())))
 
     def invariants(self) -> list[str]:
-        return self.host.module.check_invariants()
+        return self.host.module.check_invariants() + list(self.host.debug_errors)
 
     def conditions(self) -> dict[str, bool]:
         p, m = self.host.pamt, self.host.module
@@ -88,6 +88,7 @@ class PamtWorld(World):
             "get_failed": self.flags.get("get_failed", False),
             "refcount_nonzero": refs != 0,
             "busy": p.busy_seen > 0,
+            "pamt_warn": bool(p.warnings),
         }
 
 

@@ -22,7 +22,10 @@ from ..kvm.tdp_mmu import (
     kvm_tdp_mmu_map,
     kvm_tdp_mmu_wrprot_slot,
     process_one_work,
+    rcu_callbacks_pending,
+    rcu_callbacks_ready,
     rcu_grace_period,
+    tdp_mmu_walk_lockless,
     vcpu_enter_guest,
 )
 from ..kvm.tdp_mmu_invariants import tdp_mmu_fingerprint, tdp_mmu_invariants
@@ -76,17 +79,23 @@ class RootsWorld(World):
             yield from process_one_work(self.kvm, "kworker")
 
     def _rcu(self):
-        a = self.kvm.arch
+        """Grace periods: one step runs every callback no reader holds back (a reader that
+        began before the callback was queued)."""
+        kvm = self.kvm
+        a = kvm.arch
+
+        def idle() -> bool:
+            return (self._jobs_done() and not rcu_callbacks_pending(kvm) and not a.tdp_mmu_zap_wq
+                    and a.tdp_mmu_worker_busy is None)
+
         while True:
-            if not a.tdp_mmu_rcu_callbacks:
-                yield WaitUntil(lambda: bool(a.tdp_mmu_rcu_callbacks) or
-                                (self._jobs_done() and not a.tdp_mmu_zap_wq and
-                                 a.tdp_mmu_worker_busy is None), "call_rcu callbacks")
-            if not a.tdp_mmu_rcu_callbacks:
-                if not a.tdp_mmu_zap_wq and a.tdp_mmu_worker_busy is None:
+            if not rcu_callbacks_ready(kvm):
+                yield WaitUntil(lambda: rcu_callbacks_ready(kvm) or idle(), "call_rcu callbacks")
+            if not rcu_callbacks_ready(kvm):
+                if idle():
                     return
                 continue
-            rcu_grace_period(self.kvm)  # one step: the grace period ends
+            rcu_grace_period(kvm)  # one step: the grace period ends
 
     def actors(self):
         acts = {n: self._job(n, g) for n, g in self.jobs.items()}
@@ -99,7 +108,7 @@ class RootsWorld(World):
         return (tdp_mmu_fingerprint(self.kvm), tuple(sorted(self._done)))
 
     def invariants(self):
-        return tdp_mmu_invariants(self.kvm)
+        return tdp_mmu_invariants(self.kvm) + list(self.kvm.debug_errors)
 
     def conditions(self):
         a = self.kvm.arch
@@ -116,6 +125,7 @@ class RootsWorld(World):
             "fast_zap_left_sptes": any(e.startswith("inv9") for e in a.tdp_mmu_errors),
             "all_roots_freed": not a.tdp_mmu_live and not a.tdp_mmu_roots,
             "tdp_mmu_pages_zero": a.tdp_mmu_pages == 0,
+            "tdp_mmu_warn": bool(a.tdp_mmu_warnings),
         }
 
 
@@ -201,11 +211,27 @@ def last_put_race_world(policy: str = "v6.3", n_readers: int = 1) -> RootsWorld:
     return w
 
 
+def lockless_walk_world(policy: str = "v6.16") -> RootsWorld:
+    """A lockless walker (lockless aging / the fast page fault: RCU only, no mmu_lock, no root
+    reference, [S-TDX]) walks the roots and their page tables while vcpu0 runs twice and a
+    memslot is deleted: the fast zap unlinks the root's page tables, vcpu0's next entry drops
+    the invalid root and its last put frees it. RCU must keep everything the walker can
+    still read alive until its read-side section ends."""
+    w = RootsWorld(policy, 1)
+    v = w.kvm.vcpus[0]
+    run_to_completion(vcpu_script(v, ["run"]))  # vcpu0 has a root with page tables
+    w.jobs["walker"] = tdp_mmu_walk_lockless(w.kvm, "walker")
+    w.jobs[v.name] = vcpu_script(v, ["run"])
+    w.jobs["memslot"] = kvm_set_memslot(w.kvm, "memslot")
+    return w
+
+
 BUILDERS = {
     "smm-storm": smm_storm_world,
     "memslot-update": memslot_update_world,
     "vm-destroy": vm_destroy_world,
     "last-put-race": last_put_race_world,
+    "lockless-walk": lockless_walk_world,
 }
 
 
@@ -303,5 +329,5 @@ def smm_storm(policy: str, n_cycles: int, n_vcpus: int = 1, *, td: bool = False,
 
 
 __all__ = ["BUILDERS", "RootsWorld", "smm_storm", "smm_storm_world", "memslot_update_world",
-           "vm_destroy_world", "last_put_race_world", "vcpu_script", "BROKEN_POLICIES",
-           "POLICIES"]
+           "vm_destroy_world", "last_put_race_world", "lockless_walk_world", "vcpu_script",
+           "BROKEN_POLICIES", "POLICIES"]

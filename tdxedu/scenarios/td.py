@@ -109,7 +109,8 @@ class RunningTd:
         self.host = Host(memory=host_mem, num_packages=packages, cpus_per_package=cpp,
                          trace=self.trace, dynamic_pamt=dynamic_pamt,
                          pamt_policy=pamt_policy, pamt_lock=pamt_lock)
-        self.kvm = Kvm(nr_cpus=self.host.nr_cpus, trace=self.trace)
+        self.kvm = Kvm(nr_cpus=self.host.nr_cpus, trace=self.trace,
+                       debug_errors=self.host.debug_errors)
         self.kt = KvmTdx(self.kvm, self.host, busy_policy=busy_policy, clear_pages=clear_pages,
                          kernel=kernel)
         self.kvm.kvm_get_kvm()  # the guest_memfd file's reference
@@ -170,7 +171,8 @@ class RunningTd:
         pamt = self.host.pamt
         return TeardownReport(strategy, counts, list(kt.leaked), hkid,
                               self.host.allocator.in_use, list(self.kvm.bugs),
-                              list(self.host.allocator.errors), tr, kt.cleared_pages,
+                              list(self.host.allocator.errors) + list(self.host.debug_errors),
+                              tr, kt.cleared_pages,
                               pamt.pairs_installed() if pamt else 0,
                               sum(pamt.pamt_refcounts.values()) if pamt else 0,
                               list(pamt.warnings) if pamt else [])

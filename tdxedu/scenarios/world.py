@@ -80,7 +80,8 @@ class TdWorld(World):
         return (snapshot(self.td), tuple(sorted(self.flags.items())), tuple(sorted(self.done)))
 
     def invariants(self) -> list[str]:
-        return self.module.check_invariants() + list(self.host.allocator.errors)
+        return (self.module.check_invariants() + list(self.host.allocator.errors)
+                + list(self.host.debug_errors))
 
     def conditions(self) -> dict[str, bool]:
         kt = self.kt
@@ -88,6 +89,9 @@ class TdWorld(World):
             "kvm_bug": self.kvm.vm_bugged,
             "hkid_leaked": kt.hkid_leaked or (self.kvm.destroyed and kt.hkid_assigned),
             "pages_leaked": bool(kt.leaked),
+            "kvm_warn": bool(self.kvm.warnings),
+            "pamt_warn": self.host.pamt is not None and bool(self.host.pamt.warnings),
+            "softlockup": bool(self.host.softlockups),
             **self.flags,
         }
 
@@ -104,6 +108,8 @@ class TdWorld(World):
                 yield WaitUntil(lambda: not self.kt.wait_for_sept_zap, "wait_for_sept_zap")
             r = yield from tdx_vcpu_enter(vcpu, cpu)
             if r is None:
+                if self.kvm.vm_dead:
+                    return  # KVM_RUN on a dead VM fails with -EIO (kvm_vcpu_ioctl)
                 continue
             if r.status.matches(st.TDX_VCPU_ASSOCIATED):
                 self.flags["vp_enter_vcpu_associated"] = True
@@ -152,10 +158,17 @@ class TdWorld(World):
             yield PREEMPT
 
     def zap_private(self, gpa: int, cpu: int, name: str):
-        """A runtime zap of one private page (e.g. a private->shared conversion)."""
-        yield from self.kvm.mmu_lock.write_lock(name)
+        """A runtime zap of one private page (e.g. a private->shared conversion), mmu_lock
+        held for write. Mutant "zap-under-read-lock" (`tdxedu.mutants.lockdep`) takes it for
+        read, as the fault path does."""
+        shared = "zap-under-read-lock" in self.kt.mutations  # mutant
+        lock = self.kvm.mmu_lock
+        yield from (lock.read_lock(name) if shared else lock.write_lock(name))
         try:
             yield from tdx_sept_remove_private_spte(self.kvm, gpa, cpu)
         finally:
-            self.kvm.mmu_lock.write_unlock(name)
+            if shared:
+                lock.read_unlock(name)
+            else:
+                lock.write_unlock(name)
         self.done.add(name)

@@ -83,9 +83,61 @@ def test_unwritable_plot_path(capsys, tmp_path):
     assert "cannot write" in capsys.readouterr().err
 
 
+def test_plot_honours_memory_and_vcpus():
+    """--plot draws the query's vCPUs/packages/clear setting over sizes that reach the query."""
+    import argparse
+
+    from tdxedu.teardown_cmd import plot_data
+    d = plot_data(argparse.Namespace(), 4 << 40, 96, 2, False)
+    assert d["vcpus"] == 96 and d["packages"] == 2 and d["clear_pages"] is False
+    assert d["query_bytes"] == 4 << 40 and (4 << 40) in d["sizes_bytes"]
+    assert max(d["sizes_bytes"]) >= 4 << 40 and min(d["sizes_bytes"]) <= 1 << 30
+    small = plot_data(argparse.Namespace(), 256 << 20, 2, 1, True)
+    assert min(small["sizes_bytes"]) == 256 << 20
+
+
+def test_coinciding_curves_are_marked_and_both_drawn():
+    """v19-notifier reclaims like terminate-vm, flush-at-vcpu-free removes like v6.16: their
+    curves are identical, so the second is drawn dashed and labelled '(= ...)'."""
+    from tdxedu.cost import sweep
+    from tdxedu.cost.plot import sweep_figure
+    d = sweep(["1G", "64G"], TEARDOWN_POLICIES, vcpus=8)
+    assert d["same_as"] == {"v19-notifier": "terminate-vm", "flush-at-vcpu-free": "v6.16"}
+    ax = sweep_figure(d).axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "v19-notifier (= terminate-vm: same curve)" in labels
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    twin = lines["flush-at-vcpu-free (= v6.16: same curve)"]
+    assert twin.get_linestyle() != lines["v6.16"].get_linestyle()
+    assert list(twin.get_xdata()) != list(lines["v6.16"].get_xdata())  # nudged, not hidden
+
+
 def test_big_sizes_print_in_words(capsys):
     assert main(["teardown", "--memory", "1000T"]) == 0
     out = capsys.readouterr().out
     assert "1000 TiB" in out and "e+" not in out
     assert main(["teardown", "--memory", "1.5T", "--compare"]) == 0
     assert capsys.readouterr().out.startswith("1.5 TiB,")
+
+
+def test_dpamt_host_counts_and_prices_pamt_remove(capsys):
+    """--dpamt: one PAMT.REMOVE per 2 MB range the build opened (and as many PAMT.ADDs at
+    build), a refcount put per page, both priced as priors, flagged as extrapolation."""
+    assert main(["teardown", "--memory", "1G", "--vcpus", "4", "--dpamt", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["dynamic_pamt"] is True
+    opened = d["build_counts"]["tdh_phymem_pamt_add"]
+    from tdxedu.cost.bulk import BulkTd
+    br = BulkTd(1 << 18, 4, dynamic_pamt=True).teardown("v6.16")
+    # 262,144 guest + 514 S-EPT + 31 control pages, with their pairs and the PAMT cache,
+    # span 516 ranges of 2 MB
+    assert d["counts"]["tdh_phymem_pamt_remove"] == opened == 516 == br.counts[
+        "tdh_phymem_pamt_remove"]
+    assert d["breakdown_seconds"]["tdh_phymem_pamt_remove"] > 0
+    assert d["extrapolation"]["dynamic_pamt"] == [True, False]
+    assert main(["teardown", "--memory", "1G", "--vcpus", "4", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert "tdh_phymem_pamt_remove" not in s["counts"] and s["build_counts"] == {}
+    assert d["predicted_seconds"] > s["predicted_seconds"]
+    assert main(["teardown", "--memory", "1G", "--dpamt"]) == 0
+    assert "Dynamic PAMT" in capsys.readouterr().out

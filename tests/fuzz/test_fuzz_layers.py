@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
 from tdxedu.mutants.fuzz import (
+    FuzzStats,
     correct_scenarios,
     fuzz_guest,
     fuzz_interleaving,
@@ -94,3 +95,18 @@ def test_the_fuzzers_do_reach_success_paths():
     s = fuzz_seamcalls(random.Random(2), 400, dynamic_pamt=False)
     assert s.statuses.get("0x0", 0) > 5 and len(s.statuses) > 5
     assert fuzz_kvm_flow(random.Random(3), 12).kvm_ops == 12
+
+
+def test_register_level_calls_reach_deep_success_paths():
+    """Register-level SEAMCALLs aimed at live TDR/TDVPR/GPA values (`_aimed_call`): at least a
+    quarter complete with TDX_SUCCESS, most of those in leaves that change state, and the
+    random rest still explores error paths (many distinct completion classes), with no
+    exception and the module's invariants after every call."""
+    total = FuzzStats()
+    for seed in range(12):
+        total.merge(fuzz_seamcalls(random.Random(seed), 300))
+    assert not total.problems, total.problems[0]
+    assert total.reg_calls > 1000
+    assert total.reg_deep / total.reg_calls >= 0.25
+    assert total.reg_deep_writes / total.reg_calls >= 0.15
+    assert len(total.statuses) > 20
