@@ -158,6 +158,7 @@ MODEL_NAMES: dict[str, str] = {
     "hkid_leaked": "tdx_mmu_release_hkid leaving the HKID assigned (TDX_FLUSHVP_NOT_DONE)",
     "pr_tdx_error": "KVM's SEAMCALL error print",
     "vm_entry": "a vCPU entering the guest (the TDP MMU worlds)",
+    "BUG": "the soft-lockup watchdog's 'BUG: soft lockup' report (kernel/watchdog.c)",
 }
 # Actor generators of the explorer scenarios (tdxedu.scenarios): named after what they play.
 MODEL_NAMES.update(
