@@ -184,7 +184,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(obj, indent=2))
         return 0
     if args.calibration:
+        from .cost.forms import default_structural
+
         print(default_calibration().describe() + "\n")
+        print(default_structural().describe() + "\n")
     if args.compare:
         w = max(len(s) for s in strategies)
         print(f"{format_size(size)}, {vcpus} vCPUs, {packages} package(s), "

@@ -266,6 +266,17 @@ class Structural:
             out["dynamic_pamt"] = [True, False]
         return out
 
+    def describe(self) -> str:
+        """Each form's fitted values (central) and how many ensemble members it kept."""
+        lines = [f"{'model form':<18} {'fitted (central)':<75} members  sources"]
+        for name, f in self.fits.items():
+            vals = ", ".join(f"{n} {f.central[n] * 1e6:.3f} us"
+                             + ("/doubling" if n == "size_growth" else "")
+                             for n in f.form.fitted)
+            lines.append(f"{name:<18} {vals:<75} {f.members:>3}/{f.tried:<4} "
+                         f"[{'] ['.join(f.form.sources)}]")
+        return "\n".join(lines)
+
     def per_form(self, w: Workload) -> dict[str, tuple[float, float]]:
         out = {}
         for name, f in self.fits.items():
@@ -308,6 +319,21 @@ def default_structural() -> Structural:
     return _STRUCTURAL
 
 
-__all__ = ["Form", "FORMS", "FORM_NAMES", "form_named", "form_terms", "form_total",
+_FOR_MEASUREMENTS: dict[tuple, Structural] = {}
+
+
+def structural_for(measurements: list[Measurement]) -> Structural:
+    """The forms fitted to `measurements` (a calibration's own rows), computed once per set:
+    a band must come from the same data as the central value it surrounds."""
+    key = tuple(measurements)
+    if key == tuple(load_measurements()):
+        return default_structural()
+    if key not in _FOR_MEASUREMENTS:
+        _FOR_MEASUREMENTS[key] = structural(measurements)
+    return _FOR_MEASUREMENTS[key]
+
+
+__all__ = ["Form", "FORMS", "structural_for", "FORM_NAMES", "form_named", "form_terms",
+           "form_total",
            "fit_form", "FormFit", "Structural", "structural", "default_structural",
            "batched_nnls", "size_doublings"]

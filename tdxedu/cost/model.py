@@ -312,10 +312,10 @@ def predict(pages: int, vcpus: int, strategy: str, *, packages: int = 1,
     """Central seconds and breakdown from `calibration` (the linear-kick form); the band is
     the envelope of this calibration's ensemble and every model form's (`forms.py`), so it
     opens up where the forms disagree, away from the measured range."""
-    from .forms import default_structural
+    from .forms import structural_for
 
     cal = calibration or default_calibration()
-    sc = structural or default_structural()
+    sc = structural or structural_for(cal.measurements)
     w = workload(pages, vcpus, strategy, packages=packages, clear_pages=clear_pages,
                  stale_vcpus=stale_vcpus, dynamic_pamt=dynamic_pamt)
     t = terms(w, cal.values)
@@ -341,11 +341,11 @@ def sweep(sizes, strategies, vcpus: int = 4, *, packages: int = 1, clear_pages: 
     "upper_edge_form": [...], "extrapolates": [...]}}}. `sizes` are bytes or strings like
     "64G"."""
     from ..units import parse_size
-    from .forms import default_structural
+    from .forms import structural_for
 
     cal = calibration or default_calibration()
     byte_sizes = sorted({parse_size(s) for s in sizes})
-    rng = default_structural().measured_range
+    rng = structural_for(cal.measurements).measured_range
     out = {"sizes_bytes": byte_sizes, "vcpus": vcpus, "packages": packages,
            "clear_pages": clear_pages, "dynamic_pamt": dynamic_pamt, "strategies": {},
            "same_as": {},

@@ -862,8 +862,7 @@ def kvm_mmu_zap_all_fast(kvm: Kvm, who: str | None = None):
     passes KVM_DIRECT_ROOTS: mirror roots cannot be fast-zapped ([TDXPREP], patch 17/17 of v3)."""
     pol = _pol(kvm)
     who = _who(kvm, who)
-    if kvm.slots_lock.owner != who:
-        raise RuntimeError(f"kvm_mmu_zap_all_fast by {who} without kvm->slots_lock")
+    lockdep_assert_held(kvm.slots_lock, "kvm_mmu_zap_all_fast", who)  # mmu.c
     yield from kvm.mmu_lock.write_lock(who)
     kvm.trace.emit("kvm_mmu_zap_all_fast", source=SRC_MMU)
     # the roots this fast zap is responsible for: those it invalidates and those already invalid

@@ -43,7 +43,10 @@ def check_name(condition: str, detail: str) -> str | None:
         return "hung_task"
     if condition == "invariant_violated":
         m = re.match(r"([A-Za-z][\w-]*):", detail)
-        return m.group(1) if m else f"invariant: {detail}"
+        if m:
+            return m.group(1)
+        # a module or allocator invariant named by its text, addresses and KeyIDs left out
+        return "invariant: " + re.sub(r"\b(0x[0-9a-f]+|\d+)\b", "N", detail)
     return condition
 
 

@@ -14,7 +14,9 @@ recorded in `FuzzStats.problems`, never swallowed.
   the host's memory SEAMCALLs, often with one call paused at its preemption point (its locks
   held) while another runs; 2 MB pages included.
 * `fuzz_interleaving`: `run_seeded` over a registered scenario; no run may end in
-  ``exception``, and the correct-policy scenarios never in ``invariant_violated``.
+  ``exception``, and the correct-policy scenarios never in ``invariant_violated`` or a
+  deadlock, nor with a condition of the one alarm list (`tdxedu.scenarios.alarms`) that is not
+  the kernel's own reaction to an injected failure.
 * `fuzz_kvm_flow`: a `RunningTd` driven through random KVM flows (fault in, runtime zap,
   vCPU entry/exit, migration between pCPUs, guest accepts) and torn down with a random
   correct strategy: the report must be clean and the module consistent throughout.
@@ -33,6 +35,7 @@ from ..kvm.tdx import (
     tdx_vcpu_enter,
     tdx_vcpu_exit,
 )
+from ..scenarios.alarms import ALARMS
 from ..scenarios.registry import load_all
 from ..scenarios.td import RunningTd
 from ..sim.engine import run_seeded
@@ -485,9 +488,24 @@ def fuzz_interleaving(name: str, seed: int) -> FuzzStats:
     s.outcomes[r.outcome] = 1
     if r.outcome == "exception":
         s.problems.append(f"{name} seed {seed}: exception {r.error}")
-    elif r.outcome == "invariant_violated" and name in correct_scenarios():
-        s.problems.append(f"{name} seed {seed}: {r.violations[0]}")
+    elif name in correct_scenarios():
+        if r.outcome in ("invariant_violated", "deadlock"):
+            s.problems.append(f"{name} seed {seed}: {r.outcome} "
+                              f"{r.violations[0] if r.violations else ''}")
+        # the one alarm list: a correct policy raises none (but the kernel's own reaction to
+        # an injected failure, a check-mutants factory's `reaction`)
+        expected = _reaction(name)
+        alarms = [c for c in ALARMS if r.conditions.get(c) and c not in expected]
+        if alarms:
+            s.problems.append(f"{name} seed {seed}: alarm {', '.join(alarms)}")
     return s
+
+
+def _reaction(name: str) -> tuple[str, ...]:
+    from .scenarios import FACTORIES
+
+    f = FACTORIES.get(name.removeprefix("mutant-")) if name.startswith("mutant-") else None
+    return f.reaction if f is not None else ()
 
 
 # --- KVM layer -------------------------------------------------------------------------------

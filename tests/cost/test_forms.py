@@ -103,3 +103,29 @@ def test_unidentified_fits_spread_over_every_equally_good_split():
     w = workload(107 * GIB, 32, "v6.16")
     assert form_total(FORMS[0], w, fit.ensemble).max() > 3 * form_total(
         FORMS[0], w, fit.ensemble).min()
+
+
+def test_a_calibration_on_other_rows_gets_a_band_from_those_rows():
+    """The band comes from the same data as the central value: doubling the runtime rows
+    moves the runtime band with them."""
+    import dataclasses
+
+    from tdxedu.cost import calibrate
+    from tdxedu.cost.model import load_measurements
+    ms = load_measurements()
+    doubled = [dataclasses.replace(m, seconds=m.seconds * (2 if m.strategy == "v6.16" else 1))
+               for m in ms]
+    cal = calibrate(doubled, samples=50)
+    base = predict(64 * GIB, 16, "v6.16")
+    p = predict(64 * GIB, 16, "v6.16", calibration=cal)
+    assert p.band[0] > 1.6 * base.band[0] and p.band[1] > 1.6 * base.band[1]
+    assert p.band[0] <= p.seconds <= p.band[1]
+
+
+def test_calibration_flag_lists_every_form(capsys):
+    from tdxedu.cli import main
+    assert main(["teardown", "--calibration"]) == 0
+    out = capsys.readouterr().out
+    for f in FORMS:
+        assert f.name in out
+    assert "us/doubling" in out
