@@ -179,7 +179,7 @@ class Stepper:
         values = {k: w.value for k, w in self.controls.items()}
         try:
             source = self.make_source(**values)
-        except (ValueError, TypeError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any refusal: never keep the old run on screen
             self._set_invalid(f"{plain_message(exc)} (Step and Run wait until this is fixed)")
             return
         self.invalid = ""

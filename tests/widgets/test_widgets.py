@@ -201,3 +201,20 @@ def test_displays_with_a_short_text_form():
     assert data["text/plain"] == (
         f"tdxedu Stepper: {st.source.title}. Run this cell to start the widget.")
     assert "application/vnd.jupyter.widget-view+json" in data
+
+
+def test_any_refusal_while_rebuilding_disables_the_old_run():
+    """Not only ValueError: whatever the model raises for a setting, the old run goes."""
+    from tdxedu.widgets.stepper import Stepper
+
+    def make(n):
+        if n == 2:
+            raise RuntimeError("KVM_TDX_INIT_VM failed")
+        return td_life_stepper("16K", 1).source
+
+    import ipywidgets as widgets
+
+    st = Stepper(make, controls={"n": widgets.IntText(value=1, description="n")})
+    st.controls["n"].value = 2
+    assert st.source is None and st.step_button.disabled
+    assert "KVM_TDX_INIT_VM failed" in st.message.value and "RuntimeError" not in st.message.value
