@@ -77,7 +77,7 @@ def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
                     break
                 if i and "cache-wb-first-package-only" in kt.mutations:  # mutant
                     break
-                err = yield from tdh_phymem_cache_wb_loop(kt, pkg_cpu)
+                err = yield from smp_func_do_phymem_cache_wb(kt, pkg_cpu)
                 # smp_func_do_phymem_cache_wb: WARN_ON_ONCE (6.19: TDX_BUG_ON with no VM);
                 # FREEID then finds the cache not written back.
                 kvm.warn_on(err.is_error, "TDH.PHYMEM.CACHE.WB failed", err)
@@ -95,7 +95,7 @@ def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
         kt.host.tdx_lock.unlock(who)
 
 
-def tdh_phymem_cache_wb_loop(kt: KvmTdx, cpu: int):
+def smp_func_do_phymem_cache_wb(kt: KvmTdx, cpu: int):
     """CACHE.WB on one CPU, resumed while INTERRUPTED_RESUMABLE (up to 10000 times);
     TDX_NO_HKID_READY_TO_WBCACHE counts as done by another thread."""
     r = yield from kt.sc("tdh_phymem_cache_wb", TDH_PHYMEM_CACHEWB_START_CMD, cpu=cpu)
@@ -230,7 +230,7 @@ def kvm_mmu_notifier_release(kvm: Kvm, cpu: int = 0, who: str = "mm"):
         yield from tdx_mmu_release_hkid(kvm, cpu, who=who)
 
 
-def kvm_tdx_terminate_vm(kvm: Kvm, cpu: int = 0, who: str = "terminate"):
+def tdx_terminate_vm(kvm: Kvm, cpu: int = 0, who: str = "terminate"):
     """KVM_TDX_TERMINATE_VM (v5): kvm->lock, trylock every vCPU (-EBUSY if one is busy),
     kvm_vm_dead, unlock, release the HKID with mmu_lock held for write around CACHE.WB and
     KEY.FREEID. Returns 0 or -EBUSY."""

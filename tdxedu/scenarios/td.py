@@ -34,7 +34,7 @@ from ..kvm.teardown import (
     kvm_gmem_release,
     kvm_mmu_notifier_release,
     kvm_put_kvm,
-    kvm_tdx_terminate_vm,
+    tdx_terminate_vm,
 )
 from ..tdx.pamt import PAGE_SIZE
 from ..trace import Trace, run_to_completion
@@ -204,7 +204,7 @@ class RunningTd:
     def _teardown(self, strategy: str):
         kvm = self.kvm
         if strategy == "terminate-vm":
-            yield from kvm_tdx_terminate_vm(kvm)
+            yield from tdx_terminate_vm(kvm)
         for _ in kvm.vcpus:  # vCPU fds close: nothing TDX-specific (Stage A)
             yield from kvm_put_kvm(kvm)
         yield from kvm_mmu_notifier_release(kvm)  # Stage B
