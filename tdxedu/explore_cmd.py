@@ -19,7 +19,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print the shortest run where CONDITION holds (repeatable); "
                    "default: every condition that is 'sometimes'")
     p.add_argument("--no-prune", action="store_true",
-                   help="explore without state pruning (slower; same verdicts)")
+                   help="explore without state pruning (slower; same verdicts); "
+                   "the same as --reduction none")
+    p.add_argument("--reduction", choices=("none", "merge", "por"), default=None,
+                   help="none: every interleaving; merge (default): a state already reached "
+                   "is not explored again; por: merge plus sleep sets (same verdicts and "
+                   "shortest witnesses, fewer steps)")
     p.add_argument("--max-steps", type=int, default=None, metavar="N",
                    help="scheduler steps per run, at least 1 (default: the scenario's own)")
 
@@ -44,7 +49,12 @@ def run(args: argparse.Namespace) -> int:
     if steps < 1:
         print(f"tdxedu explore: --max-steps must be at least 1, got {steps}", file=sys.stderr)
         return 2
-    ex = explore(sc.build, name=sc.name, max_steps=steps, prune=not args.no_prune)
+    reduction = args.reduction or ("none" if args.no_prune else "merge")
+    if args.no_prune and reduction != "none":
+        print(f"tdxedu explore: --no-prune contradicts --reduction {reduction}",
+              file=sys.stderr)
+        return 2
+    ex = explore(sc.build, name=sc.name, max_steps=steps, reduction=reduction)
     if args.json:
         print(ex.to_json())
         return 0
