@@ -104,9 +104,9 @@ def errors_answer(presets: dict) -> Reveal:
         raise KeyError(f"no lesson text for the preset(s) {', '.join(missing)}")
     width = max(len(n) for n in presets)
     lines = []
-    for name, errs in errors.items():
-        shown = "; ".join(f"{op} -> {st}" for op, st in errs) or "no error"
-        lines.append(f"{name:<{width}}  {shown}")
+    for name, errs in errors.items():  # one line per error, so no line wraps
+        shown = [f"{op} -> {st}" for op, st in errs] or ["no error"]
+        lines += [f"{name if i == 0 else '':<{width}}  {e}" for i, e in enumerate(shown)]
     bullets = []
     for name, errs in errors.items():
         fill = {f"op{i}": op for i, (op, _st) in enumerate(errs)}

@@ -142,3 +142,14 @@ def test_the_tdr_goes_last():
     assert "TDX_SUCCESS" in story[-1] and story[-1].endswith("chldcnt=0")
     assert "TDX_TD_ASSOCIATED_PAGES_EXIST" in str(tt.flush_answer())
 
+
+
+def test_section_1_header_one_seamcall_per_step_holds():
+    """Lesson 04's section 1 says "one SEAMCALL per Step": true of the teardown stepper."""
+    from tdxedu.steps import teardown_source
+
+    src = teardown_source("16K", 2, "v6.16")
+    while not src.done:
+        info = src.step()
+        calls = [e for e in info.events if e.source == "tdx-module" and e.op.startswith("tdh_")]
+        assert len(calls) == 1, (info.n, [e.op for e in info.events])
