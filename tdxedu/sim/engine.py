@@ -428,10 +428,14 @@ def _bfs(build, max_steps, prune, max_executions, check, depth_key, give_up_dept
 
 
 def _replay(build, choices: list[str], max_steps: int, check: str, counter=None) -> Execution:
-    ex = Execution(build(), max_steps, check)
+    """An execution at the end of `choices`, a prefix the explorer ran before: its invariants
+    held after every one of its steps then, and a world is deterministic, so they are not
+    checked again on the way."""
+    ex = Execution(build(), max_steps, "replay")
     ex.counter = counter
     for n in choices:
         ex.step(n)
+    ex.check = check
     return ex
 
 
