@@ -25,13 +25,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="none: every interleaving; merge (default): a state already reached "
                    "is not explored again; por: merge plus sleep sets (same verdicts and "
                    "shortest witnesses, fewer steps)")
+    p.add_argument("--compose", metavar="SPEC",
+                   help="explore a composed scenario instead of a named one: key=value words, "
+                   "e.g. 'vcpus=3 pages=2 packages=2 actors=run,run,run,mm,close', or @FILE "
+                   "holding them (see tdxedu.scenarios.compose)")
     p.add_argument("--max-steps", type=int, default=None, metavar="N",
                    help="scheduler steps per run, at least 1 (default: the scenario's own)")
 
 
 def run(args: argparse.Namespace) -> int:
     scenarios = load_all()
-    if args.list or not args.scenario:
+    if args.compose is not None and not args.list:
+        sc = _composed(args)
+        if sc is None:
+            return 2
+    elif args.list or not args.scenario:
         w = max(len(n) for n in scenarios)
         for name in sorted(scenarios):
             print(f"{name:<{w}}  {scenarios[name].description}")
@@ -40,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         return 0
-    sc = scenarios.get(args.scenario)
+    else:
+        sc = scenarios.get(args.scenario)
     if sc is None:
         print(f"tdxedu: unknown scenario {args.scenario!r}; `tdxedu explore --list` names "
               "them", file=sys.stderr)
@@ -100,3 +109,28 @@ def numbered_trace(sc, w, max_steps: int) -> str:
             lines.append(f"{head}{e.to_text()}")
             head = " " * len(head)
     return "\n".join(lines)
+
+
+def _composed(args: argparse.Namespace):
+    """The `--compose` spec as a `Scenario`, or None after printing why it cannot be built."""
+    from .scenarios.compose import ComposeError, build, parse
+    from .scenarios.registry import Scenario
+
+    if args.scenario:
+        print("tdxedu explore: give a scenario name or --compose, not both", file=sys.stderr)
+        return None
+    text = args.compose
+    if text.startswith("@"):
+        try:
+            with open(text[1:], encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            print(f"tdxedu explore: cannot read spec file {text[1:]!r}: {e.strerror}",
+                  file=sys.stderr)
+            return None
+    try:
+        spec = parse(text)
+    except ComposeError as e:
+        print(f"tdxedu explore --compose: {e}", file=sys.stderr)
+        return None
+    return Scenario(spec.name, spec.name, lambda: build(spec), spec.steps)
