@@ -82,9 +82,10 @@ life
 # * **Run** goes to the end; **Reset** starts the same TD again. Changing a picker (teardown
 #   strategy, memory, vCPUs) rebuilds the TD. A bad value (try memory `banana`, or `0`
 #   vCPUs) shows a message in the widget; nothing breaks.
-# * The pictures: a **per-CPU timeline** (one lane per logical CPU; squares are SEAMCALLs,
-#   green for success, orange for BUSY, red for errors; purple triangles are IPIs; blue bars
-#   are vCPUs running in the guest), the **TD lifecycle** (the module's state machine, the
+# * The pictures: a **per-CPU timeline** (one lane per logical CPU; one mark per SEAMCALL,
+#   with its own colour and shape for success, BUSY and error, and marks for IPIs, lock holds
+#   and vCPUs running in the guest, each named in the legend under the picture), the
+#   **TD lifecycle** (the module's state machine, the
 #   current state lit), the **Secure EPT** (the TD's private page tables, one box per entry)
 #   and the **PAMT** (one pixel per 4 KiB page of host memory, coloured by what the module
 #   says that page is).

@@ -56,8 +56,9 @@
 # first), while KVM (`zap`, on pCPU 1) removes the same page. The *script* says which actor
 # runs at each scheduler step; after it, the first runnable actor runs. Press **Step** until
 # KVM's BLOCK has succeeded, reading the status line: the actor, the call, the status, and the
-# kernel chain `zap_private → tdx_sept_remove_private_spte → tdh_do_no_vcpus`. Then pick
-# `busy-accept-no-retry` and **Run**. Then open the answer.
+# kernel chain `zap_private → tdx_sept_remove_private_spte → tdx_sept_zap_private_spte` (the
+# names of Linux 6.16, whose policy this is). Then pick `busy-accept-no-retry` and **Run**.
+# Then open the answer.
 
 # %%
 from IPython.display import display
@@ -194,8 +195,9 @@ zero_step_prose()
 # %% [markdown]
 # ## 5. Three BUSY policies, every interleaving
 #
-# The model keeps three policies on one code path, `tdh_do_no_vcpus` in `tdxedu/kvm/tdx.py`
-# (versions are data, not copies of the code):
+# The model keeps three policies on one code path in `tdxedu/kvm/tdx.py` (versions are data,
+# not copies of the code); its call chains name the functions of the kernel the VM models,
+# `KvmTdx(kernel="v6.16")` by default:
 #
 # * `no-retry`: nothing; any error after BLOCK / TRACK / REMOVE is a `KVM_BUG_ON`. A strawman:
 #   the 6.16 rule without its retry.

@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(sc.description)
     print(ex.to_text())
+    print(alarm_line(ex))
     wanted = args.trace or [c for c, v in ex.verdicts.items() if v.verdict == "sometimes"]
     for cond in wanted:
         if cond not in ex.verdicts:
@@ -109,6 +110,18 @@ def numbered_trace(sc, w, max_steps: int) -> str:
             lines.append(f"{head}{e.to_text()}")
             head = " " * len(head)
     return "\n".join(lines)
+
+
+def alarm_line(ex) -> str:
+    """Which of the verdicts are alarms (the one alarm list, `tdxedu.scenarios.alarms`, and
+    the outcomes that end a run badly), and whether any holds in some run."""
+    from .scenarios.alarms import ALARMS, MODEL_DEFECTS, NAMED_OUTCOMES
+
+    bad = [c for c, v in ex.verdicts.items()
+           if v.true_runs and (c in ALARMS or c in NAMED_OUTCOMES or c in MODEL_DEFECTS)]
+    if not bad:
+        return "alarms: none in any run"
+    return "alarms (in some run): " + ", ".join(bad)
 
 
 def _composed(args: argparse.Namespace):

@@ -62,6 +62,7 @@ class Kvm:
         self.vcpus: list[KvmVcpu] = []
         self.arch = SimpleNamespace()
         self.destroyed = False
+        self.sleep_bugs: list[str] = []  # might_sleep() splats ("might-sleep" invariant)
 
     # --- references -----------------------------------------------------------------------
     def kvm_get_kvm(self) -> None:
@@ -92,6 +93,17 @@ class Kvm:
             self.bugs.append(msg)
             self.trace.emit("KVM_BUG_ON", msg, source="include/linux/kvm_host.h")
         return bool(cond)
+
+    def might_sleep(self, who: str, what: str) -> None:
+        """`might_sleep()`: `who` is about to do something that can sleep (`what`); holding
+        the `mmu_lock` spinning rwlock there is a "sleeping function called from invalid
+        context" bug (include/linux/kernel.h, kernel/sched/core.c __might_sleep)."""
+        lock = self.mmu_lock
+        if who in lock.readers or lock.writer == who:
+            msg = (f"might-sleep: BUG: sleeping function called from invalid context: {what} "
+                   f"by {who} with {lock.name} held")
+            self.sleep_bugs.append(msg)
+            self.trace.emit("might_sleep", what, who, source="kernel/sched/core.c")
 
     def warn_on(self, cond, msg: str, *details) -> bool:
         """WARN_ON_ONCE without KVM_BUG_ON: a splat in the log, the VM keeps running (e.g.

@@ -265,8 +265,12 @@ def tdx_free_control_page(host, pa: int, cpu: int = 0, hint: bool = False):
     host.allocator.free_page(pa)
 
 
-def tdx_topup_pamt_cache(host, cache: TdxPamtCache, n: int = TDX_PAMT_CACHE_TARGET) -> None:
-    """`topup_external_cache` -> `tdx_topup_pamt_cache`: before mmu_lock, may sleep [V6-09]."""
+def tdx_topup_pamt_cache(host, cache: TdxPamtCache, n: int = TDX_PAMT_CACHE_TARGET, *,
+                         kvm=None, who: str = "") -> None:
+    """`topup_external_cache` -> `tdx_topup_pamt_cache`: before mmu_lock, may sleep [V6-09]
+    (`might_sleep` checked when the caller names its `kvm` and itself)."""
+    if kvm is not None:
+        kvm.might_sleep(who, "tdx_topup_pamt_cache (alloc_page(GFP_KERNEL_ACCOUNT))")
     while cache.cnt < n:
         cache.pages.append(host.allocator.alloc_page("pamt_cache"))
 

@@ -79,6 +79,7 @@ class KvmMmuPage:
     rcu_seq: int = 0  # the RCU callback sequence number of that call_rcu
     freed: bool = False  # tdp_mmu_free_sp_rcu_callback ran
     dying: bool = False  # v6.3: count hit 0 while valid, put_root still deciding
+    zapping: bool = False  # model only: between the scheduled flag's clear and the put
     sps: set = field(default_factory=set)  # non-root page-table pages: (level, index)
     leafs: set = field(default_factory=set)  # mapped GFNs
     ever_invalid: bool = False
@@ -682,6 +683,18 @@ def kvm_tdp_mmu_map(vcpu: KvmVcpu, gfn: int):
             kvm.arch.tdp_mmu_sp_gen[g] = kvm.arch.tdp_mmu_sp_gen.get(g, 0) + 1
             kvm.arch.tdp_mmu_pages += 1
             kvm.arch.tdp_mmu_stats["sp_allocated"] += 1
+    ops = getattr(kvm.arch, "external_ops", None)
+    if ops is not None and root.role.is_mirror:
+        # link_external_spt per new table + set_external_spte (TDX: SEPT.ADD, PAGE.AUG)
+        err = yield from ops.map_external(kvm, gfn, vcpu)
+        if err is not None:  # -EBUSY -> RET_PF_RETRY; keep only the tables TDX linked
+            for level in range(root.role.level - 1, 0, -1):
+                key = (level, gfn >> (9 * level))
+                if key in root.sps and not ops.has_external_spt(kvm, level, key[1]):
+                    root.sps.discard(key)
+                    kvm.arch.tdp_mmu_pages -= 1
+            kvm.mmu_lock.read_unlock(vcpu.name)
+            return RET_PF_RETRY
     root.leafs.add(gfn)
     kvm.mmu_lock.read_unlock(vcpu.name)
     kvm.trace.emit("kvm_tdp_mmu_map", vcpu.name, gfn, f"root#{root.hpa}", status=RET_PF_FIXED,
@@ -692,17 +705,44 @@ def kvm_tdp_mmu_map(vcpu: KvmVcpu, gfn: int):
 # --- zapping ----------------------------------------------------------------------------------
 
 
-def tdp_mmu_zap_root(kvm: Kvm, root: KvmMmuPage, shared: bool) -> int:
+def kvm_tdp_mmu_unmap_gfn_range(kvm: Kvm, gfns):
+    """Zap the leaf SPTEs of `gfns` in every root (kvm_tdp_mmu_unmap_gfn_range via
+    kvm_mmu_unmap_gfn_range, e.g. guest_memfd invalidation); the caller holds mmu_lock for
+    write. On a mirror root each removed leaf goes through `remove_external_spte` (TDX:
+    BLOCK, TRACK, REMOVE, WBINVD, clear); page tables stay ([RE-P2])."""
+    ops = getattr(kvm.arch, "external_ops", None)
+    for root in list(kvm.arch.tdp_mmu_roots):
+        for gfn in sorted(set(gfns) & root.leafs):
+            if root.role.is_mirror:
+                if not kvm.mmu_lock.held_for_write():
+                    _err(kvm, "inv11", f"removing mirror SPTEs of {root} without mmu_lock "
+                         "held for write")
+                if ops is not None and "zap-skips-external" not in ops.mutations(kvm):  # mutant
+                    yield from ops.remove_external_spte(kvm, gfn)
+            root.leafs.discard(gfn)
+
+
+def tdp_mmu_zap_root(kvm: Kvm, root: KvmMmuPage, shared: bool):
     """Zap every SPTE of a root; removed page tables leave tdp_mmu_pages (handle_removed_pt →
     tdp_mmu_unlink_sp). WARN if the count is 0: the root must stay reachable by mmu_notifiers
     while it is zapped (inv10). Mirror SPTEs may only be removed under the write lock (inv11).
-    Returns the number of page-table pages freed."""
+    A generator evaluating to the number of page-table pages freed. On a mirror root with
+    external ops attached (a TD, `tdxedu.kvm.mirror`) each removed leaf goes through
+    `remove_external_spte` and each removed page table through `free_external_spt`, the
+    hooks TDX implements (S-EPT removal and reclaim, [TDXPREP] [RE-P2])."""
     kvm_lockdep_assert_mmu_lock_held(kvm, shared, "tdp_mmu_zap_root")
     _touch(kvm, root, "tdp_mmu_zap_root")
     if root.tdp_mmu_root_count <= 0:
         _err(kvm, "inv10", f"zapping {root} at refcount {root.tdp_mmu_root_count}")
     if root.role.is_mirror and (shared or not kvm.mmu_lock.held_for_write()):
         _err(kvm, "inv11", f"removing mirror SPTEs of {root} without mmu_lock held for write")
+    ops = getattr(kvm.arch, "external_ops", None)
+    if ops is not None and root.role.is_mirror:
+        for gfn in sorted(root.leafs):
+            yield from ops.remove_external_spte(kvm, gfn)
+        if "uninit-skips-free-external-spt" not in ops.mutations(kvm):  # mutant
+            for level, index in sorted(root.sps):  # lowest tables first (handle_removed_pt)
+                yield from ops.free_external_spt(kvm, level, index)
     n = len(root.sps)
     a = kvm.arch
     gone = [(root.hpa, k, a.tdp_mmu_sp_gen.get((root.hpa, k), 0)) for k in sorted(root.sps)]
@@ -731,7 +771,7 @@ def tdp_mmu_schedule_zap_root(kvm: Kvm, root: KvmMmuPage) -> None:
 def tdp_mmu_zap_root_work(kvm: Kvm, root: KvmMmuPage, who: str):
     """The work item (tdp_mmu_zap_root_work): read lock, zap, put the gifted reference."""
     yield from kvm.mmu_lock.read_lock(who)
-    tdp_mmu_zap_root(kvm, root, True)
+    yield from tdp_mmu_zap_root(kvm, root, True)
     root.tdp_mmu_async_queued = False
     yield from kvm_tdp_mmu_put_root(kvm, root, WQ_HOLDER, shared=True)
     kvm.mmu_lock.read_unlock(who)
@@ -848,8 +888,10 @@ def kvm_tdp_mmu_zap_invalidated_roots(kvm: Kvm, shared: bool = True, who: str | 
             continue
         root.tdp_mmu_scheduled_root_to_zap = False
         kvm.kvm_bug_on(not root.invalid, f"scheduled-to-zap {root} is valid")
-        tdp_mmu_zap_root(kvm, root, shared)
+        root.zapping = True  # (a mirror root's zap yields in its external hooks)
+        yield from tdp_mmu_zap_root(kvm, root, shared)
         yield from kvm_tdp_mmu_put_root(kvm, root, TDP_MMU_HOLDER, shared=shared)
+        root.zapping = False
     _unlock(kvm, who, shared)
 
 
@@ -919,7 +961,7 @@ def kvm_mmu_zap_all(kvm: Kvm, who: str | None = None):
                                             types=KVM_DIRECT_ROOTS | KVM_INVALID_ROOTS)
         if root is None:
             break
-        tdp_mmu_zap_root(kvm, root, False)
+        yield from tdp_mmu_zap_root(kvm, root, False)
     kvm.mmu_lock.write_unlock(who)
 
 

@@ -87,7 +87,7 @@ def tdp_mmu_invariants(kvm: Kvm) -> list[str]:
         wq_ref = r.refs.get(WQ_HOLDER, 0)
         if pol.initial_refcount == 2 and not r.freed:
             want = (not r.invalid) or r.tdp_mmu_scheduled_root_to_zap
-            if bool(tdp_ref) != want:
+            if bool(tdp_ref) != want and not r.zapping:
                 out.append(f"inv4: {r} TDP MMU reference held={bool(tdp_ref)} but "
                            f"valid={not r.invalid} scheduled={r.tdp_mmu_scheduled_root_to_zap}")
         if r.tdp_mmu_scheduled_root_to_zap and not r.invalid:

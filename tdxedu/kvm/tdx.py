@@ -31,6 +31,8 @@ from .pamt import (
     dpamt_gmem_prepare,
     dpamt_put_guest_page,
     tdx_alloc_control_page,
+    tdx_topup_pamt_cache,
+    vcpu_pamt_cache,
 )
 
 BUSY_POLICIES = ("kick-retry-once", "retry-loop", "no-retry")
@@ -90,6 +92,7 @@ class KvmTdx:
         # one line below, marked "mutant <name>". Empty for every real policy.
         self.mutations: set[str] = set()
         kvm.arch.tdx = self
+        host.vms.append(kvm)
 
     @property
     def hkid_assigned(self) -> bool:
@@ -108,9 +111,13 @@ class KvmTdx:
     def tdx_clear_page(self, pa: int, cpu: int) -> None:
         """MOVDIR64B over the page (6.16 `tdx_clear_page`; from 6.18 KVM calls
         `tdx_quirk_reset_page`, which skips it unless X86_BUG_TDX_PW_MCE: [AH-clear]
-        [PULL618]). The trace names the function of `self.kernel`."""
+        [PULL618]). The trace names the function of `self.kernel`. It must come after the
+        page's dirty lines are written back, or their write-back brings TD data back."""
+        if "quirk-reset-ignores-erratum" in self.mutations:  # mutant
+            return
         if self.clear_pages:
             self.cleared_pages += 1
+            self.module.host_movdir64b(pa)
             if self.kvm.trace.enabled:
                 self.emit("tdx_clear_page" if self.kernel == "v6.16" else "tdx_quirk_reset_page",
                           pa, cpu=cpu)
@@ -139,15 +146,21 @@ def tdx_td_init(kvm: Kvm, cpu: int = 0):
     kt = to_kvm_tdx(kvm)
     if kt.state != TD_STATE_UNINITIALIZED:
         raise ValueError(f"KVM_TDX_INIT_VM needs {TD_STATE_UNINITIALIZED}, TD is {kt.state}")
-    hkid = kt.host.tdx_guest_keyid_alloc()
+    hkid = kt.host.tdx_guest_keyid_alloc(kvm.name)
     if hkid < 0:
         raise RuntimeError("no free TDX private KeyID (HKID) on this host")
+    kt.hkid = hkid  # kvm_tdx->hkid is set at once (is_hkid_assigned: hkid > 0)
     kt.tdr_pa = yield from tdx_alloc_control_page(kt.host, "TDR", cpu)
     kt.tdcs_pa = []
     for _ in range(kt.module.tdcs_pages):
         kt.tdcs_pa.append((yield from tdx_alloc_control_page(kt.host, "TDCS", cpu)))
-    yield from _build_call(kt, "tdh_mng_create", kt.tdr_pa, hkid, cpu=cpu)
-    kt.hkid = hkid
+    # MNG.CREATE locks the module's KOT, as VPFLUSHDONE, CACHE.WB and KEY.FREEID of another
+    # TD's teardown do: the global tdx_lock keeps them from returning BUSY ([K616]).
+    yield from kt.host.tdx_lock.lock(kvm.name)
+    try:
+        yield from _build_call(kt, "tdh_mng_create", kt.tdr_pa, hkid, cpu=cpu)
+    finally:
+        kt.host.tdx_lock.unlock(kvm.name)
     for pkg_cpu in kt.host.one_cpu_per_package():
         yield from _build_call(kt, "tdh_mng_key_config", kt.tdr_pa, cpu=pkg_cpu)
     for pa in kt.tdcs_pa:
@@ -250,14 +263,31 @@ def tdx_flush_vp_on_cpu(vcpu: KvmVcpu):
     The IPI handler runs with interrupts off on the target CPU, so it is one atomic step here;
     if another flush got there first (`vcpu->cpu` changed), it does nothing, as
     `tdx_flush_vp` skips a vCPU that is no longer on the current CPU ([K616])."""
-    kt, vt = to_kvm_tdx(vcpu.kvm), vcpu.arch.tdx
+    kt = to_kvm_tdx(vcpu.kvm)
     cpu = vcpu.cpu
     if cpu == -1:
+        return None
+    if not kt.host.cpu_online[cpu]:
+        # smp_call_function_single() to an offline CPU returns -ENXIO without running the
+        # handler; tdx_flush_vp_on_cpu only looks at the handler's error, so nothing is
+        # flushed and the module keeps the vCPU associated ([K616]).
         return None
     yield from smp_call_function_single(kt, cpu)
     if vcpu.cpu != cpu:
         return None
     kt.emit("smp_call_function_single", "tdx_flush_vp", vcpu.name, cpu=cpu)
+    lp = 0 if "vp-flush-on-calling-cpu" in kt.mutations else cpu  # mutant: no IPI target
+    err = tdx_flush_vp(vcpu, lp)
+    kt.host.pending_ipis[cpu] -= 1
+    return err
+
+
+def tdx_flush_vp(vcpu: KvmVcpu, cpu: int):
+    """`tdx_flush_vp` on `cpu` (IPI context, interrupts off): TDH.VP.FLUSH unless the vCPU
+    never finished KVM_TDX_INIT_VCPU, TDX_VCPU_NOT_ASSOCIATED tolerated, then
+    `tdx_disassociate_vp`: off the CPU's `associated_tdvcpus` list, `vcpu->cpu = -1`
+    ([K616]). Returns the error, if any."""
+    kt, vt = to_kvm_tdx(vcpu.kvm), vcpu.arch.tdx
     err = None
     if vt.state == VCPU_TD_STATE_INITIALIZED:
         r = kt.module.tdh_vp_flush(vt.tdvpr_pa, lp=cpu)
@@ -265,9 +295,9 @@ def tdx_flush_vp_on_cpu(vcpu: KvmVcpu):
                      and "flush-not-associated-is-error" not in kt.mutations)  # mutant
         if r.status.is_error and not tolerated:
             err = r.status
-    kt.host.associated_tdvcpus[cpu].remove(vcpu)
+    if vcpu.cpu != -1:
+        kt.host.associated_tdvcpus[vcpu.cpu].remove(vcpu)
     vcpu.cpu = -1
-    kt.host.pending_ipis[cpu] -= 1
     return err
 
 
@@ -372,11 +402,35 @@ def tdx_map_private_gfn(kvm: Kvm, gpa: int, cpu: int, vcpu: KvmVcpu | None = Non
         fatal = (not r.status.matches(st.TDX_OPERAND_BUSY)
                  or "aug-busy-is-fatal" in kt.mutations)  # mutant
         kt.kvm.kvm_bug_on(fatal, "TDH.MEM.PAGE.AUG failed", r.status)
-        if kt.host.pamt is not None:
-            yield from dpamt_put_guest_page(kt, gpa, pa, cpu)
+        if kt.host.pamt is not None and "no-pamt-put-on-aug-error" not in kt.mutations:
+            yield from dpamt_put_guest_page(kt, gpa, pa, cpu)  # mutant no-pamt-put-on-...
         return r.status
     kt.mirror[gpa] = pa
     return None
+
+
+def tdx_handle_ept_violation(vcpu: KvmVcpu, gpa: int, cpu: int, who: str, backoff=None):
+    """A private EPT violation (`tdx_handle_ept_violation` -> `kvm_mmu_page_fault`): top up
+    the MMU caches (on a Dynamic PAMT host the vCPU's PAMT page cache too; this may sleep, so
+    it comes before `mmu_lock`, [V6-09]), map under `mmu_lock` held for read, and on -EBUSY
+    (RET_PF_RETRY) go round again, topping up again ([Y0]). `backoff()`, if given, is what
+    a retry waits for (a scenario's fairness: the lock holder gets to run)."""
+    kvm = vcpu.kvm
+    host = to_kvm_tdx(kvm).host
+    mutations = to_kvm_tdx(kvm).mutations
+    while not kvm.vm_dead:
+        if host.pamt is not None and "topup-under-mmu-lock" not in mutations:
+            tdx_topup_pamt_cache(host, vcpu_pamt_cache(vcpu), kvm=kvm, who=who)
+        yield from kvm.mmu_lock.read_lock(who)
+        try:
+            if host.pamt is not None and "topup-under-mmu-lock" in mutations:  # mutant
+                tdx_topup_pamt_cache(host, vcpu_pamt_cache(vcpu), kvm=kvm, who=who)
+            err = yield from tdx_map_private_gfn(kvm, gpa, cpu)
+        finally:
+            kvm.mmu_lock.read_unlock(who)
+        if err is None or not err.matches(st.TDX_OPERAND_BUSY):
+            return err
+        yield PREEMPT if backoff is None else backoff()
 
 
 # --- BUSY handling on the zap path ------------------------------------------------------
@@ -554,6 +608,8 @@ def _remove_and_wbinvd(kt: KvmTdx, gpa: int, pa: int, cpu: int):
         return False
     hint = kt.host.last_result[cpu].pamt_removal_hint
     status = st.TDX_SUCCESS
+    if "clear-before-wbinvd" in kt.mutations:  # mutant: reset before the write-back
+        kt.tdx_clear_page(pa, cpu)
     if "no-wbinvd-after-remove" not in kt.mutations:  # mutant no-wbinvd-after-remove
         status = (yield from kt.sc("tdh_phymem_page_wbinvd_hkid", kt.hkid, pa, cpu=cpu)).status
     del kt.mirror[gpa]
@@ -562,16 +618,26 @@ def _remove_and_wbinvd(kt: KvmTdx, gpa: int, pa: int, cpu: int):
     if kvm.kvm_bug_on(status.is_error, "TDH.PHYMEM.PAGE.WBINVD failed", status):
         kt.leak(pa, "WBINVD failed")
         return False
-    kt.tdx_clear_page(pa, cpu)
+    if "clear-before-wbinvd" not in kt.mutations:
+        kt.tdx_clear_page(pa, cpu)
     if kt.host.pamt is not None and "pamt-put-missing-on-removal" not in kt.mutations:
         yield from dpamt_put_guest_page(kt, gpa, pa, cpu, hint)
     return True
 
 
 def tdx_reclaim_page(kt: KvmTdx, pa: int, cpu: int):
-    """`tdx_reclaim_page`: TDH.PHYMEM.PAGE.RECLAIM, then clear. A failure is a WARN with
-    RCX/RDX/R8 printed (6.16 `WARN_ON_ONCE`, 6.19 `TDX_BUG_ON_3(..., NULL)`, which has no VM
-    to bug) and the page is leaked ([K616-TDX] [S17])."""
+    """`tdx_reclaim_page`: TDH.PHYMEM.PAGE.RECLAIM, then clear; a failure leaks the page."""
+    ok = yield from __tdx_reclaim_page(kt, pa, cpu)
+    if ok:
+        kt.tdx_clear_page(pa, cpu)
+    return ok
+
+
+def __tdx_reclaim_page(kt: KvmTdx, pa: int, cpu: int):
+    """`__tdx_reclaim_page`: TDH.PHYMEM.PAGE.RECLAIM alone (the TDR is written back before
+    it is cleared). A failure is a WARN with RCX/RDX/R8 printed (6.16 `WARN_ON_ONCE`, 6.19
+    `TDX_BUG_ON_3(..., NULL)`, which has no VM to bug) and the page is leaked ([K616-TDX]
+    [S17])."""
     r = yield from kt.sc("tdh_phymem_page_reclaim", pa, cpu=cpu)
     if r.status.is_error:
         kt.kvm.warn_on(True, "TDH.PHYMEM.PAGE.RECLAIM failed", r.status,
@@ -582,7 +648,6 @@ def tdx_reclaim_page(kt: KvmTdx, pa: int, cpu: int):
         return False
     if kt.host.pamt is not None:
         kt.reclaim_hints[pa] = r.pamt_removal_hint
-    kt.tdx_clear_page(pa, cpu)
     return True
 
 

@@ -25,6 +25,7 @@ from .pamt import (
     tdx_pamt_cache_free,
     vcpu_pamt_cache,
 )
+from .tdp_mmu import kvm_mmu_destroy, kvm_mmu_uninit_tdp_mmu, kvm_tdp_mmu_unmap_gfn_range
 from .tdx import (
     TD_STATE_UNINITIALIZED,
     TDX_SEAMCALL_RETRIES,
@@ -36,6 +37,7 @@ from .tdx import (
     tdx_sept_remove_private_spte,
     to_kvm_tdx,
 )
+from .tdx import __tdx_reclaim_page as reclaim_without_clear
 
 
 def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
@@ -65,6 +67,8 @@ def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
         if kvm.kvm_bug_on(status.is_error, "HKID is leaked", kt.hkid, status):
             kt.hkid_leaked = True
             return
+        if "keyid-free-before-freeid" in kt.mutations:  # mutant: pool gets it too early
+            kt.host.tdx_guest_keyid_free(kt.hkid)
         if hold_mmu_lock:
             yield from kvm.mmu_lock.write_lock(who)
         try:
@@ -73,7 +77,7 @@ def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
                     break
                 if i and "cache-wb-first-package-only" in kt.mutations:  # mutant
                     break
-                err = yield from tdh_phymem_cache_wb_loop(kt, pkg_cpu)
+                err = yield from smp_func_do_phymem_cache_wb(kt, pkg_cpu)
                 # smp_func_do_phymem_cache_wb: WARN_ON_ONCE (6.19: TDX_BUG_ON with no VM);
                 # FREEID then finds the cache not written back.
                 kvm.warn_on(err.is_error, "TDH.PHYMEM.CACHE.WB failed", err)
@@ -81,7 +85,8 @@ def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
             if kvm.kvm_bug_on(r.status.is_error, "HKID is leaked", kt.hkid, r.status):
                 kt.hkid_leaked = True
                 return
-            kt.host.tdx_guest_keyid_free(kt.hkid)
+            if not {"keyid-not-returned", "keyid-free-before-freeid"} & kt.mutations:  # mutant
+                kt.host.tdx_guest_keyid_free(kt.hkid)  # tdx_hkid_free
             kt.hkid = -1
         finally:
             if hold_mmu_lock:
@@ -90,7 +95,7 @@ def tdx_mmu_release_hkid(kvm: Kvm, cpu: int = 0, *, flush_vcpus: bool = True,
         kt.host.tdx_lock.unlock(who)
 
 
-def tdh_phymem_cache_wb_loop(kt: KvmTdx, cpu: int):
+def smp_func_do_phymem_cache_wb(kt: KvmTdx, cpu: int):
     """CACHE.WB on one CPU, resumed while INTERRUPTED_RESUMABLE (up to 10000 times);
     TDX_NO_HKID_READY_TO_WBCACHE counts as done by another thread."""
     r = yield from kt.sc("tdh_phymem_cache_wb", TDH_PHYMEM_CACHEWB_START_CMD, cpu=cpu)
@@ -159,8 +164,9 @@ def _free_control_page(kt: KvmTdx, pa: int, cpu: int):
 
 def tdx_vm_destroy(kvm: Kvm, cpu: int = 0):
     """`tdx_vm_destroy` -> `tdx_reclaim_td_control_pages`: give up (leak) if the HKID is still
-    assigned; else RECLAIM each TDCS page, then the TDR, then WBINVD the TDR with the global
-    KeyID (the module may touch the TDR while reclaiming TDCS pages)."""
+    assigned; else RECLAIM (+ clear) each TDCS page, then RECLAIM the TDR, WBINVD it with the
+    global KeyID (the module may touch the TDR while reclaiming TDCS pages), and only then
+    clear it ([K616])."""
     kt = to_kvm_tdx(kvm)
     if kt.hkid_assigned:
         for pa in [*kt.tdcs_pa, kt.tdr_pa]:
@@ -172,12 +178,16 @@ def tdx_vm_destroy(kvm: Kvm, cpu: int = 0):
             yield from _free_control_page(kt, pa, cpu)
     kt.tdcs_pa = []
     if kt.tdr_pa:
-        ok = yield from tdx_reclaim_page(kt, kt.tdr_pa, cpu)
+        ok = yield from reclaim_without_clear(kt, kt.tdr_pa, cpu)
         if ok:
-            r = yield from kt.sc("tdh_phymem_page_wbinvd_tdr", kt.tdr_pa, cpu=cpu)
-            if kvm.kvm_bug_on(r.status.is_error, "TDH.PHYMEM.PAGE.WBINVD failed", r.status):
+            r = None
+            if "tdr-no-wbinvd" not in kt.mutations:  # mutant: free the TDR unflushed
+                r = yield from kt.sc("tdh_phymem_page_wbinvd_tdr", kt.tdr_pa, cpu=cpu)
+            if r is not None and kvm.kvm_bug_on(r.status.is_error,
+                                                "TDH.PHYMEM.PAGE.WBINVD failed", r.status):
                 kt.leak(kt.tdr_pa, f"WBINVD(TDR) failed: {r.status}")
             else:
+                kt.tdx_clear_page(kt.tdr_pa, cpu)
                 yield from _free_control_page(kt, kt.tdr_pa, cpu)
         kt.tdr_pa = 0
     kt.state = TD_STATE_UNINITIALIZED
@@ -193,8 +203,11 @@ def kvm_gmem_release(kvm: Kvm, cpu: int = 0, who: str = "gmem"):
     shared = "gmem-zap-under-read-lock" in kt.mutations  # mutant: the fault path's lock mode
     yield from (kvm.mmu_lock.read_lock(who) if shared else kvm.mmu_lock.write_lock(who))
     try:
-        for gpa in sorted(kt.mirror):
-            yield from tdx_sept_remove_private_spte(kvm, gpa, cpu)
+        if getattr(kvm.arch, "external_ops", None) is not None:  # through the TDP MMU
+            yield from kvm_tdp_mmu_unmap_gfn_range(kvm, [gpa >> 12 for gpa in kt.mirror])
+        else:
+            for gpa in sorted(kt.mirror):
+                yield from tdx_sept_remove_private_spte(kvm, gpa, cpu)
     finally:
         if shared:
             kvm.mmu_lock.read_unlock(who)
@@ -217,7 +230,7 @@ def kvm_mmu_notifier_release(kvm: Kvm, cpu: int = 0, who: str = "mm"):
         yield from tdx_mmu_release_hkid(kvm, cpu, who=who)
 
 
-def kvm_tdx_terminate_vm(kvm: Kvm, cpu: int = 0, who: str = "terminate"):
+def tdx_terminate_vm(kvm: Kvm, cpu: int = 0, who: str = "terminate"):
     """KVM_TDX_TERMINATE_VM (v5): kvm->lock, trylock every vCPU (-EBUSY if one is busy),
     kvm_vm_dead, unlock, release the HKID with mmu_lock held for write around CACHE.WB and
     KEY.FREEID. Returns 0 or -EBUSY."""
@@ -257,8 +270,11 @@ def kvm_destroy_vm(kvm: Kvm, cpu: int = 0, who: str = "destroy"):
             yield from tdx_sept_free_private_spt(kt, key, cpu)
     if policy in ("v6.16", "terminate-vm"):
         yield from tdx_mmu_release_hkid(kvm, cpu, who=who)  # vm_pre_destroy
-    for vcpu in kvm.vcpus:  # kvm_destroy_vcpus -> vcpu_free
+    tdp_mmu = getattr(kvm.arch, "external_ops", None) is not None
+    for vcpu in kvm.vcpus:  # kvm_destroy_vcpus -> vcpu_free (and kvm_mmu_destroy)
         yield from tdx_vcpu_free(vcpu, cpu, policy=policy)
+        if tdp_mmu:
+            yield from kvm_mmu_destroy(vcpu)
     if policy == "flush-at-vcpu-free":
         yield from tdx_mmu_release_hkid(kvm, cpu, flush_vcpus=False, who=who)
         if not kt.hkid_assigned:
@@ -270,7 +286,12 @@ def kvm_destroy_vm(kvm: Kvm, cpu: int = 0, who: str = "destroy"):
                 yield from tdx_vcpu_free(vcpu, cpu)
     if "vm-destroy-before-mmu-uninit" in kt.mutations:  # mutant: pre-6.15 hook order
         yield from tdx_vm_destroy(kvm, cpu)
+    if tdp_mmu:  # kvm_mmu_uninit_vm: the TDP MMU zaps the mirror root (free_external_spt)
+        yield from kvm_mmu_uninit_tdp_mmu(kvm, who)
     for key in sorted(kt.sept_pages, key=lambda k: (k[0], k[1])):  # kvm_mmu_uninit_vm
+        if tdp_mmu:  # what the TDP MMU did not free stays with the TD: leaked
+            kt.leak(kt.sept_pages.pop(key), "S-EPT page never freed by the TDP MMU")
+            continue
         yield from tdx_sept_free_private_spt(kt, key, cpu)
     yield from tdx_vm_destroy(kvm, cpu)
     kvm.destroyed = True

@@ -109,8 +109,10 @@ def removal_answer(presets: dict) -> Reveal:
         raise KeyError(f"no lesson text for the preset(s) {', '.join(missing)}")
     runs = preset_runs(presets)
     width = max(len(n) for n in presets)
-    lines = [f"{name:<{width}}  page {r['page']:<8} last: {r['last'][0]} -> {r['last'][1]}"
-             for name, r in runs.items()]
+    lines = []  # two lines per run, so that no line wraps
+    for name, r in runs.items():
+        lines += [f"{name:<{width}}  page {r['page']}",
+                  f"    last SEAMCALL: {r['last'][0]} -> {r['last'][1]}"]
     bullets = []
     for name, r in runs.items():
         fill = dict(status=r["status"], epoch=r["epoch"], refcount=r["refcount"],

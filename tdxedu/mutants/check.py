@@ -261,8 +261,9 @@ def to_text(report: dict, *, full_trace: bool = False, tail: int = 8) -> str:
         trace = run.trace if full_trace or len(run.trace) <= tail else (
             [f"     ... {len(run.trace) - tail} earlier events (--full-trace)"]
             + run.trace[-tail:])
-        lines.append(f"        shortest trace ({len(a.witness)} steps: "
-                     f"{' '.join(_compress(a.witness))}):")
+        # scheduler steps (actor turns) and events are different counts: say both
+        lines.append(f"        shortest trace: {len(a.witness)} scheduler steps "
+                     f"({' '.join(_compress(a.witness))}), {len(run.trace)} events:")
         lines += [f"          {t}" for t in trace]
     if report["correct"]:
         lines.append("")

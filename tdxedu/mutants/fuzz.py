@@ -27,6 +27,7 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass, field
 
+from ..kvm.hotplug import cpu_down
 from ..kvm.kvm import OUTSIDE_GUEST_MODE
 from ..kvm.pamt import tdx_topup_pamt_cache, vcpu_pamt_cache
 from ..kvm.tdx import (
@@ -34,6 +35,7 @@ from ..kvm.tdx import (
     tdx_sept_remove_private_spte,
     tdx_vcpu_enter,
     tdx_vcpu_exit,
+    tdx_vcpu_load,
 )
 from ..scenarios.alarms import ALARMS
 from ..scenarios.registry import load_all
@@ -510,7 +512,7 @@ def _reaction(name: str) -> tuple[str, ...]:
 
 # --- KVM layer -------------------------------------------------------------------------------
 
-KVM_OPS = ("map", "zap", "run", "migrate", "accept")
+KVM_OPS = ("map", "zap", "run", "migrate", "accept", "offline")
 
 
 def fuzz_kvm_flow(rng, ops: int = 12) -> FuzzStats:
@@ -521,8 +523,10 @@ def fuzz_kvm_flow(rng, ops: int = 12) -> FuzzStats:
     dp = rng.random() < 0.4
     td = RunningTd(memory=pages * PAGE_SIZE, vcpus=rng.randrange(1, 3),
                    initial_pages=rng.randrange(0, pages + 1), accept=rng.random() < 0.7,
-                   dynamic_pamt=dp, trace=False, cpus_per_package=rng.choice((2, 3)))
+                   dynamic_pamt=dp, trace=False, cpus_per_package=rng.choice((2, 3)),
+                   packages=rng.choice((1, 2)))
     kvm, m = td.kvm, td.host.module
+    online = td.host.cpu_online
     gpas = [i * PAGE_SIZE for i in range(pages + 2)]  # two GPAs beyond the initial memory
     strategy = rng.choice(CORRECT_TEARDOWNS)
     try:
@@ -534,11 +538,15 @@ def fuzz_kvm_flow(rng, ops: int = 12) -> FuzzStats:
             if op == "map":
                 if dp:
                     tdx_topup_pamt_cache(td.host, vcpu_pamt_cache(v))
+                if v.cpu < 0:  # a fault runs in the vCPU's context: loaded on some CPU
+                    run_to_completion(tdx_vcpu_load(v, online.index(True)))
                 run_to_completion(_locked(kvm, tdx_map_private_gfn(kvm, gpa, v.cpu, v), False))
             elif op == "zap":
                 run_to_completion(_locked(kvm, tdx_sept_remove_private_spte(kvm, gpa, 0), True))
+            elif op == "offline":  # CPU hotplug (refused for a package's last CPU)
+                run_to_completion(cpu_down(td.host, rng.randrange(td.host.nr_cpus)))
             elif op in ("run", "accept"):
-                cpu = v.cpu if v.cpu >= 0 else 0
+                cpu = v.cpu if v.cpu >= 0 and online[v.cpu] else online.index(True)
                 r = run_to_completion(tdx_vcpu_enter(v, cpu))
                 if r is not None and not r.status.is_error and not r.exit_reason:
                     if op == "accept":
@@ -547,13 +555,14 @@ def fuzz_kvm_flow(rng, ops: int = 12) -> FuzzStats:
                 elif r is not None:
                     v.mode = OUTSIDE_GUEST_MODE
             elif op == "migrate":
-                cpu = rng.randrange(td.host.nr_cpus)
+                cpu = rng.choice([c for c in range(td.host.nr_cpus) if online[c]])
                 r = run_to_completion(tdx_vcpu_enter(v, cpu))
                 if r is not None and not r.status.is_error and not r.exit_reason:
                     run_to_completion(tdx_vcpu_exit(v, "HLT"))
                 elif r is not None:
                     v.mode = OUTSIDE_GUEST_MODE
-            bad = m.check_invariants() + list(td.host.allocator.errors)
+            bad = (m.check_invariants() + list(td.host.allocator.errors)
+                   + td.host.check_invariants())
             if bad or kvm.bugs:
                 s.problems.append(f"after {op}({gpa:#x}, {v.name}): {(bad or kvm.bugs)[0]}")
                 return s
@@ -563,7 +572,7 @@ def fuzz_kvm_flow(rng, ops: int = 12) -> FuzzStats:
         return s
     if not rep.ok or rep.hkid_state != "free":
         s.problems.append(f"teardown {strategy} (dpamt={dp}) not clean: {rep.summary()}")
-    bad = m.check_invariants()
+    bad = m.check_invariants() + td.host.check_invariants()
     if bad:
         s.problems.append(f"after teardown {strategy}: {bad[0]}")
     return s

@@ -45,6 +45,8 @@ FACTS: dict[str, str] = {
     "resurrected_under_read_lock": "v6.3 resurrected a root under the read lock",
     "invalid_root_outlived_fast_zap": "an invalid, zapped root was still referenced",
     "tdp_mmu_pages_zero": "no non-root page table is left",
+    "offline_refused": "tdx_offline_cpu refused to offline a package's last CPU (-EBUSY)",
+    "aug_busy_seen": "PAGE.AUG returned TDX_OPERAND_BUSY on the fault path (retried)",
 }
 
 #: run outcomes (tdxedu.sim.engine.OUTCOMES) and whether each is a named check

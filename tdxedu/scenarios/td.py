@@ -34,7 +34,7 @@ from ..kvm.teardown import (
     kvm_gmem_release,
     kvm_mmu_notifier_release,
     kvm_put_kvm,
-    kvm_tdx_terminate_vm,
+    tdx_terminate_vm,
 )
 from ..tdx.pamt import PAGE_SIZE
 from ..trace import Trace, run_to_completion
@@ -81,7 +81,10 @@ class RunningTd:
                  initial_pages: int = 1, clear_pages: bool = True, accept: bool = True,
                  trace: bool = True, dynamic_pamt: bool = False,
                  pamt_policy: str = "vcpu-cache", pamt_lock: bool = True,
-                 deferred: bool = False, kernel: str = "v6.16"):
+                 deferred: bool = False, kernel: str = "v6.16", host: Host | None = None,
+                 name: str = "vm"):
+        """`host`: build on an existing `Host` (several TDs per host; the host's own size,
+        packages and Dynamic PAMT setting then apply); `name` names its `struct kvm`."""
         size = parse_size(memory)
         if isinstance(vcpus, bool) or not isinstance(vcpus, int):
             raise TypeError("vcpus must be an int")
@@ -105,11 +108,15 @@ class RunningTd:
             check_alloc_policy(pamt_policy)
             host_mem += (host_mem // (2 << 20) * 2 + 10 * vcpus + 1024) * PAGE_SIZE
             host_mem = -(-host_mem // (2 << 20)) * (2 << 20)
-        self.trace = Trace(enabled=trace)
-        self.host = Host(memory=host_mem, num_packages=packages, cpus_per_package=cpp,
-                         trace=self.trace, dynamic_pamt=dynamic_pamt,
-                         pamt_policy=pamt_policy, pamt_lock=pamt_lock)
-        self.kvm = Kvm(nr_cpus=self.host.nr_cpus, trace=self.trace,
+        if host is not None:
+            self.trace, self.host = host.trace, host
+        else:
+            self.trace = Trace(enabled=trace)
+            self.host = Host(memory=host_mem, num_packages=packages, cpus_per_package=cpp,
+                             trace=self.trace, dynamic_pamt=dynamic_pamt,
+                             pamt_policy=pamt_policy, pamt_lock=pamt_lock,
+                             x86_bug_tdx_pw_mce=clear_pages)
+        self.kvm = Kvm(nr_cpus=self.host.nr_cpus, trace=self.trace, name=name,
                        debug_errors=self.host.debug_errors)
         self.kt = KvmTdx(self.kvm, self.host, busy_policy=busy_policy, clear_pages=clear_pages,
                          kernel=kernel)
@@ -197,7 +204,7 @@ class RunningTd:
     def _teardown(self, strategy: str):
         kvm = self.kvm
         if strategy == "terminate-vm":
-            yield from kvm_tdx_terminate_vm(kvm)
+            yield from tdx_terminate_vm(kvm)
         for _ in kvm.vcpus:  # vCPU fds close: nothing TDX-specific (Stage A)
             yield from kvm_put_kvm(kvm)
         yield from kvm_mmu_notifier_release(kvm)  # Stage B

@@ -25,7 +25,7 @@ from ..kvm.teardown import (
     kvm_gmem_release,
     kvm_mmu_notifier_release,
     kvm_put_kvm,
-    kvm_tdx_terminate_vm,
+    tdx_terminate_vm,
 )
 from ..tdx.td import EPF_FAULTS_TO_ARM
 from ..trace import WaitUntil
@@ -88,7 +88,7 @@ def _hkid_release_actors(w: TdWorld) -> dict:
     def mm():
         if terminate:
             # The VMM's KVM_TDX_TERMINATE_VM: -EBUSY while a vCPU is in KVM_RUN, so retry.
-            while (yield from kvm_tdx_terminate_vm(kvm, 0, "mm")) == -16:
+            while (yield from tdx_terminate_vm(kvm, 0, "mm")) == -16:
                 yield WaitUntil(lambda: not v.mutex.locked(), "vCPU mutex")
         yield from kvm_mmu_notifier_release(kvm, 0, "mm")
         w.done.add("mm")

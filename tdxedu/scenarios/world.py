@@ -8,7 +8,7 @@ deliberately not part of it, so conditions must be read from state, never from t
 from __future__ import annotations
 
 from ..kvm.kvm import IN_GUEST_MODE, OUTSIDE_GUEST_MODE
-from ..kvm.tdx import tdx_map_private_gfn, tdx_sept_remove_private_spte, tdx_vcpu_enter
+from ..kvm.tdx import tdx_handle_ept_violation, tdx_sept_remove_private_spte, tdx_vcpu_enter
 from ..sim.engine import World
 from ..tdx import status as st
 from ..trace import PREEMPT, WaitUntil
@@ -46,7 +46,10 @@ def snapshot(td: RunningTd) -> tuple:
          tuple(sorted(kt.mirror.items())), tuple(sorted(kt.sept_pages)), len(kt.leaked),
          kvm.destroyed, tuple(len(x) for x in td.host.associated_tdvcpus),
          tuple(td.host.pending_ipis))
-    return (tuple(tds), pamt, vcpus, k, tuple(sorted(m.kot.items())))
+    mem = (tuple(sorted((k, tuple(sorted(v))) for k, v in m.dirty_keyids.items())),
+           tuple(sorted(m.td_data.items())), tuple(td.host.free_hkids),
+           tuple(td.host.cpu_online))
+    return (tuple(tds), pamt, vcpus, k, tuple(sorted(m.kot.items())), mem)
 
 
 class TdWorld(World):
@@ -72,6 +75,7 @@ class TdWorld(World):
         self.trace.events.clear()
         self.flags: dict[str, bool] = {}
         self.done: set[str] = set()
+        self.fault_backoff = None  # what a BUSY fault retry waits for (None: just preempt)
 
     def actors(self):
         return self.spec(self)
@@ -81,7 +85,7 @@ class TdWorld(World):
 
     def invariants(self) -> list[str]:
         return (self.module.check_invariants() + list(self.host.allocator.errors)
-                + list(self.host.debug_errors))
+                + list(self.host.debug_errors) + self.host.check_invariants())
 
     def conditions(self) -> dict[str, bool]:
         kt = self.kt
@@ -146,16 +150,8 @@ class TdWorld(World):
         self.done.add(name)
 
     def handle_private_fault(self, vcpu, gpa: int, cpu: int, who: str):
-        """`tdx_handle_ept_violation`: map under mmu_lock for read, retry locally on BUSY."""
-        while not self.kvm.vm_dead:
-            yield from self.kvm.mmu_lock.read_lock(who)
-            try:
-                err = yield from tdx_map_private_gfn(self.kvm, gpa, cpu)
-            finally:
-                self.kvm.mmu_lock.read_unlock(who)
-            if err is None or not err.matches(st.TDX_OPERAND_BUSY):
-                return
-            yield PREEMPT
+        """`tdx_handle_ept_violation`: top up, map under mmu_lock for read, retry on BUSY."""
+        yield from tdx_handle_ept_violation(vcpu, gpa, cpu, who, self.fault_backoff)
 
     def zap_private(self, gpa: int, cpu: int, name: str):
         """A runtime zap of one private page (e.g. a private->shared conversion), mmu_lock

@@ -23,8 +23,9 @@ class ExplorerSource:
     STEP_IS = ("the scheduler lets one actor at a time run to its next yield point, and keeps "
                "going until something observable happens (a SEAMCALL, a TDCALL, an IPI, a KVM "
                "event; taking or releasing a lock alone does not end a Step). The status line "
-               "names the actors that ran and the first event, and counts the rest as "
-               "\"+N more events\".")
+               "names that event and its actor, counts the Step's events (\"this Step: 6 "
+               "events\") and lists each one under it. The explorer's witnesses count "
+               "scheduler steps (one actor turn each), so they have more steps than Steps.")
     MAX_SILENT = 64
 
     def __init__(self, scenario: str, *, seed: int | None = None, script=None, choices=None):
@@ -105,7 +106,8 @@ class ExplorerSource:
         return StepInfo(self.n, self.trace.events[first:], chain, actor=name, note=note)
 
     def summary(self) -> str:
-        lines = [f"{self.scenario.name}: {self.n} steps"
+        lines = [f"{self.scenario.name}: {self.n} Steps ({len(self.ex.choices)} scheduler "
+                 f"steps, {len(self.trace)} events)"
                  + (f", outcome {self.ex.outcome}" if self.done else ", running")]
         if self.done:
             r = self.ex.result()

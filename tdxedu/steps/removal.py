@@ -66,6 +66,7 @@ class RemovalSource:
         self.trace.actor = "kvm"
         self.n = 0
         self.done = False
+        self.step_of: dict[int, int] = {}  # event seq -> the Step that recorded it
 
     def in_guest(self) -> list[int]:
         return [vp for vp in self.built.vcpus if self.module.vcpus[vp].in_guest]
@@ -105,6 +106,8 @@ class RemovalSource:
         self._issue(op)
         self.n += 1
         self.done = self.n >= len(self.ops)
+        for e in self.trace.events[first:]:
+            self.step_of[e.seq] = self.n
         leaf, fn, why = REMOVAL_WHY[op]
         return StepInfo(self.n, self.trace.events[first:], [Frame(fn, SRC_KVM, why)],
                         note=why)
@@ -115,12 +118,16 @@ class RemovalSource:
 
     def summary(self) -> str:
         c = self.module.tds[self.tdr].tdcs
+        calls = [e for e in self.trace if e.source == MODULE_SOURCE and e.op != "td_exit"]
+        exits = sum(e.op == "td_exit" for e in self.trace)
         lines = [f"after {self.n}/{len(self.ops)} operations: page {self.gpa:#x} is "
                  f"{self.page_state()}; TD_EPOCH={c.td_epoch} REFCOUNT={c.refcount}; "
-                 f"vCPUs in guest: {len(self.in_guest())}"]
-        for e in self.trace:
-            if e.source == MODULE_SOURCE and e.op != "td_exit":
-                lines.append(f"  {e.op:<24} {e.status}")
+                 f"vCPUs in guest: {len(self.in_guest())}",
+                 f"  {len(calls)} SEAMCALL{'s' * (len(calls) != 1)} (one row each)"
+                 + (f"; {exits} TD exit{'s' * (exits != 1)} from kicks, not listed"
+                    if exits else "")]
+        for e in calls:
+            lines.append(f"  step {self.step_of.get(e.seq, 0):>2}  {e.op:<24} {e.status}")
         return "\n".join(lines)
 
 

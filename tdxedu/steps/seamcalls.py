@@ -44,7 +44,8 @@ class SeamcallScriptSource:
     STEP_IS = ("one wrapper name from your list. Most issue one SEAMCALL; `tdh_mng_addcx`, "
                "`tdh_vp_addcx` and `tdh_mem_sept_add` issue as many as KVM's loop would (every "
                "TDCS page, every TDCX page, every missing S-EPT table), so a Step can add "
-               "several rows to the timeline.")
+               "several rows to the timeline; the status line counts them (\"this Step: 6 "
+               "SEAMCALLs\").")
 
     def __init__(self, calls=KVM_BUILD_ORDER):
         self.calls = _parse_ops(calls, SCRIPT_CALLS, "SEAMCALL")
@@ -67,6 +68,7 @@ class SeamcallScriptSource:
         self.kvm = None
         self.n = 0
         self.done = False
+        self.step_of: dict[int, int] = {}  # event seq -> the Step that issued it
 
     def _reclaim_next(self):
         order = ([self.page] if self.page else []) + [self.tables[k] for k in sorted(
@@ -146,6 +148,8 @@ class SeamcallScriptSource:
         self._issue(name)
         self.n += 1
         self.done = self.n >= len(self.calls)
+        for e in self.trace.events[first:]:
+            self.step_of[e.seq] = self.n
         return StepInfo(self.n, self.trace.events[first:],
                         [Frame(name, SRC_WRAPPERS, "the kernel's SEAMCALL wrapper")])
 
@@ -156,11 +160,12 @@ class SeamcallScriptSource:
     def summary(self) -> str:
         lc, op, gone = td_states(self.module, self.tdr)
         state = "TDR reclaimed" if gone else "no TD" if lc is None else lc.name
-        lines = [f"{self.n}/{len(self.calls)} calls; TD {state}"
+        calls = [e for e in self.trace if e.source == MODULE_SOURCE]
+        lines = [f"{self.n}/{len(self.calls)} Steps issued {len(calls)} SEAMCALL"
+                 f"{'s' * (len(calls) != 1)} (one row each); TD {state}"
                  + (f", OP_STATE {op.name}" if op is not None else "")]
-        for e in self.trace:
-            if e.source == MODULE_SOURCE:
-                lines.append(f"  {e.op:<24} {e.status}")
+        for e in calls:
+            lines.append(f"  step {self.step_of.get(e.seq, 0):>2}  {e.op:<24} {e.status}")
         return "\n".join(lines)
 
 

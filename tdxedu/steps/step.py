@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from ..tdx.pamt import PA_MASK
 from ..tdx.td import Lifecycle, OpState
-from ..trace import MODULE_SOURCE, Event, _show
+from ..trace import MODULE_SOURCE, Event, _show, event_kind
 
 # Plumbing, not kernel functions, is left out of the call chain: these names and any name
 # starting with an underscore (the model's private helpers).
@@ -41,9 +41,13 @@ class StepInfo:
 
     @property
     def main(self) -> Event | None:
-        """The step's SEAMCALL (or its first event when it issued none)."""
+        """The step's SEAMCALL; when it issued none, its first event that is not a lock
+        operation (taking a lock is rarely what the step is about), else its first event."""
         for e in self.events:
             if e.source == MODULE_SOURCE:
+                return e
+        for e in self.events:
+            if event_kind(e) != "lock":
                 return e
         return self.events[0] if self.events else None
 
@@ -51,21 +55,49 @@ class StepInfo:
     def kernel_function(self) -> str:
         return self.chain[-1].name if self.chain else ""
 
+    def tally(self) -> str:
+        """What the step recorded, counted so the parts add up to `len(events)`:
+        "16 events: 1 SEAMCALL, 15 guest TDCALLs", "6 SEAMCALLs", "3 events" (for a step of
+        one event: "")."""
+        n = len(self.events)
+        if n <= 1:
+            return ""
+        kinds = {"SEAMCALL": 0, "guest TDCALL": 0, "other event": 0}
+        for e in self.events:
+            kinds[_call_kind(e)] += 1
+        parts = [f"{k} {name}{'s' * (k > 1)}" for name, k in kinds.items() if k]
+        if len(parts) == 1:  # one kind: "6 SEAMCALLs", "6 events"
+            return f"{n} SEAMCALLs" if kinds["SEAMCALL"] else (
+                f"{n} guest TDCALLs" if kinds["guest TDCALL"] else f"{n} events")
+        return f"{n} events: {', '.join(parts)}"
+
     def describe(self) -> str:
-        """The step in words (plain text, one line)."""
+        """The step in words (plain text, one line): its main event, and when the step
+        recorded more than that one event, how many of each kind (the status lists them)."""
         e = self.main
-        who = f"[{self.actor}] " if self.actor else ""
         if e is None:
+            who = f"[{self.actor}] " if self.actor else ""
             return f"{who}{self.note or 'no event: the actor ran to its next preemption point'}"
+        who = f"[{e.actor}] " if self.actor and e.actor else ""
         where = f" on cpu{e.cpu}" if e.cpu is not None else ""
         st = f" -> {e.status}" if e.status else ""
         text = f"{who}{e.op}({', '.join(_show(a) for a in e.args)}){where}{st}"
         if e.source == MODULE_SOURCE and e.op in LEAF_WORDS:
             text += f": {LEAF_WORDS[e.op]}"
-        extra = len(self.events) - 1
-        if extra > 0:
-            text += f" (+{extra} more event{'s' if extra > 1 else ''})"
+        tally = self.tally()
+        if tally:
+            text += f" (this Step: {tally})"
         return text
+
+
+def _call_kind(e: Event) -> str:
+    """SEAMCALL (a host tdh_* leaf), guest TDCALL (tdg_*), or another event (a TD exit, a
+    lock, an IPI, a KVM function)."""
+    if e.source == MODULE_SOURCE and e.op.startswith("tdh_"):
+        return "SEAMCALL"
+    if e.source == MODULE_SOURCE and e.op.startswith("tdg_"):
+        return "guest TDCALL"
+    return "other event"
 
 
 LEAF_WORDS = {

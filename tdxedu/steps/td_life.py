@@ -17,15 +17,17 @@ MAX_STEP_PAGES = 1024  # stepping is for small TDs: 4 MiB of guest memory at mos
 
 # --- a TD's life through KVM's code ---------------------------------------------------------
 class TdLifeSource:
-    """A TD built with KVM's ioctls and torn down under `strategy`, one SEAMCALL per step.
+    """A TD built with KVM's ioctls and torn down under `strategy`, one SEAMCALL per step
+    (`STEP_IS` says exactly what a Step covers).
 
     `phases` = ("build", "teardown") steps both; ("teardown",) builds first and steps only
     the teardown (`RunningTd.teardown`'s order, `tdxedu.kvm.teardown`)."""
 
     STEP_IS = ("the model runs until the TDX module records something: a SEAMCALL from KVM, "
                "or a TD exit of the guest. What else is recorded in the same stretch belongs "
-               "to that Step and is counted as \"+N more events\": KVM's locks and IPIs on "
-               "the way, or the guest's TDCALLs after a VP.ENTER.")
+               "to that Step: KVM's locks and IPIs on the way, or the guest's TDCALLs after a "
+               "VP.ENTER. The status line counts them (\"this Step: 16 events: 1 SEAMCALL, 15 "
+               "guest TDCALLs\") and lists each one under it.")
 
     def __init__(self, memory="64K", vcpus: int = 2, strategy: str = "v6.16", *,
                  phases: tuple[str, ...] = ("build", "teardown"), packages: int = 1):
@@ -117,6 +119,8 @@ class TdLifeSource:
                       if v - self._counts0.get(k, 0)}
             lines.append(f"  HKID {'free' if not kt.hkid_assigned else 'still assigned'}; "
                          f"{len(kt.leaked)} pages leaked; KVM_BUG_ON: {len(self.td.kvm.bugs)}")
+            lines.append(f"  teardown SEAMCALLs so far, per leaf ({sum(counts.values())} "
+                         "in all):")
             lines += [f"  {leaf:<28} {n}" for leaf, n in sorted(counts.items())]
         return "\n".join(lines)
 

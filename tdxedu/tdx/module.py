@@ -98,6 +98,10 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
         self.wbcache_lock = [SharexLock(f"WBCACHE[pkg{p}]") for p in range(num_packages)]
         self.wbcache_saved: list = [None] * num_packages
         self.dirty_keyids: dict[int, set[int]] = {}  # KeyID -> pfns with dirty cache lines
+        # pfn -> KeyID whose integrity-protected TD data the page's memory still holds (set
+        # when a TD gets the page or its dirty lines are written back; only a full-line
+        # MOVDIR64B store by the host resets it: `host_movdir64b`)
+        self.td_data: dict[int, int] = {}
         self.counts: dict[str, int] = {}
         self.reclaimed = 0
 
@@ -112,10 +116,33 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
         return lp
 
     def _dirty(self, pa: int, keyid: int) -> None:
+        """The page now holds TD data written under `keyid`, some of it still in dirty
+        cache lines."""
         self.dirty_keyids.setdefault(keyid, set()).add(pa >> 12)
+        self.td_data[pa >> 12] = keyid
 
     def _clean_keyid(self, keyid: int) -> None:
-        self.dirty_keyids.pop(keyid, None)
+        """Every dirty line under `keyid` written back: the data lands in memory."""
+        for pfn in self.dirty_keyids.pop(keyid, ()):
+            self.td_data[pfn] = keyid
+
+    def _write_back_page(self, pa: int, keyid: int) -> None:
+        lines = self.dirty_keyids.get(keyid)
+        if lines is not None and pa >> 12 in lines:
+            lines.discard(pa >> 12)
+            self.td_data[pa >> 12] = keyid
+
+    def host_movdir64b(self, pa: int) -> None:
+        """The host zeroes a page with MOVDIR64B (full 64-byte stores under its own KeyID):
+        the memory no longer holds TD data, so ordinary (partial) host writes cannot hit the
+        integrity poison ([AH-clear]: only CPUs with X86_BUG_TDX_PW_MCE need this). Lines
+        still dirty in a cache under a private KeyID are not touched: written back later,
+        they put TD data in memory again (`_write_back_page`, `_clean_keyid`)."""
+        self.td_data.pop(pa >> 12, None)
+
+    def holds_td_data(self, pa: int) -> int | None:
+        """The KeyID of the TD data the page's memory still holds, if any."""
+        return self.td_data.get(pa >> 12)
 
     def has_dirty_lines(self, pa: int) -> int | None:
         """The KeyID under which this page still has dirty cache lines, if any."""
@@ -428,7 +455,10 @@ class TdxModule(DpamtMixin, CoreMixin, BuildMixin, MemMixin, VcpuMixin, Teardown
                     bad.append(f"TD {pa:#x}: epoch refcounts {td.tdcs.refcount} != {counted} "
                                "vCPUs in guest or entering")
             kot = self.kot.get(td.hkid)
-            if td.lifecycle == Lifecycle.TD_TEARDOWN and kot == KotState.HKID_ASSIGNED:
+            # (a KeyID freed by this TD may already be assigned to a newer TD on the host)
+            if td.lifecycle == Lifecycle.TD_TEARDOWN and kot == KotState.HKID_ASSIGNED and not any(
+                    o.hkid == td.hkid and o.lifecycle != Lifecycle.TD_TEARDOWN
+                    for o in self.tds.values()):
                 bad.append(f"TD {pa:#x} in TD_TEARDOWN but its HKID is still assigned")
         return bad
 

@@ -208,9 +208,7 @@ class TeardownMixin:
             if err:
                 return Result(leaf, err)
             yield from ()
-            lines = self.dirty_keyids.get(keyid)
-            if lines is not None:
-                lines.discard(pa >> 12)
+            self._write_back_page(pa, keyid)
             return Result(leaf, OK)
         finally:
             call.release()

@@ -11,7 +11,7 @@ import ipywidgets as widgets
 from ..scenarios import registry
 from ..sim.engine import explore
 from ..steps import ExplorerSource
-from .stepper import Stepper, mimebundle
+from .stepper import Stepper, fit_dropdown, mimebundle
 
 
 class Explorer:
@@ -24,10 +24,13 @@ class Explorer:
         self.max_executions = max_executions
         self.scenario = widgets.Dropdown(options=names, value=scenario or names[0],
                                          description="scenario")
+        fit_dropdown(self.scenario)
         self.explore_button = widgets.Button(description="Explore", button_style="info")
         self.verdicts = widgets.HTML()
         self.condition = widgets.Dropdown(options=[], description="condition")
-        self.replay_button = widgets.Button(description="Replay witness")
+        self.replay_button = widgets.Button(description="Replay witness", disabled=True,
+                                            tooltip="step through the shortest run where the "
+                                            "condition holds")
         self.result = None
         self.stepper = Stepper(None, panels=("timeline",), title="")
         g = self.stepper._guard
@@ -46,6 +49,7 @@ class Explorer:
     def _clear(self) -> None:
         self.result = None
         self.condition.options = []
+        self.replay_button.disabled = True
         desc = registry.get(self.scenario.value).description
         self.verdicts.value = (f"<i>{html.escape(desc)}</i><br>Press Explore to run every "
                                "interleaving.")
@@ -55,7 +59,13 @@ class Explorer:
         self.result = explore(sc.build, name=sc.name, max_steps=sc.max_steps,
                               max_executions=self.max_executions)
         self.verdicts.value = verdict_table(self.result)
-        self.condition.options = list(self.result.verdicts)
+        # only conditions that hold in some run have a witness to replay ("never" has none)
+        self.condition.options = [(f"{c} ({v.verdict})", c)
+                                  for c, v in self.result.verdicts.items()
+                                  if v.witness is not None]
+        self.condition.value = self.condition.options[0][1] if self.condition.options else None
+        fit_dropdown(self.condition)
+        self.replay_button.disabled = not self.condition.options
 
     def replay(self) -> None:
         if self.result is None:
@@ -72,15 +82,26 @@ class Explorer:
         return mimebundle(self.widget, f"tdxedu Explorer: {self.scenario.value}", **kw)
 
 
+_CELL = "padding:1px 14px 1px 0;text-align:left"
+
+
 def verdict_table(ex) -> str:
-    """HTML table of an `Exploration`'s verdicts."""
+    """HTML table of an `Exploration`'s verdicts, one padded column each (the front end's
+    table style may be none), the witness length in scheduler steps."""
     colour = {"always": "#1a9850", "sometimes": "#fc8d59", "never": "#4575b4"}
+
+    def cells(*xs, tag="td"):
+        return "".join(f"<{tag} style='{_CELL}'>{x}</{tag}>" for x in xs)
+
     rows = "".join(
-        f"<tr><td><code>{html.escape(c)}</code></td><td style='color:{colour[v.verdict]}'>"
-        f"<b>{v.verdict}</b></td><td>{v.true_runs}/{v.runs}</td>"
-        f"<td>{'' if v.witness is None else len(v.witness)}</td></tr>"
+        "<tr>" + cells(f"<code>{html.escape(c)}</code>",
+                       f"<b style='color:{colour[v.verdict]}'>{v.verdict}</b>",
+                       f"{v.true_runs}/{v.runs}",
+                       "-" if v.witness is None else len(v.witness)) + "</tr>"
         for c, v in ex.verdicts.items())
     head = (f"{html.escape(ex.name)}: {ex.executions} executions, {ex.pruned} pruned"
             + ("" if ex.complete else " (INCOMPLETE)"))
-    return (f"<b>{head}</b><table><tr><th>condition</th><th>verdict</th><th>runs</th>"
-            f"<th>shortest witness</th></tr>{rows}</table>")
+    return (f"<b>{head}</b><table style='border-collapse:collapse'><tr>"
+            + cells("condition", "verdict", "runs where it holds",
+                    "shortest witness (scheduler steps)", tag="th")
+            + f"</tr>{rows}</table>")

@@ -141,7 +141,8 @@ class DpamtLifeSource(TdLifeSource):
         except (MemoryError, RuntimeError) as exc:  # the model refused: phys-prepare's -ENOMEM
             self.done = True
             self.n += 1
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.error = str(exc) or ("out of memory" if isinstance(exc, MemoryError)
+                                      else "the model refused")
             return StepInfo(self.n, self.td.trace.events[first:],
                             note=f"KVM gave up: {self.error}")
         if self.phase == "teardown" and self.pairs_after_build is None:
@@ -240,6 +241,8 @@ def dpamt_life_stepper(memory: str = "2M", vcpus: int = 2, policy: str = "vcpu-c
         st._redraw()
 
     st.pamt_button.on_click(st._guard(lambda _b: to_pamt()))
+    st.action_buttons.append(st.pamt_button)
+    st.pamt_button.disabled = st.step_button.disabled
     st.step_to_pamt = st._guard(to_pamt)
     row = st.widget.children[2]
     row.children = (row.children[0], st.pamt_button) + row.children[1:]

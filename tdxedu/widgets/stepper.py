@@ -44,6 +44,30 @@ def _esc(s) -> str:
 RUN_TO_START = "Run this cell to start the widget."
 
 
+def fit_dropdown(dd: widgets.Dropdown, *, char_px: float = 7.6, pad_px: int = 40):
+    """Widen a Dropdown to its longest label, so no choice is clipped ("...kick, rer"): the
+    description gets its own width, the select box the longest option's. Returns `dd`."""
+    labels = [o[0] if isinstance(o, tuple) else str(o) for o in dd.options] or [""]
+    desc_px = int(len(dd.description) * char_px) + 16
+    dd.style.description_width = f"{desc_px}px"
+    dd.layout.width = f"{desc_px + int(max(map(len, labels)) * char_px) + pad_px}px"
+    dd.layout.max_width = "100%"
+    return dd
+
+
+def plain_message(exc: BaseException) -> str:
+    """What a widget says about an exception: its words, never its class name. A KeyError's
+    text is its key; an exception without words (a bug in the model) says so plainly."""
+    if isinstance(exc, KeyError) and exc.args:
+        text = str(exc.args[0])
+    else:
+        text = str(exc)
+    if isinstance(exc, (ValueError, TypeError, KeyError, LookupError, Finished)):
+        return text or "that did not work"
+    return (f"the model stopped unexpectedly ({text or 'no details'}); press Reset to start "
+            "again")
+
+
 def mimebundle(widget, text: str, **kw) -> dict:
     """Display a lesson object as its ipywidget, with a short text/plain for front ends that
     cannot draw it (an untrusted notebook, a text viewer): what it is and what to do (nbval
@@ -68,24 +92,32 @@ class Stepper:
                  render: Callable = figure_png, run_limit: int = RUN_LIMIT):
         self.make_source = make_source
         self.controls = dict(controls or {})
+        for w in self.controls.values():
+            if isinstance(w, widgets.Dropdown):
+                fit_dropdown(w)
         self.render = render
         self.run_limit = run_limit
         self.source = None
         self.last: StepInfo | None = None
         self.errors: list[str] = []
+        self.invalid = ""  # the message of a setting the model refused ("" when all is well)
         self._keys: dict[str, object] = {}
         self.heading = widgets.HTML(f"<b>{_esc(title)}</b>" if title else "")
         self.step_button = widgets.Button(description="Step", button_style="primary",
                                           tooltip="one step: the next SEAMCALL or actor step")
         self.run_button = widgets.Button(description="Run", tooltip="run to the end")
         self.reset_button = widgets.Button(description="Reset", tooltip="start again")
-        for b in (self.step_button, self.run_button, self.reset_button):
+        # what a bad setting disables (lesson widgets add theirs, e.g. "Next PAMT op")
+        self.action_buttons = [self.step_button, self.run_button, self.reset_button]
+        for b in self.action_buttons:
             b.layout = widgets.Layout(width="80px")
         self.counter = widgets.Label("step 0")
         self.status = widgets.HTML()
         self.status.add_class("tdxedu-status")
         self.message = widgets.HTML()
         self.message.add_class("tdxedu-message")
+        self.step_help = widgets.HTML()  # what one Step is, for the source loaded
+        self.step_help.add_class("tdxedu-step-help")
         self.step_button.on_click(self._guard(lambda _b: self.step()))
         self.run_button.on_click(self._guard(lambda _b: self.run()))
         self.reset_button.on_click(self._guard(lambda _b: self.reset()))
@@ -98,7 +130,7 @@ class Stepper:
             widgets.HBox(list(self.controls.values()),
                          layout=widgets.Layout(flex_flow="row wrap")),
             widgets.HBox([self.step_button, self.run_button, self.reset_button, self.counter]),
-            self.status, self.message, self.picture_box])
+            self.step_help, self.status, self.message, self.picture_box])
         self._fixed_panels = panels
         if make_source is not None:
             self._guard(self.rebuild)()
@@ -115,19 +147,45 @@ class Stepper:
             except Exception as exc:  # noqa: BLE001 - a widget shows misuse, never raises
                 self._say(exc)
                 return None
+            finally:
+                if self.invalid and not self.message.value:
+                    self._warn(self.invalid)  # a bad setting stays in view until it is fixed
         return wrapped
 
     def _say(self, exc) -> None:
-        kind = "" if isinstance(exc, Finished) else f"{type(exc).__name__}: "
-        text = f"{kind}{exc}"
+        self._warn(plain_message(exc))
+
+    def _warn(self, text: str) -> None:
         self.errors.append(text)
         self.message.value = f"<span style='color:#b35806'>&#9888; {_esc(text)}</span>"
 
+    def _set_invalid(self, text: str) -> None:
+        """A setting the model refuses: say so, drop the old run (its pictures would show a
+        TD the settings no longer describe) and disable the buttons until it is fixed."""
+        self.invalid = text
+        self.source = None
+        self.last = None
+        for b in self.action_buttons:
+            b.disabled = True
+        for img in self.images.values():
+            img.value = b""
+        self._keys = {}
+        self._show_status()
+
     # --- actions ----------------------------------------------------------------------------
     def rebuild(self) -> None:
-        """Build a new source from the current control values."""
+        """Build a new source from the current control values. A value the model refuses
+        keeps its warning and disables Step / Run / Reset until a good value replaces it."""
         values = {k: w.value for k, w in self.controls.items()}
-        self.load(self.make_source(**values))
+        try:
+            source = self.make_source(**values)
+        except Exception as exc:  # noqa: BLE001 - any refusal: never keep the old run on screen
+            self._set_invalid(f"{plain_message(exc)} (Step and Run wait until this is fixed)")
+            return
+        self.invalid = ""
+        for b in self.action_buttons:
+            b.disabled = False
+        self.load(source)
 
     def load(self, source) -> None:
         """Drive `source` from now on (the Explorer loads witness replays this way)."""
@@ -143,6 +201,8 @@ class Stepper:
         self._redraw()
 
     def _need_source(self):
+        if self.invalid:
+            raise Finished(self.invalid)
         if self.source is None:
             raise Finished("nothing to step yet: " + (
                 "fix the settings above" if self.make_source else "load a run first"))
@@ -173,6 +233,8 @@ class Stepper:
     def status_text(self) -> str:
         """The status line as plain text (what the HTML shows, without markup)."""
         src = self.source
+        if self.invalid:
+            return "Fix the setting above to start a run."
         if src is None:
             return "No run loaded."
         info = self.last
@@ -182,6 +244,10 @@ class Stepper:
 
     def _show_status(self) -> None:
         src, info = self.source, self.last
+        step_is = getattr(src, "STEP_IS", "")
+        self.step_help.value = (f"<small><b>One Step:</b> <i>{_esc(step_is)}</i></small>"
+                                if step_is else "")
+        self.step_button.tooltip = f"One Step: {step_is}" if step_is else "one step"
         n = 0 if src is None else src.n
         self.counter.value = f"step {n}" + (" (finished)" if src is not None and src.done
                                             else "")
@@ -193,6 +259,8 @@ class Stepper:
             if inner.why:
                 parts.append(f"<details><summary><small>why?</small></summary><small>"
                              f"{_esc(inner.why)}</small></details>")
+        if info is not None and len(info.events) > 1:
+            parts.append(events_details(info))
         if info is not None and info.note and info.note != "finished":
             parts.append(f"<small><b>{_esc(info.note)}</b></small>")
         main = None if info is None else info.main
@@ -224,6 +292,21 @@ class Stepper:
     def _repr_mimebundle_(self, **kw):
         title = self.source.title if self.source else "-"
         return mimebundle(self.widget, f"tdxedu Stepper: {title}", **kw)
+
+
+EVENTS_SHOWN = 20
+
+
+def events_details(info: StepInfo, limit: int = EVENTS_SHOWN) -> str:
+    """A collapsed list of every event of a Step, whose count matches the status line's
+    ("this Step: 6 events ..."): all of them, or the first `limit` and how many more."""
+    rows = [e.to_text() for e in info.events[:limit]]
+    more = len(info.events) - len(rows)
+    if more:
+        rows.append(f"... and {more} more (the timeline shows them all)")
+    return (f"<details><summary><small>the {len(info.events)} events of this Step"
+            "</small></summary><pre style='font-size:11px;line-height:1.2;margin:0'>"
+            + _esc("\n".join(rows)) + "</pre></details>")
 
 
 # --- builders: one line in a notebook ---------------------------------------------------------
@@ -313,7 +396,8 @@ BUILD_PRESETS = {
 
 
 def _preset_controls(presets: dict, default: str):
-    preset = widgets.Dropdown(options=list(presets), value=default, description="order")
+    preset = fit_dropdown(widgets.Dropdown(options=list(presets), value=default,
+                                           description="order"))
     text = widgets.Text(value=presets[default], description="or type",
                         continuous_update=False, layout=widgets.Layout(width="95%"))
 

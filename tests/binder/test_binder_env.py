@@ -94,3 +94,4 @@ def test_postbuild_trusts_the_lessons_and_silences_the_news(binder_python: Path,
     # `jupyter labextension disable` writes to the environment (sys.prefix) config.
     page = (binder_python.parent.parent / "etc/jupyter/labconfig/page_config.json").read_text()
     assert "@jupyterlab/apputils-extension:announcements" in page
+

@@ -85,3 +85,25 @@ def test_reveal_is_collapsed_and_checkable():
     assert "hidden" in repr(r) and "1  2" not in repr(r)
     assert isinstance(r, Prose) and isinstance(r, Reveal)
     assert str(Prose("x") + "y") == "x\n\ny"
+
+
+def _prose(name):
+    lines = (NOTEBOOKS / f"{name}.py").read_text().splitlines()
+    return " ".join(ln[2:] if ln.startswith("# ") else ln.lstrip("#") for ln in lines)
+
+
+def test_colour_words_match_the_palette():
+    """Where a lesson names a PAMT colour, it is the one the pictures use (the palette of
+    tdxedu.viz); the timeline's marks are not described by colour (the legend names them)."""
+    palette = pytest.importorskip("tdxedu.viz.palette")
+    words = {"green": palette.GREEN, "orange": palette.ORANGE, "blue": palette.BLUE,
+             "purple": palette.PURPLE}
+    claims = [("00_tour", "first green (`PT_REG`)", "PT_REG", "green"),
+              ("01_seamcalls_and_lifecycle", "orange (`PT_TDCX`)", "PT_TDCX", "orange"),
+              ("01_seamcalls_and_lifecycle", "blue (`PT_EPT`)", "PT_EPT", "blue"),
+              ("01_seamcalls_and_lifecycle", "green (`PT_REG`)", "PT_REG", "green"),
+              ("05_dynamic_pamt", "two pixels turn purple (the pair's pages, `PT_PAMT`)",
+               "PT_PAMT", "purple")]
+    for name, phrase, page_type, word in claims:
+        assert phrase in _prose(name), (name, phrase)
+        assert palette.PAGE_TYPES[page_type] == words[word], (name, page_type, word)

@@ -64,3 +64,30 @@ def test_lesson_text_agrees_with_the_model_and_the_widgets():
     assert f"At Step {n} " in answer and "inv2" in answer
     smm = str(tr.smm_answer())
     assert "**v6.4**" in smm and "none is ever freed" in smm.split("**v6.4**")[1]
+
+
+def test_smm_answer_steps_are_the_widgets():
+    """The Steps at which lesson 06 says roots are allocated and freed are the ones the
+    lesson's roots widget (seed 0) shows."""
+    from tdxedu.lessons import tdp_mmu_roots as tr
+    from tdxedu.widgets import roots_stepper
+
+    text = str(tr.smm_answer())
+    for policy in ("v6.3", "v6.4"):
+        st = roots_stepper("smm-storm", policy=policy)
+        alloc, freed, last = [], [], (0, 0)
+        for n in range(1, 40):
+            if st.source.done:
+                break
+            st.step_button.click()
+            stats = st.source.kvm.arch.tdp_mmu_stats
+            now = (stats["roots_allocated"], stats["roots_freed"])
+            if now[0] > last[0]:
+                alloc.append(n)
+            if now[1] > last[1]:
+                freed.append(n)
+            last = now
+        part = text.split(f"**{policy}**", 1)[1].split("\n\n")[0]
+        assert f"allocated at Steps {', '.join(map(str, alloc))} " in part
+        assert (f"freed at Steps {', '.join(map(str, freed))}." in part if freed
+                else "none is ever freed" in part)

@@ -79,3 +79,15 @@ def test_a_text_invariant_is_named_without_its_addresses():
     name = check_name("invariant_violated", "page 0x11000 freed with dirty cache lines under "
                                             "KeyID 33")
     assert name == "invariant: page N freed with dirty cache lines under KeyID N"
+
+
+def test_explore_names_the_alarms_that_hold(capsys):
+    """`tdxedu explore` reads the same alarm list: v19's race raises kvm_bug and hkid_leaked;
+    the 6.16 kick-and-retry-once raises none."""
+    from tdxedu.cli import main
+
+    assert main(["explore", "hkid-release-v19-notifier"]) == 0
+    out = capsys.readouterr().out
+    assert "alarms (in some run): kvm_bug, hkid_leaked" in out
+    assert main(["explore", "busy-accept-kick-retry-once"]) == 0
+    assert "alarms: none in any run" in capsys.readouterr().out

@@ -66,7 +66,7 @@ def test_explorer_random_clicks_never_raise():
 
     def pick_condition():
         if e.condition.options:
-            e.condition.value = rng.choice(list(e.condition.options))
+            e.condition.value = rng.choice(list(e.condition.options))[1]  # (label, value)
 
     def pick_scenario():
         e.scenario.value = rng.choice(list(e.scenario.options))

@@ -67,14 +67,43 @@ def test_strategy_picker_rebuilds_the_source():
 @pytest.mark.parametrize("field,value,words", [
     ("memory", "banana", "memory"), ("memory", "3K", "4096"), ("memory", "64M", "at most"),
     ("vcpus", 0, "vcpus"), ("vcpus", 99, "vcpus")])
-def test_bad_settings_show_a_message_and_keep_the_old_run(field, value, words):
+def test_a_bad_setting_keeps_its_warning_and_disables_step_until_fixed(field, value, words):
+    """A value the model refuses never silently runs the previous TD: the warning stays, the
+    pictures of the old run go, Step / Run / Reset are disabled, and a click (from Python a
+    disabled button still fires) only repeats the warning."""
     st = td_life_stepper("16K", 1)
-    old = st.source
     st.controls[field].value = value
     assert words in st.message.value and "Traceback" not in st.message.value
-    assert st.source is old
+    assert "Error:" not in st.message.value  # plain words, no Python class names
+    assert st.source is None and not any(pictures(st).values())
+    assert st.step_button.disabled and st.run_button.disabled and st.reset_button.disabled
     st.step_button.click()
-    assert st.counter.value == "step 1"
+    st.run_button.click()
+    assert words in st.message.value and st.counter.value == "step 0"
+    assert "Fix the setting" in st.status.value
+    st.controls[field].value = {"memory": "16K", "vcpus": 1}[field]  # fixed
+    assert st.message.value == "" and not st.step_button.disabled
+    st.step_button.click()
+    assert st.counter.value == "step 1" and all(pictures(st).values())
+    assert st.source.memory == "16K" and st.source.vcpus == 1
+
+
+def test_a_bad_setting_disables_the_lesson_05_pamt_button_too():
+    from tdxedu.widgets.lesson_pamt import dpamt_life_stepper
+
+    st = dpamt_life_stepper("2M", vcpus=1)
+    st.controls["memory"].value = "banana"
+    assert st.pamt_button.disabled and st.step_button.disabled
+    st.controls["memory"].value = "2M"
+    assert not st.pamt_button.disabled
+
+
+def test_messages_are_plain_words():
+    from tdxedu.widgets.stepper import plain_message
+
+    assert plain_message(ValueError("pick a condition")) == "pick a condition"
+    assert plain_message(KeyError("unknown scenario 'x'")) == "unknown scenario 'x'"
+    assert "ZeroDivisionError" not in plain_message(ZeroDivisionError("division by zero"))
 
 
 def test_seamcall_presets_and_typed_orders():
@@ -124,10 +153,19 @@ def test_roots_picker_unknown_combination_is_a_message():
 
 def test_explorer_verdicts_and_witness_replay():
     e = Explorer(scenario="busy-accept-kick-retry-once")
+    assert e.replay_button.disabled  # nothing to replay before Explore
     e.replay_button.click()
     assert "Explore first" in e.message.value
     e.explore_button.click()
-    assert "always" in e.verdicts.value and "completed" in e.condition.options
+    values = [v for _label, v in e.condition.options]
+    assert "always" in e.verdicts.value and "completed" in values
+    # the picker defaults to the first condition with a witness and offers no "never" one
+    witnessed = [c for c, v in e.result.verdicts.items() if v.witness is not None]
+    assert values == witnessed and e.condition.value == witnessed[0]
+    assert not any(e.result.verdicts[c].verdict == "never" for c in values)
+    assert not e.replay_button.disabled
+    e.replay_button.click()  # no pick needed: the default replays
+    assert e.message.value == "" and e.stepper.source is not None
     e.condition.value = "completed"
     e.replay_button.click()
     st = e.stepper
@@ -136,13 +174,24 @@ def test_explorer_verdicts_and_witness_replay():
     assert st.counter.value == "step 1" and st.images["timeline"].value != pic0
     st.run_button.click()
     assert "outcome completed" in st.source.summary()
-    never = [c for c, v in e.result.verdicts.items() if v.verdict == "never"]
-    if never:
-        e.condition.value = never[0]
-        e.replay_button.click()
-        assert "no witness" in e.message.value
     e.scenario.value = "vcpu-migration"
-    assert e.result is None and e.condition.options == ()
+    assert e.result is None and e.condition.options == () and e.replay_button.disabled
+
+
+def test_explorer_verdict_columns_are_separated():
+    """Each verdict cell is padded: "entered_after_vm_dead" and "never" never run together."""
+    e = Explorer(scenario="hkid-release-v19-notifier")
+    e.explore_button.click()
+    html = e.verdicts.value
+    assert html.count("padding:") >= 4 * (len(e.result.verdicts) + 1)
+    assert "entered_after_vm_deadnever" not in html.replace("</code></td><td", "")
+
+
+def test_dropdowns_are_wide_enough_for_their_labels():
+    st = removal_stepper()
+    longest = max(len(o) for o in st.preset.options)
+    width = int(st.preset.layout.width.removesuffix("px"))
+    assert width >= longest * 7 + int(st.preset.style.description_width.removesuffix("px"))
 
 
 def test_displays_with_a_short_text_form():
@@ -152,3 +201,20 @@ def test_displays_with_a_short_text_form():
     assert data["text/plain"] == (
         f"tdxedu Stepper: {st.source.title}. Run this cell to start the widget.")
     assert "application/vnd.jupyter.widget-view+json" in data
+
+
+def test_any_refusal_while_rebuilding_disables_the_old_run():
+    """Not only ValueError: whatever the model raises for a setting, the old run goes."""
+    from tdxedu.widgets.stepper import Stepper
+
+    def make(n):
+        if n == 2:
+            raise RuntimeError("KVM_TDX_INIT_VM failed")
+        return td_life_stepper("16K", 1).source
+
+    import ipywidgets as widgets
+
+    st = Stepper(make, controls={"n": widgets.IntText(value=1, description="n")})
+    st.controls["n"].value = 2
+    assert st.source is None and st.step_button.disabled
+    assert "KVM_TDX_INIT_VM failed" in st.message.value and "RuntimeError" not in st.message.value
