@@ -35,7 +35,7 @@ from ..kvm.teardown import (
     kvm_gmem_release,
     kvm_mmu_notifier_release,
     kvm_put_kvm,
-    kvm_tdx_terminate_vm,
+    tdx_terminate_vm,
 )
 from ..trace import WaitUntil
 from .world import TdWorld
@@ -212,7 +212,7 @@ def _mm(w: TdWorld):
     kvm = w.kvm
     if w.kt.teardown_policy == "terminate-vm":
         # KVM_TDX_TERMINATE_VM: -EBUSY while a vCPU is in KVM_RUN, so the VMM retries.
-        while (yield from kvm_tdx_terminate_vm(kvm, 0, "mm")) == -16:
+        while (yield from tdx_terminate_vm(kvm, 0, "mm")) == -16:
             yield WaitUntil(lambda: not any(v.mutex.locked() for v in kvm.vcpus), "vCPU mutexes")
     yield from kvm_mmu_notifier_release(kvm, 0, "mm")
     w.done.add("mm")
