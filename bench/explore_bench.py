@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--no-composed", action="store_true", help="skip the built-in composed ones")
     args = ap.parse_args()
     names = [] if args.no_registered else (args.scenarios or sorted(load_all()))
-    names += [f"compose:{c}" for c in ([] if args.no_composed else COMPOSED) + args.compose]
+    names += [f"compose:{c}" for c in [*([] if args.no_composed else COMPOSED), *args.compose]]
     w = max(38, *(len(n) for n in names))
     print(f"{'scenario':<{w}} {'reduction':<6} {'steps':>9} {'execs':>6} {'seconds':>8} "
           f"{'peak MiB':>9}   steps ratio  time ratio  same")
