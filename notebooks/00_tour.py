@@ -62,10 +62,9 @@
 # 1,000? Write your guess down, then run the cells below.
 
 # %%
-from tdxedu.lessons.prose import step_is
 from tdxedu.lessons.tour import first_steps_answer, life_answer, strategies_answer
 from tdxedu.lessons.tour_exercises import check_teardown_count, show_solution
-from tdxedu.steps import ExplorerSource, TdLifeSource
+from tdxedu.steps import TdLifeSource
 from tdxedu.viz import as_image, draw_lifecycle, draw_timeline
 from tdxedu.widgets import Explorer, td_life_stepper
 
@@ -75,10 +74,11 @@ life
 # %% [markdown]
 # ## 2. How to drive a lesson widget
 #
-# * **Step** advances the model by one Step (defined just below). The status line says what
-#   it was in words, the kernel function chain that issued it
-#   (`issued by kvm_gmem_release → tdx_sept_remove_private_spte`), the source file, and a
-#   **why?** you can unfold: the docstring of that function in the model, with its source tag.
+# * **Step** advances the model by one Step: the line under the buttons says exactly what one
+#   Step is for that widget. The status line says what it was in words, the kernel function
+#   chain that issued it (`issued by kvm_gmem_release → tdx_sept_remove_private_spte`), the
+#   source file, and a **why?** you can unfold: the docstring of that function in the model,
+#   with its source tag.
 # * **Run** goes to the end; **Reset** starts the same TD again. Changing a picker (teardown
 #   strategy, memory, vCPUs) rebuilds the TD. A bad value (try memory `banana`, or `0`
 #   vCPUs) shows a message in the widget; nothing breaks.
@@ -90,9 +90,6 @@ life
 #   and the **PAMT** (one pixel per 4 KiB page of host memory, coloured by what the module
 #   says that page is).
 #
-# %% tags=["nbval-check-output"]
-step_is(TdLifeSource, "the tour widget")
-
 # %% [markdown]
 # **Predict, then Step:** which SEAMCALL creates the TD? Which one moves the lifecycle to
 # `TD_KEYS_CONFIGURED`? When does the PAMT get its first green (`PT_REG`) pixel? Press
@@ -152,9 +149,6 @@ strategies_answer("64K", vcpus=2)
 # Here KVM zaps a page while the guest accepts it; the BUSY policy is 6.16's "kick all vCPUs
 # out and retry once". Press **Explore**, pick a condition, and **Replay witness** to step
 # through the shortest run where it holds.
-
-# %% tags=["nbval-check-output"]
-step_is(ExplorerSource, "the explorer's replay")
 
 # %%
 explorer = Explorer(["busy-accept-kick-retry-once", "busy-accept-no-retry",

@@ -62,9 +62,7 @@ decode_answer((0x8000020000000092, 0xC0000B0D00000001, 0xC0000B0600000001,
 # `tdh_mem_page_add` green (`PT_REG`).
 
 # %%
-from IPython.display import display
 
-from tdxedu.lessons.prose import step_is
 from tdxedu.lessons.seamcalls_and_lifecycle_exercises import (
     check_build_order,
     check_decode,
@@ -75,7 +73,6 @@ from tdxedu.widgets import seamcall_stepper
 from tdxedu.widgets.stepper import BUILD_PRESETS
 
 calls = seamcall_stepper()
-display(step_is(SeamcallScriptSource, "this widget"))
 calls
 
 # %% tags=["nbval-check-output"]

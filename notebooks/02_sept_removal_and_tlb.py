@@ -57,21 +57,17 @@
 # Then press **Step** and watch the title line of the S-EPT picture.
 
 # %%
-from IPython.display import display
 
-from tdxedu.lessons.prose import step_is
 from tdxedu.lessons.sept_removal_and_tlb import epoch_answer, removal_answer
 from tdxedu.lessons.sept_removal_and_tlb_exercises import (
     check_removal_order,
     check_remove_page,
     show_solution,
 )
-from tdxedu.steps import RemovalSource, TdLifeSource
 from tdxedu.widgets import removal_stepper, teardown_stepper
 from tdxedu.widgets.stepper import REMOVAL_PRESETS
 
 removal = removal_stepper()
-display(step_is(RemovalSource, "this widget"))
 removal
 
 # %% tags=["nbval-check-output"]
@@ -95,7 +91,6 @@ removal_answer(REMOVAL_PRESETS)
 
 # %%
 teardown = teardown_stepper("16K", vcpus=2, panels=("timeline", "sept"))
-display(step_is(TdLifeSource, "the teardown widget"))
 teardown
 
 # %% [markdown]

@@ -61,7 +61,6 @@
 # Then open the answer.
 
 # %%
-from IPython.display import display
 
 from tdxedu.lessons.operand_busy import host_priority_story
 from tdxedu.lessons.operand_busy_answers import (
@@ -77,13 +76,10 @@ from tdxedu.lessons.operand_busy_exercises import (
     show_solution,
 )
 from tdxedu.lessons.operand_busy_locks import format_vp_enter_phases
-from tdxedu.lessons.prose import step_is
-from tdxedu.steps import ExplorerSource
 from tdxedu.widgets import Explorer
 from tdxedu.widgets.lesson_busy import BUSY_SCRIPTS, busy_stepper
 
 busy = busy_stepper("busy-accept-kick-retry-once")
-display(step_is(ExplorerSource, "this widget and the explorer's replay"))
 busy
 
 # %% tags=["nbval-check-output"]

@@ -67,11 +67,8 @@
 # kvm_destroy_vm → tdx_mmu_release_hkid`) and the lifecycle picture.
 
 # %%
-from IPython.display import display
 
 from tdxedu.cost import default_calibration, sweep
-from tdxedu.cost.plot import sweep_figure
-from tdxedu.lessons.prose import step_is
 from tdxedu.lessons.td_teardown import (
     cost_table,
     cost_terms_prose,
@@ -88,12 +85,10 @@ from tdxedu.lessons.td_teardown_exercises import (
     check_release_hkid,
     show_solution,
 )
-from tdxedu.steps import TdLifeSource
-from tdxedu.viz import as_image
+from tdxedu.viz import as_image, sweep_figure
 from tdxedu.widgets import Explorer, teardown_stepper
 
 teardown = teardown_stepper("16K", vcpus=2, strategy="v6.16", panels=("timeline", "lifecycle"))
-display(step_is(TdLifeSource, "the teardown widget"))
 teardown
 
 # %% [markdown]

@@ -54,7 +54,6 @@
 # and no TD running, is it about 400 MiB, 40 MiB or 4 MiB?
 
 # %% tags=["nbval-check-output"]
-from IPython.display import display
 
 from tdxedu.lessons.dynamic_pamt import (
     cover_letter_prose,
@@ -72,7 +71,6 @@ from tdxedu.lessons.dynamic_pamt_exercises import (
     check_pamt_refcounting,
     show_solution,
 )
-from tdxedu.lessons.prose import step_is
 from tdxedu.viz import as_image
 from tdxedu.widgets import Explorer
 from tdxedu.widgets.lesson_pamt import (
@@ -139,7 +137,6 @@ as_image(draw_pamt_memory(pamt_memory_curves()))
 
 # %%
 life = dpamt_life_stepper("2M", vcpus=2, policy="vcpu-cache")
-display(step_is(DpamtLifeSource, "this widget"))
 life
 
 # %% tags=["nbval-check-output"]

@@ -55,9 +55,7 @@
 # (`tdxedu.kvm.mmu_role.KvmMmuPageRole`) accepts these direct (non-mirror) ones:
 
 # %% tags=["nbval-check-output"]
-from IPython.display import display
 
-from tdxedu.lessons.prose import step_is
 from tdxedu.lessons.tdp_mmu_roots import (
     broken_answer,
     direct_roles_prose,
@@ -73,7 +71,6 @@ from tdxedu.lessons.tdp_mmu_roots_exercises import (
     check_storm_allocations,
     show_solution,
 )
-from tdxedu.steps import ExplorerSource
 from tdxedu.viz import as_image
 from tdxedu.widgets import Explorer, roots_stepper
 from tdxedu.widgets.lesson_roots import (
@@ -104,7 +101,6 @@ print(root_policy_table())
 
 # %%
 storm = roots_stepper("smm-storm", policy="v6.3")
-display(step_is(ExplorerSource, "the roots widgets"))
 storm
 
 # %% tags=["nbval-check-output"]

@@ -122,6 +122,26 @@ _ENTRIES = (
             "mutex_unlock",
         )
     ),
+    # The TDP MMU (mirror roots of a TD) and the kernel around it, both kernels.
+    *(
+        _n(f, BOTH, "[LINUX-6.16] [LINUX-6.19]", "arch/x86/kvm/mmu/tdp_mmu.c, mmu.c")
+        for f in (
+            "kvm_tdp_mmu_map",
+            "kvm_tdp_mmu_put_root",
+            "kvm_tdp_mmu_invalidate_roots",
+            "kvm_tdp_mmu_zap_invalidated_roots",
+            "kvm_tdp_mmu_unmap_gfn_range",
+            "kvm_mmu_uninit_tdp_mmu",
+            "kvm_mmu_unload",
+            "tdp_mmu_zap_root",
+            "tdp_mmu_free_sp_rcu_callback",
+            "remove_external_spte",
+            "free_external_spt",
+        )
+    ),
+    _n("call_rcu", BOTH, "[LINUX-6.16] [LINUX-6.19]", "kernel/rcu/tree.c"),
+    _n("cpu_down", BOTH, "[LINUX-6.16] [LINUX-6.19]", "kernel/cpu.c"),
+    _n("pr_warn_ratelimited", BOTH, "[LINUX-6.16] [LINUX-6.19]", "include/linux/printk.h"),
     _n("KVM_BUG_ON", BOTH, "[LINUX-6.16] [LINUX-6.19]", "include/linux/kvm_host.h"),
     _n("WARN", BOTH, "[LINUX-6.16] [LINUX-6.19]", "include/asm-generic/bug.h"),
     # --- never-merged series -------------------------------------------------------------------
@@ -180,6 +200,11 @@ MODEL_NAMES.update(
             "runner",
             "faulter",
             "zapper",
+            "close",
+            "hotplug",
+            "fault",
+            "zero_step_vcpu",
+            "map_external",
         )
     }
 )

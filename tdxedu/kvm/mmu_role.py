@@ -133,6 +133,7 @@ class RootPolicy:
     get_if_not_zero: bool = True
     fast_zap_types: int = KVM_DIRECT_ROOTS
     invalidate_requests_free_obsolete: bool = True
+    invalidate_request_waits: bool = True  # KVM_REQUEST_WAIT: the kick waits for the exit
     iter_takes_mmu_lock: bool = True  # yield-safe root readers hold mmu_lock ([S-69])
     free_roots_takes_lock: bool = True  # kvm_mmu_free_roots takes mmu_lock ([M-610])
     rcu_free_root: bool = True  # a root with no references is freed after a grace period

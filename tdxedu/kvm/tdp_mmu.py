@@ -745,6 +745,13 @@ def tdp_mmu_zap_root(kvm: Kvm, root: KvmMmuPage, shared: bool):
                 yield from ops.free_external_spt(kvm, level, index)
     n = len(root.sps)
     a = kvm.arch
+    if n:  # page tables go away: no vCPU may still run the guest on them (the kick waited)
+        for v in kvm.vcpus:
+            mmu = getattr(v.arch, "mmu", None)
+            if mmu is not None and v.mode == IN_GUEST_MODE and root in (
+                    mmu.root_hpa, mmu.mirror_root_hpa):
+                _err(kvm, "zap-in-guest", f"{root} zapped ({n} page tables) while {v.name} "
+                     "runs the guest on it")
     gone = [(root.hpa, k, a.tdp_mmu_sp_gen.get((root.hpa, k), 0)) for k in sorted(root.sps)]
     if gone and _pol(kvm).rcu_free_sp:  # handle_removed_pt -> call_rcu per page table
         a.tdp_mmu_sp_rcu += [(a.rcu_seq, sp) for sp in gone]
@@ -913,7 +920,8 @@ def kvm_mmu_zap_all_fast(kvm: Kvm, who: str | None = None):
                 if tdp_mmu_root_match(r, pol.fast_zap_types | KVM_INVALID_ROOTS)]
     kvm_tdp_mmu_invalidate_roots(kvm, pol.fast_zap_types, who)
     if pol.invalidate_requests_free_obsolete:
-        yield from kvm.kvm_make_all_cpus_request(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, who)
+        yield from kvm.kvm_make_all_cpus_request(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, who,
+                                                 wait=pol.invalidate_request_waits)
     kvm.mmu_lock.write_unlock(who)
     yield from kvm_tdp_mmu_zap_invalidated_roots(kvm, True, who)
     kvm.arch.tdp_mmu_fast_zaps += 1

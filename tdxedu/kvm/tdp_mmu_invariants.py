@@ -34,6 +34,8 @@ INVARIANTS = {
     "inv12": "tdp_mmu_pages counts the non-root page tables and is never negative",
     "inv13": "after kvm_mmu_uninit_tdp_mmu: no root, tdp_mmu_pages == 0, no pending RCU free",
     "inv-refs": "the refcount equals the references of named holders (the model's account)",
+    "zap-in-guest": "no root's page tables are zapped while a vCPU runs the guest on it (the "
+                    "kick waits for every vCPU in guest mode to exit)",
 }
 
 

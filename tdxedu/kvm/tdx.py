@@ -244,12 +244,14 @@ def tdx_vcpu_init(vcpu: KvmVcpu, cpu: int):
 
 def tdx_vcpu_load(vcpu: KvmVcpu, cpu: int):
     """`tdx_vcpu_load`: moving to a new pCPU first flushes the vCPU on the *old* one with an
-    IPI running TDH.VP.FLUSH, then joins the new CPU's list ([K616])."""
+    IPI running TDH.VP.FLUSH (a failure is `tdx_flush_vp_on_cpu`'s KVM_BUG_ON), then joins
+    the new CPU's list ([K616-TDX])."""
     kt = to_kvm_tdx(vcpu.kvm)
     if vcpu.cpu == cpu:
         return
     if vcpu.cpu != -1 and kt.hkid_assigned and "no-vp-flush-on-migration" not in kt.mutations:
-        yield from tdx_flush_vp_on_cpu(vcpu)
+        err = yield from tdx_flush_vp_on_cpu(vcpu)
+        kt.kvm.kvm_bug_on(err is not None, "TDH.VP.FLUSH failed", err)
     vcpu.cpu = cpu
     kt.host.associated_tdvcpus[cpu].append(vcpu)
     kt.emit("tdx_vcpu_load", vcpu.name, cpu=cpu)

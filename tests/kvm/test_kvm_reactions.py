@@ -397,3 +397,16 @@ def test_upstream_never_reclaims_without_hkid():
         ran = td.host.module.counts.get("tdh_phymem_page_reclaim", 0) - before
         assert ran == int(reclaims), policy
         assert td.kvm.vm_bugged == (not reclaims), policy
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_vp_flush_failure_on_migration_is_a_bug(kernel):
+    """Row 27 at its other caller: `tdx_vcpu_load` moving a vCPU flushes it on the old pCPU;
+    a failed TDH.VP.FLUSH there is `tdx_flush_vp_on_cpu`'s KVM_BUG_ON ([K616-TDX] [S17])."""
+    from tdxedu.kvm.tdx import tdx_vcpu_load
+
+    td = RunningTd(memory=2 * 4096, vcpus=1, cpus_per_package=2, kernel=kernel)
+    v = td.kvm.vcpus[0]
+    with inject(td.host.module, "tdh_vp_flush", st.TDX_OPERAND_BUSY | st.TDX_OPERAND_ID_RCX):
+        run_to_completion(tdx_vcpu_load(v, (v.cpu + 1) % td.host.nr_cpus))
+    assert td.kvm.vm_bugged and "TDH.VP.FLUSH failed" in td.kvm.bugs[0]

@@ -18,7 +18,7 @@ NEW = ("quirk-reset-ignores-erratum", "clear-before-wbinvd", "tdr-no-wbinvd",
        "keyid-free-before-freeid", "keyid-not-returned", "offline-skips-flush",
        "offline-last-package-cpu", "vp-flush-on-calling-cpu",
        "no-pamt-put-on-aug-error", "topup-under-mmu-lock",
-       "uninit-zap-mirror-shared", "uninit-no-invalidate")
+       "uninit-zap-mirror-shared", "uninit-no-invalidate", "fast-zap-no-wait")
 
 
 def test_two_tds_share_the_pool_and_keyids_come_back():
