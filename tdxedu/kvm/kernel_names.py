@@ -109,6 +109,24 @@ _ENTRIES = (
         )
     ),
     _n("kvm_gmem_release", BOTH, "[LINUX-6.16] [LINUX-6.19]", "virt/kvm/guest_memfd.c"),
+    # the TDP MMU's side of a TD's mirror root (tdxedu.kvm.mirror joins it to the TDX glue)
+    *(
+        _n(f, BOTH, "[LINUX-6.16] [LINUX-6.19]", "arch/x86/kvm/mmu/tdp_mmu.c, mmu.c")
+        for f in (
+            "kvm_mmu_uninit_tdp_mmu",
+            "kvm_mmu_unload",
+            "kvm_tdp_mmu_invalidate_roots",
+            "kvm_tdp_mmu_map",
+            "kvm_tdp_mmu_put_root",
+            "kvm_tdp_mmu_unmap_gfn_range",
+            "kvm_tdp_mmu_zap_invalidated_roots",
+            "tdp_mmu_free_sp_rcu_callback",
+            "tdp_mmu_zap_root",
+            "remove_external_spte",
+            "free_external_spt",
+        )
+    ),
+    _n("call_rcu", BOTH, "[LINUX-6.16] [LINUX-6.19]", "kernel/rcu/tree.c"),
     _n("vcpu_enter_guest", BOTH, "[LINUX-6.16] [LINUX-6.19]", "arch/x86/kvm/x86.c"),
     _n("smp_call_function_single", BOTH, "[LINUX-6.16] [LINUX-6.19]", "kernel/smp.c"),
     *(
@@ -159,6 +177,10 @@ MODEL_NAMES: dict[str, str] = {
     "pr_tdx_error": "KVM's SEAMCALL error print",
     "vm_entry": "a vCPU entering the guest (the TDP MMU worlds)",
     "BUG": "the soft-lockup watchdog's 'BUG: soft lockup' report (kernel/watchdog.c)",
+    "might_sleep": "the might_sleep() splat (kernel/sched/core.c __might_sleep)",
+    "pr_warn_ratelimited": "a rate-limited printk warning (tdx_offline_cpu's message)",
+    "map_external": "the mirror root's link_external_spt + set_external_spte hooks as one",
+    "cpu_down": "CPU hotplug taking a CPU offline (kernel/cpu.c), with TDX's callbacks",
 }
 # Actor generators of the explorer scenarios (tdxedu.scenarios): named after what they play.
 MODEL_NAMES.update(
@@ -180,6 +202,11 @@ MODEL_NAMES.update(
             "runner",
             "faulter",
             "zapper",
+            "hotplug",
+            "close",
+            "build",
+            "fault",
+            "zero_step_vcpu",
         )
     }
 )
