@@ -69,7 +69,6 @@
 # %%
 
 from tdxedu.cost import default_calibration, sweep
-from tdxedu.cost.plot import sweep_figure
 from tdxedu.lessons.td_teardown import (
     cost_table,
     cost_terms_prose,
@@ -86,7 +85,7 @@ from tdxedu.lessons.td_teardown_exercises import (
     check_release_hkid,
     show_solution,
 )
-from tdxedu.viz import as_image
+from tdxedu.viz import as_image, sweep_figure
 from tdxedu.widgets import Explorer, teardown_stepper
 
 teardown = teardown_stepper("16K", vcpus=2, strategy="v6.16", panels=("timeline", "lifecycle"))

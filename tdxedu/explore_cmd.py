@@ -19,14 +19,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print the shortest run where CONDITION holds (repeatable); "
                    "default: every condition that is 'sometimes'")
     p.add_argument("--no-prune", action="store_true",
-                   help="explore without state pruning (slower; same verdicts)")
+                   help="explore without state pruning (slower; same verdicts); "
+                   "the same as --reduction none")
+    p.add_argument("--reduction", choices=("none", "merge", "por"), default=None,
+                   help="none: every interleaving; merge (default): a state already reached "
+                   "is not explored again; por: merge plus sleep sets (same verdicts and "
+                   "shortest witnesses, fewer steps)")
+    p.add_argument("--compose", metavar="SPEC",
+                   help="explore a composed scenario instead of a named one: key=value words, "
+                   "e.g. 'vcpus=3 pages=2 packages=2 actors=run,run,run,mm,close', or @FILE "
+                   "holding them (see tdxedu.scenarios.compose)")
     p.add_argument("--max-steps", type=int, default=None, metavar="N",
                    help="scheduler steps per run, at least 1 (default: the scenario's own)")
 
 
 def run(args: argparse.Namespace) -> int:
     scenarios = load_all()
-    if args.list or not args.scenario:
+    if args.compose is not None and not args.list:
+        sc = _composed(args)
+        if sc is None:
+            return 2
+    elif args.list or not args.scenario:
         w = max(len(n) for n in scenarios)
         for name in sorted(scenarios):
             print(f"{name:<{w}}  {scenarios[name].description}")
@@ -35,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         return 0
-    sc = scenarios.get(args.scenario)
+    else:
+        sc = scenarios.get(args.scenario)
     if sc is None:
         print(f"tdxedu: unknown scenario {args.scenario!r}; `tdxedu explore --list` names "
               "them", file=sys.stderr)
@@ -44,7 +58,12 @@ def run(args: argparse.Namespace) -> int:
     if steps < 1:
         print(f"tdxedu explore: --max-steps must be at least 1, got {steps}", file=sys.stderr)
         return 2
-    ex = explore(sc.build, name=sc.name, max_steps=steps, prune=not args.no_prune)
+    reduction = args.reduction or ("none" if args.no_prune else "merge")
+    if args.no_prune and reduction != "none":
+        print(f"tdxedu explore: --no-prune contradicts --reduction {reduction}",
+              file=sys.stderr)
+        return 2
+    ex = explore(sc.build, name=sc.name, max_steps=steps, reduction=reduction)
     if args.json:
         print(ex.to_json())
         return 0
@@ -104,3 +123,27 @@ def alarm_line(ex) -> str:
         return "alarms: none in any run"
     return "alarms (in some run): " + ", ".join(bad)
 
+
+def _composed(args: argparse.Namespace):
+    """The `--compose` spec as a `Scenario`, or None after printing why it cannot be built."""
+    from .scenarios.compose import ComposeError, build, parse
+    from .scenarios.registry import Scenario
+
+    if args.scenario:
+        print("tdxedu explore: give a scenario name or --compose, not both", file=sys.stderr)
+        return None
+    text = args.compose
+    if text.startswith("@"):
+        try:
+            with open(text[1:], encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            print(f"tdxedu explore: cannot read spec file {text[1:]!r}: {e.strerror}",
+                  file=sys.stderr)
+            return None
+    try:
+        spec = parse(text)
+    except ComposeError as e:
+        print(f"tdxedu explore --compose: {e}", file=sys.stderr)
+        return None
+    return Scenario(spec.name, spec.name, lambda: build(spec), spec.steps)

@@ -465,6 +465,15 @@ SOURCES: tuple[Source, ...] = (
     _s("MPL-BLIT", "doc", "https://matplotlib.org/stable/users/explain/animations/blitting.html",
        "Matplotlib: Faster rendering by using blitting",
        supports="redraw cost grows with artists: panels draw few texts and no axes"),
+    _s("OKABE-ITO", "doc", "https://jfly.uni-koeln.de/color/",
+       "Okabe & Ito: Color Universal Design - how to make figures and presentations that are "
+       "friendly to colorblind people",
+       supports="the package's palette (tdxedu/viz/palette.py): eight colours that stay "
+       "distinct under the common colour-vision deficiencies"),
+    _s("HIDPI", "doc", "https://developer.mozilla.org/en-US/docs/Web/API/Window/devicePixelRatio",
+       "MDN: Window.devicePixelRatio",
+       supports="pictures are rendered at 2 device pixels per CSS pixel and shown no wider "
+       "than their CSS size, so a 2x screen draws them sharp"),
 )
 
 # Tags the workshop notes used that the bibliography spells differently (old -> new).

@@ -167,11 +167,11 @@ def run(args: argparse.Namespace) -> int:
     preds = [predict(size >> PAGE_SHIFT, vcpus, s, packages=packages, clear_pages=clear,
                      dynamic_pamt=args.dpamt) for s in strategies]
     if args.plot:
-        from .cost.plot import sweep_figure
+        from .viz import RENDER_DPI, sweep_figure
 
         fig = sweep_figure(plot_data(args, size, vcpus, packages, clear))
         try:
-            fig.savefig(args.plot, dpi=100)
+            fig.savefig(args.plot, dpi=RENDER_DPI)
         except OSError as e:
             return _fail(f"cannot write {args.plot}: {e}")
     if args.json:

@@ -7,7 +7,7 @@
 * `forms`: the model forms that fit the same rows; the band is their envelope.
 * `validate`: leave-one-out and "fit on 4 vCPUs, predict 32" (`tdxedu teardown --validate`).
 * `dpamt`: where pages land on a Dynamic PAMT host (for the bulk engine and the counts).
-* `plot`: `sweep_figure()`, a pure matplotlib Figure of time vs TD size.
+* the plot of a `sweep()` is `tdxedu.viz.sweep_figure` (viz sits above cost).
 """
 
 from .bulk import BulkReport, BulkTd, bulk_teardown

@@ -109,24 +109,6 @@ _ENTRIES = (
         )
     ),
     _n("kvm_gmem_release", BOTH, "[LINUX-6.16] [LINUX-6.19]", "virt/kvm/guest_memfd.c"),
-    # the TDP MMU's side of a TD's mirror root (tdxedu.kvm.mirror joins it to the TDX glue)
-    *(
-        _n(f, BOTH, "[LINUX-6.16] [LINUX-6.19]", "arch/x86/kvm/mmu/tdp_mmu.c, mmu.c")
-        for f in (
-            "kvm_mmu_uninit_tdp_mmu",
-            "kvm_mmu_unload",
-            "kvm_tdp_mmu_invalidate_roots",
-            "kvm_tdp_mmu_map",
-            "kvm_tdp_mmu_put_root",
-            "kvm_tdp_mmu_unmap_gfn_range",
-            "kvm_tdp_mmu_zap_invalidated_roots",
-            "tdp_mmu_free_sp_rcu_callback",
-            "tdp_mmu_zap_root",
-            "remove_external_spte",
-            "free_external_spt",
-        )
-    ),
-    _n("call_rcu", BOTH, "[LINUX-6.16] [LINUX-6.19]", "kernel/rcu/tree.c"),
     _n("vcpu_enter_guest", BOTH, "[LINUX-6.16] [LINUX-6.19]", "arch/x86/kvm/x86.c"),
     _n("smp_call_function_single", BOTH, "[LINUX-6.16] [LINUX-6.19]", "kernel/smp.c"),
     *(
@@ -140,6 +122,26 @@ _ENTRIES = (
             "mutex_unlock",
         )
     ),
+    # The TDP MMU (mirror roots of a TD) and the kernel around it, both kernels.
+    *(
+        _n(f, BOTH, "[LINUX-6.16] [LINUX-6.19]", "arch/x86/kvm/mmu/tdp_mmu.c, mmu.c")
+        for f in (
+            "kvm_tdp_mmu_map",
+            "kvm_tdp_mmu_put_root",
+            "kvm_tdp_mmu_invalidate_roots",
+            "kvm_tdp_mmu_zap_invalidated_roots",
+            "kvm_tdp_mmu_unmap_gfn_range",
+            "kvm_mmu_uninit_tdp_mmu",
+            "kvm_mmu_unload",
+            "tdp_mmu_zap_root",
+            "tdp_mmu_free_sp_rcu_callback",
+            "remove_external_spte",
+            "free_external_spt",
+        )
+    ),
+    _n("call_rcu", BOTH, "[LINUX-6.16] [LINUX-6.19]", "kernel/rcu/tree.c"),
+    _n("cpu_down", BOTH, "[LINUX-6.16] [LINUX-6.19]", "kernel/cpu.c"),
+    _n("pr_warn_ratelimited", BOTH, "[LINUX-6.16] [LINUX-6.19]", "include/linux/printk.h"),
     _n("KVM_BUG_ON", BOTH, "[LINUX-6.16] [LINUX-6.19]", "include/linux/kvm_host.h"),
     _n("WARN", BOTH, "[LINUX-6.16] [LINUX-6.19]", "include/asm-generic/bug.h"),
     # --- never-merged series -------------------------------------------------------------------
@@ -178,9 +180,6 @@ MODEL_NAMES: dict[str, str] = {
     "vm_entry": "a vCPU entering the guest (the TDP MMU worlds)",
     "BUG": "the soft-lockup watchdog's 'BUG: soft lockup' report (kernel/watchdog.c)",
     "might_sleep": "the might_sleep() splat (kernel/sched/core.c __might_sleep)",
-    "pr_warn_ratelimited": "a rate-limited printk warning (tdx_offline_cpu's message)",
-    "map_external": "the mirror root's link_external_spt + set_external_spte hooks as one",
-    "cpu_down": "CPU hotplug taking a CPU offline (kernel/cpu.c), with TDX's callbacks",
 }
 # Actor generators of the explorer scenarios (tdxedu.scenarios): named after what they play.
 MODEL_NAMES.update(
@@ -207,6 +206,7 @@ MODEL_NAMES.update(
             "build",
             "fault",
             "zero_step_vcpu",
+            "map_external",
         )
     }
 )

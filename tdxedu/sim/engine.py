@@ -92,6 +92,7 @@ class Execution:
         self.outcome: str | None = None
         self.violations: list[str] = []
         self.error: str | None = None
+        self.counter = None  # an explorer's step counter (`_Counter`), if any
 
     def runnable(self) -> list[str]:
         out = []
@@ -105,6 +106,8 @@ class Execution:
         return out
 
     def step(self, name: str) -> None:
+        if self.counter is not None:
+            self.counter.steps += 1
         self.world.trace.actor = name
         self.choices.append(name)
         self.pos[name] += 1
@@ -234,6 +237,8 @@ class Exploration:
     build: Callable[[], World] | None = None
     max_steps: int = 500  # replays of witnesses end where the explored runs ended
     check: str = "step"
+    steps: int = 0  # steps executed, replays included
+    reduction: str = "merge"
 
     def verdict(self, condition: str) -> str:
         return self.verdicts[condition].verdict
@@ -258,7 +263,8 @@ class Exploration:
 
     def to_json(self, traces: bool = True) -> str:
         d = {"scenario": self.name, "executions": self.executions, "pruned": self.pruned,
-             "complete": self.complete, "outcomes": dict(self.outcomes), "verdicts": {}}
+             "complete": self.complete, "outcomes": dict(self.outcomes), "verdicts": {},
+             "reduction": self.reduction, "steps": self.steps}
         for c, v in self.verdicts.items():
             entry = {"verdict": v.verdict, "true_runs": v.true_runs, "runs": v.runs}
             if traces and v.witness is not None:
@@ -308,18 +314,42 @@ def _longest_path(root: Hashable, edges: dict) -> int:
 LIVE_LIMIT = 4096
 
 
-def _bfs(build, max_steps, prune, max_executions, check, depth_key, give_up_depth):
+class _Counter:
+    """Steps executed by one exploration, replays included (what the bench reports)."""
+
+    def __init__(self):
+        self.steps = 0
+
+
+def _fp_of(key: Hashable, depth_key: bool):
+    """The world fingerprint inside a state key (see `Execution.state_key`)."""
+    return key[0][0] if depth_key else key[0]
+
+
+def _bfs(build, max_steps, prune, max_executions, check, depth_key, give_up_depth,
+         por=False, counter=None):
     """One breadth-first pass: (results, outcomes, pruned, complete, edges, root key), or None
-    when a depth-free pass reaches `give_up_depth` (the caller then keys on depth)."""
+    when a depth-free pass reaches `give_up_depth` (the caller then keys on depth).
+
+    With `por`, sleep sets (Godefroid) ride on the state merging: a step that left the
+    world's fingerprint unchanged at a state (it only moved its own actor) commutes with
+    every other such step there, so once it has been explored it sleeps in its siblings'
+    subtrees until a step that changes the fingerprint runs. A state reached again with a
+    smaller sleep set is expanded again for the steps that slept the first time."""
+    counter = counter if counter is not None else _Counter()
     seen: set = set()
     edges: dict | None = None if depth_key or not prune else {}
     root = Execution(build(), max_steps, check)
+    root.counter = counter
     results: list[tuple[list[str], dict[str, bool]]] = []
     outcomes: Counter = Counter()
     pruned = 0
+    sleep: dict = {}  # por: state key -> the steps asleep there (an intersection)
+    expanded: set = set()  # por: state keys already expanded
 
-    def finish(ex: Execution, parent_key) -> tuple[bool, Hashable]:
-        """Record a state; (False, key) when it was seen before (pruned)."""
+    def finish(ex: Execution, parent_key, zs) -> tuple[bool, Hashable, object]:
+        """Record a state; (False, key, redo) when it was seen before (pruned); `redo` is the
+        set of steps to explore again there (por: it was first reached with more asleep)."""
         nonlocal pruned
         term = ex.terminal()
         r = ex.result() if term else None
@@ -331,50 +361,85 @@ def _bfs(build, max_steps, prune, max_executions, check, depth_key, give_up_dept
             if key is not None:
                 if key in seen:
                     pruned += 1
-                    return False, key
+                    redo = None
+                    if por and not term:
+                        old = sleep[key]
+                        if not old <= zs:
+                            sleep[key] = old & zs
+                            if key in expanded:
+                                redo = old - zs
+                    return False, key, redo
                 seen.add(key)
+                if por and not term:
+                    sleep[key] = zs
         if term:
             results.append((r.choices, r.conditions))
             outcomes[r.outcome] += 1
-        return True, key
+        return True, key, None
 
     queue: deque = deque()
-    new, root_key = finish(root, None)
+    new, root_key, _ = finish(root, None, frozenset())
     if new and not root.outcome:
-        queue.append((root, root_key))
+        queue.append((root, root_key, None))
     live = len(queue)
     while queue:
         if len(results) >= max_executions:
             return results, outcomes, pruned, False, edges, root_key
-        ex, key = queue.popleft()
+        ex, key, only = queue.popleft()
         if isinstance(ex, list):  # a prefix whose execution was not kept: replay it
-            ex = _replay(build, ex, max_steps, check)
+            ex = _replay(build, ex, max_steps, check, counter)
         else:
             live -= 1
         if edges is not None and len(ex.choices) >= give_up_depth:
             return None
         names = ex.runnable()
+        asleep = frozenset()
+        if por and key is not None:
+            asleep = sleep[key]
+            expanded.add(key)
+            names = [n for n in names if n not in asleep and (only is None or n in only)]
+        parent_fp = _fp_of(key, depth_key) if por and key is not None else None
         prefix = list(ex.choices)
+        done_ro: list[str] = []  # explored siblings whose step left the fingerprint unchanged
         for i, n in enumerate(names):
             # the last child continues the parent's own execution; the others replay it
-            child = ex if i == len(names) - 1 else _replay(build, prefix, max_steps, check)
+            child = ex if i == len(names) - 1 else _replay(build, prefix, max_steps, check,
+                                                           counter)
             child.step(n)
-            new, ckey = finish(child, key)
+            zs = frozenset()
+            if parent_fp is not None and not child.outcome:
+                fp = child.world.fingerprint()
+                if fp == parent_fp:  # a read-only step: the others asleep stay asleep
+                    zs = (asleep | frozenset(done_ro)) if only is None else asleep
+                    done_ro.append(n)
+            new, ckey, redo = finish(child, key, zs)
+            if redo:  # reached before with these asleep: explore them from here too
+                queue.append((child if live < LIVE_LIMIT else list(child.choices), ckey, redo))
+                live += live < LIVE_LIMIT
+                continue
             if not new or child.outcome:
                 continue
             if live < LIVE_LIMIT:
-                queue.append((child, ckey))
+                queue.append((child, ckey, None))
                 live += 1
             else:
-                queue.append((list(child.choices), ckey))
+                queue.append((list(child.choices), ckey, None))
     return results, outcomes, pruned, True, edges, root_key
 
 
-def _replay(build, choices: list[str], max_steps: int, check: str) -> Execution:
-    ex = Execution(build(), max_steps, check)
+def _replay(build, choices: list[str], max_steps: int, check: str, counter=None) -> Execution:
+    """An execution at the end of `choices`, a prefix the explorer ran before: its invariants
+    held after every one of its steps then, and a world is deterministic, so they are not
+    checked again on the way."""
+    ex = Execution(build(), max_steps, "replay")
+    ex.counter = counter
     for n in choices:
         ex.step(n)
+    ex.check = check
     return ex
+
+
+REDUCTIONS = ("none", "merge", "por")
 
 
 def explore(
@@ -385,10 +450,15 @@ def explore(
     prune: bool = True,
     max_executions: int = 200_000,
     check: str = "step",
+    reduction: str | None = None,
 ) -> Exploration:
     """Every interleaving of a small world, breadth first (so witnesses are shortest).
 
-    With `prune`, a state already reached is not explored again. A state is the world's
+    `reduction`: "none" runs every interleaving; "merge" (the default; `prune=False` means
+    "none") does not explore a state already reached; "por" adds sleep sets on top of the
+    merging (see `_bfs`): the same verdicts, executions and shortest witnesses, fewer steps.
+
+    With merging, a state is the world's
     fingerprint plus each live actor's position and pending yield and the set of finished
     actors (`Execution.state_key`); a finished run is its outcome, conditions and final
     fingerprint (`Execution.final_key`). Breadth first, a state is first reached by a
@@ -396,15 +466,23 @@ def explore(
     when it cannot matter: a first pass without it is kept if the longest run it found is
     shorter than `max_steps` (no run was or could have been cut short); otherwise the
     exploration runs again with the length in the key."""
+    if reduction is None:
+        reduction = "merge" if prune else "none"
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}")
+    prune, por = reduction != "none", reduction == "por"
     build = _cloner(build)
+    counter = _Counter()
     out = None
     if prune:
-        out = _bfs(build, max_steps, True, max_executions, check, False, max_steps // 2)
+        out = _bfs(build, max_steps, True, max_executions, check, False, max_steps // 2,
+                   por, counter)
         if out is not None and out[5] is not None and (
                 not out[3] or _longest_path(out[5], out[4]) >= max_steps):
             out = None  # a run could be cut short (or the pass was capped): key on length
     if out is None:
-        out = _bfs(build, max_steps, prune, max_executions, check, True, max_steps)
+        out = _bfs(build, max_steps, prune, max_executions, check, True, max_steps, por,
+                   counter)
     results, outcomes, pruned, complete = out[:4]
     verdicts: dict[str, Verdict] = {}
     names: list[str] = []
@@ -421,4 +499,4 @@ def explore(
                               min(trues, key=len) if trues else None,
                               min(falses, key=len) if falses else None)
     return Exploration(name, len(results), pruned, outcomes, verdicts, complete, build,
-                       max_steps, check)
+                       max_steps, check, steps=counter.steps, reduction=reduction)

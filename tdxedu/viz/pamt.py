@@ -12,18 +12,33 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.colors import to_rgb
+from matplotlib.image import FigureImage
 from matplotlib.patches import Rectangle
+from matplotlib.transforms import IdentityTransform
 
 from ..tdx.pamt import PAGE_2M, PAGE_SHIFT, PageType
-from ._common import HIGHLIGHT, Panel, legend, new_figure
+from . import palette
+from ._common import (
+    DISPLAY_WIDTH,
+    HIGHLIGHT,
+    MIN_FONT,
+    SCALE,
+    Panel,
+    css_figure,
+    legend,
+    legend_height,
+    put_text,
+    text_px,
+)
 
 PAGES_PER_2M = PAGE_2M >> PAGE_SHIFT  # 512
 TYPE_ORDER = (PageType.PT_NDA, PageType.PT_RSVD, PageType.PT_REG, PageType.PT_TDR,
               PageType.PT_TDCX, PageType.PT_TDVPR, PageType.PT_EPT, PageType.PT_PAMT)
-TYPE_COLOURS = ("#f7f7f7", "#525252", "#41ab5d", "#d73027", "#fc8d59", "#fee08b",
-                "#4575b4", "#984ea3")
-OWNER_COLOURS = ("#f7f7f7", "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e")
-ROW_PX = 7  # pixel rows per 2 MiB range
+TYPE_COLOURS = tuple(palette.PAGE_TYPES[t.name] for t in TYPE_ORDER)
+OWNER_COLOURS = palette.OWNERS
+ROW_PX = 16  # CSS px per 2 MiB range (2 of them a white gap)
+PAIR_COLOUR = palette.PURPLE  # a Dynamic PAMT page pair installed: the PT_PAMT colour
+REFCOUNT_COLOUR = palette.SKY_BLUE
 
 
 def pamt_grid(module, *, by: str = "type", max_rows: int = 16):
@@ -59,52 +74,95 @@ def pamt_grid(module, *, by: str = "type", max_rows: int = 16):
     return rows, grid
 
 
+class PixelImage(FigureImage):
+    """A figure image drawn pixel for pixel (no resampling: the grid is built at device
+    resolution), `rgb` rows bottom first, at device px (`xo`, `yo`)."""
+
+    def __init__(self, fig, rgb, xo: int, yo: int):
+        super().__init__(fig, offsetx=xo, offsety=yo, origin="lower")
+        self.set_data(rgb)
+        alpha = np.full(rgb.shape[:2] + (1,), 255, dtype=np.uint8)
+        self._rgba = np.ascontiguousarray(np.concatenate([rgb, alpha], axis=2))
+
+    def make_image(self, renderer, magnification=1.0, unsampled=False):
+        return self._rgba, self.ox, self.oy, IdentityTransform()
+
+
 def draw_pamt(module, *, by: str = "type", highlight_pa: int | None = None,
-              dpamt: dict | None = None, max_rows: int = 16):
+              dpamt: dict | None = None, max_rows: int = 16, width: float = DISPLAY_WIDTH):
     """Draw the PAMT of `module` (a `TdxModule`). `highlight_pa` rings the page a step just
-    touched. The picture is a figure image (``fig.images[0]``) of `pamt_grid`, one pixel
-    per page and `ROW_PX` pixel rows per range."""
+    touched. The picture is a figure image (``fig.images[0]``, gid ``"pamt-grid"``) of
+    `pamt_grid`: one CSS px column per page, `ROW_PX` per range, every row labelled with its
+    physical address. The legend lists the page types (or owners) drawn, and the pair /
+    refcount marks of the Dynamic PAMT column when there is one."""
     rows, grid = pamt_grid(module, by=by, max_rows=max_rows)
     if dpamt is None and callable(getattr(module, "dpamt_view", None)):
         dpamt = module.dpamt_view()
     colours = TYPE_COLOURS if by == "type" else OWNER_COLOURS
-    left_px, top_px, bottom_px = 70, 22, 24
-    side_px = 70 if dpamt else 10
-    w_px = left_px + PAGES_PER_2M + side_px
-    h_px = top_px + ROW_PX * len(rows) + bottom_px
-    fig = new_figure(w_px / 72, h_px / 72)
-    rgb = np.array([to_rgb(c) for c in colours])[grid]  # rows x 512 x 3
-    img = fig.figimage(np.repeat(rgb, ROW_PX, axis=0)[::-1], xo=left_px, yo=bottom_px,
-                       origin="lower")
-    img.set_gid("pamt-grid")
-    fig.text(0.01, 1 - 4 / h_px, f"PAMT: {len(rows)} x 2 MiB ranges, "
-             f"{len(module.pamt.in_use())} pages assigned (colour: {by})", fontsize=8, va="top")
-    # one panel in pixel units: x = page index, y = row index from the top
-    p = Panel(fig, (left_px / w_px, bottom_px / h_px, PAGES_PER_2M / w_px,
-                    ROW_PX * len(rows) / h_px), (0, PAGES_PER_2M), (len(rows), 0))
-    step = 1 if len(rows) <= 8 else 4
-    for i in range(0, len(rows), step):
-        p.text(-4, i + 0.5, f"{rows[i]:#x}", fontsize=6, ha="right", va="center")
+    names = [t.name for t in TYPE_ORDER] if by == "type" else ["no owner"] + [
+        f"TD {i}" for i in range(1, len(OWNER_COLOURS))]
+    present = sorted(int(v) for v in np.unique(grid))
+    items = [(colours[i], names[i]) for i in present]
+    side = []
+    if dpamt:
+        side = [(pa, *dpamt.get(pa, (False, 0))) for pa in rows]
+        if any(pair for _, pair, _ in side):
+            items.append((PAIR_COLOUR, "PAMT page pair installed"))
+        if any(ref > 0 for _, _, ref in side):
+            items.append((REFCOUNT_COLOUR, "refcount (4K pages in use)", "bar"))
+    leg_h = legend_height(width, [i[1] for i in items])
+    left, top, bottom = 14 + max(text_px(f"{pa:#x}") for pa in rows), 44, \
+        leg_h + 10
+    body = ROW_PX * len(rows)
+    height = top + body + bottom
+    fig = css_figure(height, width)
+    # the grid at device resolution: SCALE px per page, ROW_PX * SCALE per range, with a gap
+    lut = np.array([[round(255 * v) for v in to_rgb(c)] for c in colours], dtype=np.uint8)
+    rgb = lut[grid]  # rows x 512 x 3
+    gap = SCALE * 2
+    img = np.full((len(rows), ROW_PX * SCALE, PAGES_PER_2M * SCALE, 3), 255, dtype=np.uint8)
+    img[:, : ROW_PX * SCALE - gap] = np.repeat(rgb, SCALE, axis=1)[:, None]
+    img = img.reshape(len(rows) * ROW_PX * SCALE, PAGES_PER_2M * SCALE, 3)[::-1]
+    fi = PixelImage(fig, img, round(left * SCALE), round(bottom * SCALE) + gap)
+    fi.set_gid("pamt-grid")
+    fig.images.append(fi)
+    put_text(fig, 6 / width, 1 - 4 / height, f"PAMT: {len(rows)} x 2 MiB ranges, "
+             f"{len(module.pamt.in_use())} pages assigned (colour: {by})",
+             fontsize=MIN_FONT + 1, va="top")
+    put_text(fig, left / width, 1 - 28 / height, "page 0", fontsize=MIN_FONT, va="center",
+             color=palette.TEXT_DIM)
+    put_text(fig, (left + PAGES_PER_2M) / width, 1 - 28 / height, "page 511", fontsize=MIN_FONT,
+             va="center", ha="right", color=palette.TEXT_DIM)
+    put_text(fig, (left + PAGES_PER_2M / 2) / width, 1 - 28 / height, "4 KiB pages of each 2 MiB",
+             fontsize=MIN_FONT, va="center", ha="center", color=palette.TEXT_DIM)
+    # one panel in CSS px: x = page index, y = row index from the top
+    p = Panel.px(fig, left, bottom, PAGES_PER_2M, body, (0, PAGES_PER_2M), (len(rows), 0))
+    for i, pa in enumerate(rows):
+        p.text(-6, i + 0.45, f"{pa:#x}", fontsize=MIN_FONT, ha="right", va="center")
     if highlight_pa is not None:
         r = {pa: i for i, pa in enumerate(rows)}.get(highlight_pa & ~(PAGE_2M - 1))
         if r is not None:
             c = (highlight_pa % PAGE_2M) >> PAGE_SHIFT
-            p.add(Rectangle((c - 4, r - 0.2), 9, 1.4, fill=False, edgecolor=HIGHLIGHT,
-                            linewidth=1.5), gid="highlight")
+            p.add(Rectangle((c - 4, r - 0.15), 9, 1.1, fill=False, edgecolor=HIGHLIGHT,
+                            linewidth=2), gid="highlight")
     if dpamt:
-        sp = Panel(fig, ((left_px + PAGES_PER_2M + 6) / w_px, bottom_px / h_px, 60 / w_px,
-                         ROW_PX * len(rows) / h_px), (0, 1.2), (len(rows), 0))
-        for i, pa in enumerate(rows):
-            pair, ref = dpamt.get(pa, (False, 0))
-            sp.add(Rectangle((0, i + 0.15), 0.25, 0.7, facecolor="#984ea3" if pair
-                             else "white", edgecolor="#333333", linewidth=0.4),
+        x0 = left + PAGES_PER_2M + 14
+        bar = width - x0 - 60
+        sp = Panel.px(fig, x0, bottom, width - x0 - 8, body, (0, width - x0 - 8),
+                      (len(rows), 0))
+        put_text(fig, x0 / width, 1 - 28 / height, "pair", fontsize=MIN_FONT, va="center")
+        put_text(fig, (x0 + 36) / width, 1 - 28 / height, "refcount (of 512)", fontsize=MIN_FONT,
+                 va="center")
+        for i, (pa, pair, ref) in enumerate(side):
+            sp.add(Rectangle((8, i + 0.12), 12, 0.75, facecolor=PAIR_COLOUR if pair
+                             else "white", edgecolor=palette.EDGE, linewidth=0.6),
                    gid=f"pair:{pa:#x}")
-            sp.add(Rectangle((0.35, i + 0.15), 0.85 * min(ref, PAGES_PER_2M) / PAGES_PER_2M,
-                             0.7, facecolor="#984ea3"), gid=f"refcount:{pa:#x}")
-        fig.text(1 - 35 / w_px, 1 - 14 / h_px, "pair / refs", fontsize=6, ha="center")
-    names = [t.name for t in TYPE_ORDER] if by == "type" else ["none"] + [
-        f"owner {i}" for i in range(1, len(OWNER_COLOURS))]
-    present = sorted({int(v) for v in np.unique(grid)} | {0})
-    legend(fig, [(colours[i], names[i]) for i in present], y=2 / h_px,
-           step=min(0.96 / len(present), 0.15))
+            sp.add(Rectangle((36, i + 0.12), bar * min(ref, PAGES_PER_2M) / PAGES_PER_2M,
+                             0.75, facecolor=REFCOUNT_COLOUR, edgecolor="none"),
+                   gid=f"refcount:{pa:#x}")
+            sp.add(Rectangle((36, i + 0.12), bar, 0.75, fill=False, edgecolor=palette.GREY,
+                             linewidth=0.5), gid=f"refcount-of:{pa:#x}")
+            if ref:
+                sp.text(36 + bar + 4, i + 0.45, str(ref), fontsize=MIN_FONT, va="center")
+    legend(fig, items, y=4)
     return fig

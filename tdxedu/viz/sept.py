@@ -11,23 +11,25 @@ from __future__ import annotations
 from matplotlib.patches import Rectangle
 
 from ..tdx.sept import SeptState, level_size
-from ._common import HIGHLIGHT, Panel, artists_by_gid, legend, new_figure
+from . import palette
+from ._common import (
+    DISPLAY_WIDTH,
+    HIGHLIGHT,
+    MIN_FONT,
+    Panel,
+    artists_by_gid,
+    css_figure,
+    legend,
+    legend_height,
+    put_text,
+    text_px,
+)
 
 S = SeptState
-STATE_COLOURS = {
-    S.FREE: "#ffffff",
-    S.REMOVED: "#d9d9d9",
-    S.NL_MAPPED: "#6baed6",
-    S.NL_BLOCKED: "#08519c",
-    S.MAPPED: "#41ab5d",
-    S.BLOCKED: "#e31a1c",
-    S.BLOCKEDW: "#fd8d3c",
-    S.PENDING: "#fee391",
-    S.PENDING_BLOCKED: "#ae017e",
-    S.PENDING_BLOCKEDW: "#f768a1",
-}
-_OTHER = "#bcbddc"  # export/import states, never reached by a KVM host
+STATE_COLOURS = {s: palette.SEPT_STATES[s.name] for s in S if s.name in palette.SEPT_STATES}
+_OTHER = palette.SEPT_OTHER  # export/import states, never reached by a KVM host
 LEGEND_STATES = (S.NL_MAPPED, S.MAPPED, S.PENDING, S.BLOCKED, S.FREE)
+LEVEL_PX = 34  # CSS px per S-EPT level
 
 
 def state_colour(state: SeptState) -> str:
@@ -41,13 +43,13 @@ def _pick_td(module, tdr):
 
 
 def draw_sept(model, tdr: int | None = None, *, highlight: tuple[int, int] | None = None,
-              max_per_level: int = 24, width: float = 6.4, height: float = 2.4):
+              max_per_level: int = 24, width: float = DISPLAY_WIDTH):
     """Draw the S-EPT of `model`: a `SecureEpt`, a `TdxModule` (the TD whose TDR is `tdr`,
-    default the first TD with a TDCS), or None (nothing to draw).
+    default the first TD with a TDCS), or None (nothing to draw: a one-line picture).
     `highlight` = (level, gpa) of the entry just touched.
     Entries in state FREE that the module has looked up are drawn white with a dashed edge;
-    at most `max_per_level` boxes per level (the rest are counted, "+N more")."""
-    fig = new_figure(width, height)
+    at most `max_per_level` boxes per level (the rest are counted, "+N more"). The legend
+    lists the states drawn."""
     sept = model
     title = "Secure EPT"
     if model is None or hasattr(model, "tds"):
@@ -56,19 +58,34 @@ def draw_sept(model, tdr: int | None = None, *, highlight: tuple[int, int] | Non
         if td is not None and td.tdcs is not None:
             c = td.tdcs
             title = f"Secure EPT of TD {td.pa:#x}   TD_EPOCH={c.td_epoch}  REFCOUNT={c.refcount}"
-    fig.text(0.01, 0.97, title, fontsize=8, va="top")
-    widest = 1 if sept is None else max(
-        [sum(1 for lv, _ in sept.entries if lv == lvl) for lvl in range(4)] + [1])
-    cols = max(min(widest, max_per_level), 12)  # small trees get bigger boxes, not a corner
-    p = Panel(fig, (0.05, 0.14, 0.88, 0.74), (-0.5, cols + 0.5), (3.95, -0.7))
     if sept is None:
-        p.text(cols / 2, 1.5, "no S-EPT: the TD has no TDCS (not built, or reclaimed)",
-               ha="center", fontsize=8, color="#555555")
+        fig = css_figure(30, width)
+        put_text(fig, 6 / width, 0.5, "Secure EPT: no S-EPT, the TD has no TDCS (not built yet, "
+                 "or reclaimed)", fontsize=MIN_FONT + 1, va="center", color=palette.TEXT_DIM)
         return fig
     by_level: dict[int, list] = {lvl: [] for lvl in range(4)}
     for (lvl, _gpa), e in sorted(sept.entries.items()):
         if lvl in by_level:
             by_level[lvl].append(e)
+    present = {e.state for lvl in range(4) for e in by_level[lvl][:max_per_level]}
+    states = [s for s in LEGEND_STATES if s in present]
+    states += sorted((s for s in present if s not in states), key=lambda s: s.name)
+    labels = [s.name for s in states]
+    leg_h = legend_height(width, labels)
+    widest = max([len(v) for v in by_level.values()] + [1])
+    cols = max(min(widest, max_per_level), 12)  # small trees get bigger boxes, not a corner
+    left, right = 36, 40
+    col_px = (width - left - right) / (cols + 1)
+    leaves = by_level[0][:max_per_level]
+    leaf_labels = [f"{e.gpa >> 12:#x}" for e in leaves]
+    label_leaves = bool(leaves) and max(text_px(t) for t in leaf_labels) + 4 \
+        <= col_px
+    top, bottom = 26, leg_h + 10 + (18 if label_leaves else 0)
+    height = top + 4 * LEVEL_PX + bottom
+    fig = css_figure(height, width)
+    put_text(fig, 6 / width, 1 - 4 / height, title, fontsize=MIN_FONT + 1, va="top")
+    p = Panel.px(fig, left, bottom, width - left - right, 4 * LEVEL_PX, (-0.5, cols + 0.5),
+                 (3.5, -0.5))
     pos: dict[tuple[int, int], float] = {}
     for lvl in range(4):  # leaves first, so parents can centre over their children
         entries = by_level[lvl]
@@ -82,28 +99,28 @@ def draw_sept(model, tdr: int | None = None, *, highlight: tuple[int, int] | Non
             slot = max(slot, x) + 1
             pos[(lvl, e.gpa)] = x
             hl = highlight == (lvl, e.gpa)
-            p.add(Rectangle((x - 0.4, y - 0.3), 0.8, 0.6, facecolor=state_colour(e.state),
-                            edgecolor=HIGHLIGHT if hl else "#333333",
-                            linewidth=2.5 if hl else 0.6,
+            p.add(Rectangle((x - 0.4, y - 0.34), 0.8, 0.68, facecolor=state_colour(e.state),
+                            edgecolor=HIGHLIGHT if hl else palette.EDGE,
+                            linewidth=3 if hl else 0.7,
                             linestyle="--" if e.state == S.FREE else "-"),
                   gid=f"L{lvl}:{e.gpa:#x}")
         if extra > 0:
-            p.text(cols - 0.2, y, f"+{extra}", fontsize=7, va="center")
-        if lvl == 0 and len(shown) <= 12:
-            for e in shown:
-                p.text(pos[(lvl, e.gpa)], y + 0.5, f"{e.gpa >> 12:#x}", fontsize=5.5,
-                       ha="center", va="center", color="#444444")
-        p.text(-0.6, y, f"L{lvl}", fontsize=7, va="center", ha="right")
+            p.text(cols + 0.1, y, f"+{extra}", fontsize=MIN_FONT, va="center")
+        p.text(-0.6, y, f"L{lvl}", fontsize=MIN_FONT, va="center", ha="right")
+    if label_leaves:
+        for e, t in zip(leaves, leaf_labels, strict=True):
+            put_text(fig, (left + (pos[(0, e.gpa)] + 0.5) * col_px) / width,
+                     (bottom - 4) / height, t, fontsize=MIN_FONT, ha="center", va="top",
+                     color=palette.TEXT_DIM)
+        put_text(fig, 4 / width, (bottom - 4) / height, "GFN", fontsize=MIN_FONT, va="top",
+                 color=palette.TEXT_DIM)
     segs = []  # edges: parent box bottom -> child box top
     for (lvl, gpa), x in pos.items():
         parent = (lvl + 1, gpa & ~(level_size(lvl + 1) - 1))
         if lvl < 3 and parent in pos:
-            segs.append([(pos[parent], 3 - lvl - 0.7), (x, 3 - lvl - 0.3)])
-    p.lines(segs, colors="#888888", linewidths=0.5)
-    present = {e.state for e in sept.entries.values()}
-    states = [s for s in LEGEND_STATES if s in present or s in (S.MAPPED, S.BLOCKED)]
-    states += sorted(s for s in present if s not in states)
-    legend(fig, [(state_colour(s), s.name) for s in states], y=0.01)
+            segs.append([(pos[parent], 3 - lvl - 0.66), (x, 3 - lvl - 0.34)])
+    p.lines(segs, colors=palette.GREY, linewidths=0.8)
+    legend(fig, [(state_colour(s), s.name) for s in states], y=4)
     return fig
 
 

@@ -34,7 +34,9 @@ from ..steps import (
 )
 from ..tdx.pamt import PageType
 from ..trace import MODULE_SOURCE
-from ..viz import draw_pamt, new_figure
+from ..viz import css_figure, draw_pamt
+from ..viz.cost import style_axes
+from ..viz.palette import series_style
 from .panels import PANELS
 from .stepper import Stepper
 
@@ -252,18 +254,13 @@ def dpamt_life_stepper(memory: str = "2M", vcpus: int = 2, policy: str = "vcpu-c
 # --- static vs Dynamic PAMT memory ------------------------------------------------------------
 def draw_pamt_memory(rows, *, title: str = "PAMT memory on a 1 TiB host"):
     """`rows` = {label: (xs, bytes)}: PAMT bytes vs the x quantity, one line per label."""
-    fig = new_figure(6.4, 3.2)
-    ax = fig.add_axes((0.11, 0.15, 0.55, 0.72))
-    styles = ["-", "--", "-.", ":", "-"]
+    fig = css_figure(380)
+    ax = fig.add_axes((0.09, 0.14, 0.5, 0.76))
     for i, (label, (xs, ys)) in enumerate(rows.items()):
-        ax.plot(xs, np.asarray(ys) / (1 << 30), styles[i % len(styles)], label=label,
-                linewidth=1.4)
-    ax.set_xlabel("guest memory in TDs (GiB, all mapped at 4 KiB unless noted)", fontsize=8)
-    ax.set_ylabel("PAMT memory (GiB)", fontsize=8)
-    ax.set_title(title, fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    ax.grid(alpha=0.3)
+        ax.plot(xs, np.asarray(ys) / (1 << 30), label=label, linewidth=1.8, markersize=4,
+                markevery=max(len(xs) // 8, 1), **series_style(i))
+    style_axes(ax, xlabel="guest memory in TDs (GiB, all at 4 KiB unless noted)",
+               ylabel="PAMT memory (GiB)", title=title)
     return fig
 
 

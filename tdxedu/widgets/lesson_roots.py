@@ -18,7 +18,9 @@ from ..lessons.tdp_mmu_roots import BROKEN_CASES, WHAT_IT_BREAKS, broken_witness
 from ..scenarios.registry import Scenario
 from ..scenarios.roots import smm_storm
 from ..steps import ExplorerSource
-from ..viz import new_figure
+from ..viz import css_figure
+from ..viz.cost import style_axes
+from ..viz.palette import series_style
 from .stepper import Stepper
 
 
@@ -62,17 +64,13 @@ def smm_storm_curves(ns=(0, 1, 2, 5, 10, 20, 50), policies=tuple(POLICIES), n_vc
 def draw_storm(curves: dict, *, ylabel: str = "TDP MMU root allocations",
                title: str = "SMM-reset storm: root allocations after N SMI/RSM round trips"):
     """Allocations vs N, one line per policy (distinct styles: v6.4+ overlap)."""
-    fig = new_figure(6.4, 3.2)
-    ax = fig.add_axes((0.11, 0.15, 0.6, 0.72))
-    styles = ["-o", "--s", ":^", "-.d", "-x"]
+    fig = css_figure(360)
+    ax = fig.add_axes((0.09, 0.14, 0.7, 0.76))
     for i, (pol, (ns, ys)) in enumerate(curves.items()):
-        ax.plot(ns, ys, styles[i % len(styles)], label=pol, markersize=4, linewidth=1.2)
-    ax.set_xlabel("N (SMI/RSM round trips)", fontsize=8)
-    ax.set_ylabel(ylabel, fontsize=8)
-    ax.set_title(title, fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    ax.grid(alpha=0.3)
+        ax.plot(ns, ys, label=pol, markersize=6 - i % 3, linewidth=2.2 - 0.3 * (i % 4),
+                **series_style(i))
+    style_axes(ax, xlabel="N (SMI/RSM round trips)", ylabel=ylabel, title=title,
+               legend_title="policy")
     return fig
 
 

@@ -30,7 +30,7 @@ from ..steps import (
     StepInfo,
     TdLifeSource,
 )
-from ..viz import figure_png
+from ..viz import DISPLAY_WIDTH, SCALE, figure_png, png_size
 from .panels import PANELS, SHARED_KEYS
 
 RUN_LIMIT = 5000
@@ -78,6 +78,23 @@ def mimebundle(widget, text: str, **kw) -> dict:
     data = dict(data or {})
     data["text/plain"] = f"{text}. {RUN_TO_START}"
     return data
+
+def picture() -> widgets.Image:
+    """An Image widget for a panel: as wide as the notebook allows, never wider than the
+    picture's CSS size (its PNG holds `SCALE` pixels per CSS px, so it is never stretched)."""
+    return widgets.Image(format="png", layout=widgets.Layout(
+        width="100%", max_width=f"{DISPLAY_WIDTH}px", height="auto"))
+
+
+def fit_picture(img: widgets.Image) -> None:
+    """Cap `img`'s displayed width at its PNG's CSS width (pixels / `SCALE`)."""
+    try:
+        w = png_size(img.value)[0] // SCALE
+    except ValueError:  # not a PNG (a custom render): leave the layout alone
+        return
+    if img.layout.max_width != f"{w}px":
+        img.layout.max_width = f"{w}px"
+
 
 class Stepper:
     """Drive a step source built by `make_source(**control values)`.
@@ -193,7 +210,7 @@ class Stepper:
         self.last = None
         names = self._fixed_panels or source.panels
         if list(self.images) != list(names):
-            self.images = {n: widgets.Image(format="png") for n in names}
+            self.images = {n: picture() for n in names}
             for n, img in self.images.items():
                 img.add_class(f"tdxedu-panel-{n}")
             self.picture_box.children = tuple(self.images.values())
@@ -287,6 +304,7 @@ class Stepper:
                 img.value = png
             else:
                 img.value = self.render(build())
+            fit_picture(img)
             self._keys[name] = key
 
     def _repr_mimebundle_(self, **kw):

@@ -317,8 +317,6 @@ def test_lesson_as_a_learner_meets_it(
         browser_timings.append((name, time.monotonic() - t0, outcome))
 
 
-@pytest.mark.xfail(strict=True, reason="widget pictures are 460 px wide and shown at ~844 px "
-                   "until the sharper pictures (viz) land; then remove this mark")
 def test_no_picture_is_upscaled(picture_sizes):
     """(b) for every lesson measured above: no raster picture has fewer pixels than the CSS
     px it is shown at (a 2x rendering or SVG passes)."""

@@ -131,7 +131,7 @@ def test_sweep_shape_and_monotonic(cal):
 def test_plot_helper_returns_a_figure(cal):
     from matplotlib.figure import Figure
 
-    from tdxedu.cost.plot import sweep_figure
+    from tdxedu.viz import sweep_figure
     fig = sweep_figure(sweep(["1G", "1T"], TEARDOWN_POLICIES, calibration=cal))
     assert isinstance(fig, Figure)
     ax = fig.axes[0]

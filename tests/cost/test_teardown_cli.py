@@ -100,7 +100,7 @@ def test_coinciding_curves_are_marked_and_both_drawn():
     """v19-notifier reclaims like terminate-vm, flush-at-vcpu-free removes like v6.16: their
     curves are identical, so the second is drawn dashed and labelled '(= ...)'."""
     from tdxedu.cost import sweep
-    from tdxedu.cost.plot import sweep_figure
+    from tdxedu.viz import sweep_figure
     d = sweep(["1G", "64G"], TEARDOWN_POLICIES, vcpus=8)
     assert d["same_as"] == {"v19-notifier": "terminate-vm", "flush-at-vcpu-free": "v6.16"}
     ax = sweep_figure(d).axes[0]

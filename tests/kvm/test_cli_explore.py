@@ -57,3 +57,20 @@ def test_explore_unknown_option_shows_the_explore_usage(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: tdxedu explore") and "unrecognized arguments: --bogus" in err
+
+
+def test_explore_reduction_flag_same_verdicts_fewer_or_equal_steps(capsys):
+    """`--reduction por` (sleep sets on the merged state graph) answers as the merging does."""
+    out = {}
+    for red in ("merge", "por"):
+        assert main(["explore", "busy-accept-no-retry", "--json", "--reduction", red]) == 0
+        out[red] = json.loads(capsys.readouterr().out)
+    assert out["por"]["reduction"] == "por"
+    assert {c: v["verdict"] for c, v in out["por"]["verdicts"].items()} == {
+        c: v["verdict"] for c, v in out["merge"]["verdicts"].items()}
+    assert out["por"]["steps"] <= out["merge"]["steps"]
+
+
+def test_explore_no_prune_contradicting_reduction_is_refused(capsys):
+    assert main(["explore", "busy-accept-no-retry", "--no-prune", "--reduction", "por"]) == 2
+    assert "--no-prune contradicts --reduction por" in capsys.readouterr().err

@@ -3,7 +3,12 @@ outcome and model state, run length only when max_steps can bind) against plain 
 on every registered scenario: same verdicts, witnesses as short and really replayable.
 
 Plain enumeration is breadth first over a tree that grows exponentially, so it is run only
-on the scenarios where it is cheap; every other scenario is checked against seeded runs."""
+on the scenarios where it is cheap; every other scenario is checked against seeded runs.
+
+The partial-order reduction (`reduction="por"`, sleep sets on top of the merging) is checked
+against the merging alone on every scenario: the same verdicts, run counts and witness and
+counterexample lengths (sleep sets only skip a step that commutes with one already explored,
+Godefroid's "Partial-Order Methods", ch. 5)."""
 
 import pytest
 
@@ -49,3 +54,31 @@ def test_reduction_keeps_verdicts_and_shortest_witnesses(name):
             assert w.choices == r.witness and w.conditions[c], c
         if r.counterexample is not None:
             assert not red.counterexample(c).conditions[c], c
+
+
+def _lengths(e):
+    return {c: (v.verdict, v.true_runs, v.runs,
+                None if v.witness is None else len(v.witness),
+                None if v.counterexample is None else len(v.counterexample))
+            for c, v in e.verdicts.items()}
+
+
+@pytest.mark.parametrize("name", sorted(load_all()))
+def test_partial_order_reduction_keeps_verdicts_and_shortest_witnesses(name):
+    sc = load_all()[name]
+    merged = explore(sc.build, name=name, max_steps=sc.max_steps, reduction="merge")
+    por = explore(sc.build, name=name, max_steps=sc.max_steps, reduction="por")
+    assert por.complete and por.reduction == "por"
+    assert por.executions == merged.executions and por.outcomes == merged.outcomes
+    assert _lengths(por) == _lengths(merged)
+    for c, r in por.verdicts.items():
+        if r.witness is not None:
+            assert por.witness(c).conditions[c], c
+        if r.counterexample is not None:
+            assert not por.counterexample(c).conditions[c], c
+
+
+def test_unknown_reduction_is_a_clear_error():
+    sc = load_all()["hkid-release-v6.16"]
+    with pytest.raises(ValueError, match="unknown reduction 'sleep'; choose one of none, merge"):
+        explore(sc.build, reduction="sleep")
