@@ -179,6 +179,7 @@ MODEL_NAMES: dict[str, str] = {
     "pr_tdx_error": "KVM's SEAMCALL error print",
     "vm_entry": "a vCPU entering the guest (the TDP MMU worlds)",
     "BUG": "the soft-lockup watchdog's 'BUG: soft lockup' report (kernel/watchdog.c)",
+    "might_sleep": "the might_sleep() splat (kernel/sched/core.c __might_sleep)",
 }
 # Actor generators of the explorer scenarios (tdxedu.scenarios): named after what they play.
 MODEL_NAMES.update(
@@ -200,8 +201,9 @@ MODEL_NAMES.update(
             "runner",
             "faulter",
             "zapper",
-            "close",
             "hotplug",
+            "close",
+            "build",
             "fault",
             "zero_step_vcpu",
             "map_external",
