@@ -131,6 +131,7 @@ class VcpuTdx:
         self.tdvpr_pa = 0
         self.tdcx_pa: list[int] = []
         self.state = VCPU_TD_STATE_UNINITIALIZED
+        self.guest_lp = -1  # the LP of the last TDH.VP.ENTER: the TD exit returns there
         vcpu.arch.tdx = self
 
 
@@ -275,7 +276,8 @@ def tdx_flush_vp_on_cpu(vcpu: KvmVcpu):
         # flushed and the module keeps the vCPU associated ([K616]).
         return None
     yield from smp_call_function_single(kt, cpu)
-    if vcpu.cpu != cpu:
+    if vcpu.cpu != cpu:  # the handler ran and found the vCPU gone: nothing to flush
+        kt.host.pending_ipis[cpu] -= 1
         return None
     kt.emit("smp_call_function_single", "tdx_flush_vp", vcpu.name, cpu=cpu)
     lp = 0 if "vp-flush-on-calling-cpu" in kt.mutations else cpu  # mutant: no IPI target
@@ -672,6 +674,7 @@ def tdx_vcpu_enter(vcpu: KvmVcpu, cpu: int):
         return None
     # VP.ENTER always runs stepwise: its 0-step check holds the S-EPT tree mid-call.
     yield PREEMPT
+    vt.guest_lp = cpu
     r = yield from kt.module.stepwise("tdh_vp_enter", vt.tdvpr_pa, lp=cpu)
     if r.status.is_error or r.exit_reason:
         vcpu.mode = OUTSIDE_GUEST_MODE  # BUSY from VP.ENTER is "exit handled" (fastpath)
@@ -680,10 +683,13 @@ def tdx_vcpu_enter(vcpu: KvmVcpu, cpu: int):
 
 def tdx_vcpu_exit(vcpu: KvmVcpu, reason: str = "EXTERNAL_INTERRUPT", gpa: int = 0,
                   progressed: bool = True):
-    """The TD exit: the vCPU leaves guest mode (acknowledging any IPI)."""
+    """The TD exit: the vCPU leaves guest mode (acknowledging any IPI). It returns on the
+    LP it entered on, even if a flush IPI that ran before the entry set `vcpu->cpu = -1`
+    (`tdx_flush_vp` [K616]; the v19 HKID release can do that, [SC-Apr24])."""
     kt, vt = to_kvm_tdx(vcpu.kvm), vcpu.arch.tdx
     yield PREEMPT
-    r = kt.module.td_exit(vt.tdvpr_pa, reason, gpa, progressed, lp=vcpu.cpu)
+    lp = vt.guest_lp if vt.guest_lp != -1 else vcpu.cpu
+    r = kt.module.td_exit(vt.tdvpr_pa, reason, gpa, progressed, lp=lp)
     vcpu.mode = OUTSIDE_GUEST_MODE
     vcpu.kicked = False
     return r

@@ -66,3 +66,17 @@ def test_cli_compose_and_spec_file(tmp_path, capsys):
     assert "roots-memslot-update" in capsys.readouterr().err
     assert main(["explore", "hkid-release-v6.16", "--compose", "actors=run"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("policy", ["v6.16", "terminate-vm", "v19-notifier", "flush-at-vcpu-free"])
+def test_two_vcpus_under_every_teardown_policy_explore_without_exceptions(policy):
+    """Two vCPUs in KVM_RUN while the mm goes and the files close. A flush IPI whose handler
+    finds the vCPU gone still completes (`tdx_flush_vp` [K616]), so no vCPU waits for it
+    forever; a vCPU flushed before it entered exits on the LP it entered on. What v19's
+    notifier-path release gets wrong ([SC-Apr24]) shows as named conditions, not exceptions."""
+    spec = parse(f"vcpus=2 pages=1 teardown={policy} actors=run,run,mm,close")
+    e = explore(lambda: build(spec), max_steps=spec.steps)
+    assert e.complete
+    assert e.verdict("exception") == "never" and e.verdict("deadlock") == "never"
+    if policy == "v19-notifier":
+        assert e.verdict("hkid_leaked") == "sometimes"
