@@ -18,6 +18,7 @@ from tdxedu.widgets.lesson_pamt import dpamt_life_stepper
 from tdxedu.widgets.lesson_roots import broken_roots_stepper
 from tdxedu.widgets.stepper import (
     LABEL_MARGIN_PX,
+    MIN_SELECT_PX,
     ROOTS_KINDS,
     SELECT_CHROME_PX,
     dropdown_labels,
@@ -87,7 +88,8 @@ def test_short_labels_are_not_clipped():
 
 def test_a_dropdown_refits_when_its_options_change():
     e = Explorer(scenario="roots-last-put-race-v6.3")
-    before = e.condition.layout.width
+    before = e.condition.layout.width  # fitted from the start (an empty box of the minimum)
+    assert select_box_px(e.condition) >= MIN_SELECT_PX
     e.explore_button.click()
     assert e.condition.options and e.condition.layout.width != before
     longest = max(dropdown_labels(e.condition), key=label_px)
