@@ -46,7 +46,7 @@ class Explorer:
         self._explored = None  # the Scenario the last Explore ran (replays rebuild it)
         self.explore_button = widgets.Button(description="Explore", button_style="info")
         self.verdicts = widgets.HTML()
-        self.condition = widgets.Dropdown(options=[], description="condition")
+        self.condition = fit_dropdown(widgets.Dropdown(options=[], description="condition"))
         self.replay_button = widgets.Button(description="Replay witness", disabled=True,
                                             tooltip="step through the shortest run where the "
                                             "condition holds")
@@ -114,7 +114,6 @@ class Explorer:
                                   for c, v in self.result.verdicts.items()
                                   if v.witness is not None]
         self.condition.value = self.condition.options[0][1] if self.condition.options else None
-        fit_dropdown(self.condition)
         self.replay_button.disabled = not self.condition.options
 
     def replay(self) -> None:

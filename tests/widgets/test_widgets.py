@@ -137,12 +137,10 @@ def test_scenario_seed_and_script_pickers():
     assert "cannot run now" in st.message.value
 
 
-def test_roots_picker_unknown_combination_is_a_message():
+def test_roots_picker_offers_only_the_scenarios_policies():
     st = roots_stepper()
-    st.controls["scenario"].value = "vm-destroy-td"  # TD roots exist from v6.14 on only
-    st.controls["policy"].value = "v6.3"
-    assert "unknown scenario" in st.message.value
-    st.controls["policy"].value = "v6.16"
+    st.controls["scenario"].value = "vm-destroy-td"  # TD roots: only the TDX kernel's policy
+    assert "v6.3" not in st.controls["policy"].options and not st.errors
     assert st.source.scenario.name == "roots-vm-destroy-td-v6.16"
     seen = {bytes(st.images["roots"].value)}
     while not st.source.done:
