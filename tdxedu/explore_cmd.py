@@ -126,8 +126,7 @@ def alarm_line(ex) -> str:
 
 def _composed(args: argparse.Namespace):
     """The `--compose` spec as a `Scenario`, or None after printing why it cannot be built."""
-    from .scenarios.compose import ComposeError, build, parse
-    from .scenarios.registry import Scenario
+    from .scenarios.compose import ComposeError, parse, scenario
 
     if args.scenario:
         print("tdxedu explore: give a scenario name or --compose, not both", file=sys.stderr)
@@ -146,4 +145,4 @@ def _composed(args: argparse.Namespace):
     except ComposeError as e:
         print(f"tdxedu explore --compose: {e}", file=sys.stderr)
         return None
-    return Scenario(spec.name, spec.name, lambda: build(spec), spec.steps)
+    return scenario(spec)

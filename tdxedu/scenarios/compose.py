@@ -38,6 +38,7 @@ from ..kvm.teardown import (
     tdx_terminate_vm,
 )
 from ..trace import WaitUntil
+from .registry import Scenario
 from .world import TdWorld
 
 PAGE = 4096
@@ -50,6 +51,7 @@ OTHER_WORLDS = {
     "pamt": "the Dynamic PAMT world (scenarios pamt-get-put*)",
 }
 LIMITS = {"vcpus": (1, 4), "pages": (1, 4), "packages": (1, 2), "steps": (1, 2000)}
+EXAMPLE = "vcpus=3 pages=2 packages=2 actors=run,run,run,mm,close"
 
 
 class ComposeError(ValueError):
@@ -139,6 +141,13 @@ def check(spec: Spec) -> None:
                            "mixed with run or migrate (their guests would fault on page 0)")
     if spec.teardown == "terminate-vm" and "mm" not in spec.actors:
         raise ComposeError("teardown=terminate-vm is issued by the mm actor: add mm")
+
+
+def scenario(spec: Spec) -> Scenario:
+    """`spec` as an explorer `Scenario` (not registered: `tdxedu explore --compose` and the
+    Explorer widget explore and replay it directly)."""
+    return Scenario(spec.name, "actors " + ", ".join(spec.actors) + " run concurrently in a "
+                    "composed TD world", lambda: build(spec), spec.steps)
 
 
 def build(spec: Spec) -> TdWorld:

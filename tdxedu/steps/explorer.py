@@ -28,8 +28,9 @@ class ExplorerSource:
                "scheduler steps (one actor turn each), so they have more steps than Steps.")
     MAX_SILENT = 64
 
-    def __init__(self, scenario: str, *, seed: int | None = None, script=None, choices=None):
-        self.scenario = registry.get(scenario)
+    def __init__(self, scenario, *, seed: int | None = None, script=None, choices=None):
+        # a registered name, or a `registry.Scenario` itself (a composed one is not registered)
+        self.scenario = registry.get(scenario) if isinstance(scenario, str) else scenario
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"seed must be an int, got {seed!r}")
         if isinstance(script, str):

@@ -1,4 +1,5 @@
-"""`Explorer`: pick a scenario, explore every interleaving, read the verdicts, replay the
+"""`Explorer`: pick a scenario (a prepared one, or one composed from a spec as in
+`tdxedu explore --compose`), explore every interleaving, read the verdicts, replay the
 shortest witness of a condition step by step (herd7's Always / Sometimes / Never, with the
 trace that shows it; [HERD7])."""
 
@@ -8,26 +9,44 @@ import html
 
 import ipywidgets as widgets
 
-from ..scenarios import registry
+from ..scenarios import compose, registry
 from ..sim.engine import explore
 from ..steps import ExplorerSource
-from .stepper import Stepper, fit_dropdown, mimebundle
+from .stepper import Stepper, fit_dropdown, mimebundle, plain_message
+
+COMPOSED = "composed…"  # the picker's entry for the spec typed in the composer box
+COMPOSE_HELP = (
+    "words key=value: " + ", ".join(f"{k} ({lo}-{hi})" for k, (lo, hi) in compose.LIMITS.items())
+    + ", dpamt (on/off), teardown, busy; actors=" + ",".join(compose.VCPU_ACTORS
+                                                              + compose.HOST_ACTORS))
 
 
 class Explorer:
-    """Attributes for tests: `scenario`, `explore_button`, `verdicts` (HTML), `condition`,
-    `replay_button`, `stepper` (a `Stepper` with the timeline panel), `result`."""
+    """Attributes for tests: `scenario`, `spec` (the composer's Text box), `spec_message`
+    (HTML: why a spec is refused), `explore_button`, `verdicts` (HTML), `condition`,
+    `replay_button`, `stepper` (a `Stepper` with the timeline panel), `result`.
+
+    Typing a spec picks the `COMPOSED` entry; a spec `compose.parse` refuses shows its
+    message and disables Explore until it is fixed."""
 
     def __init__(self, scenarios=None, scenario: str | None = None, *,
-                 max_executions: int = 20_000):
+                 spec: str = "", max_executions: int = 20_000):
         names = sorted(scenarios or registry.load_all())
         self.max_executions = max_executions
-        self.scenario = widgets.Dropdown(options=names, value=scenario or names[0],
-                                         description="scenario")
+        self.scenario = widgets.Dropdown(
+            options=[*names, COMPOSED],
+            value=scenario or (COMPOSED if spec else names[0]), description="scenario")
         fit_dropdown(self.scenario)
+        self.spec = widgets.Text(value=spec, placeholder=compose.EXAMPLE, description="compose",
+                                 continuous_update=False, tooltip=COMPOSE_HELP,
+                                 layout=widgets.Layout(width="560px"))
+        self.spec_message = widgets.HTML()
+        self.spec_message.add_class("tdxedu-message")
+        self.spec_error = ""  # compose's message for the spec ("" when it parses)
+        self._explored = None  # the Scenario the last Explore ran (replays rebuild it)
         self.explore_button = widgets.Button(description="Explore", button_style="info")
         self.verdicts = widgets.HTML()
-        self.condition = widgets.Dropdown(options=[], description="condition")
+        self.condition = fit_dropdown(widgets.Dropdown(options=[], description="condition"))
         self.replay_button = widgets.Button(description="Replay witness", disabled=True,
                                             tooltip="step through the shortest run where the "
                                             "condition holds")
@@ -37,8 +56,12 @@ class Explorer:
         self.explore_button.on_click(g(lambda _b: self.explore()))
         self.replay_button.on_click(g(lambda _b: self.replay()))
         self.scenario.observe(g(lambda _c: self._clear()), names="value")
+        self.spec.observe(g(lambda _c: self._spec_changed()), names="value")
         self.widget = widgets.VBox([
-            widgets.HBox([self.scenario, self.explore_button]), self.verdicts,
+            widgets.HBox([self.scenario, self.explore_button]),
+            widgets.HBox([self.spec, widgets.HTML(f"<small>{html.escape(COMPOSE_HELP)}</small>")],
+                         layout=widgets.Layout(flex_flow="row wrap")),
+            self.spec_message, self.verdicts,
             widgets.HBox([self.condition, self.replay_button]), self.stepper.widget])
         self._clear()
 
@@ -46,25 +69,51 @@ class Explorer:
     def message(self):
         return self.stepper.message
 
+    def _spec_changed(self) -> None:
+        if self.spec.value.strip() and self.scenario.value != COMPOSED:
+            self.scenario.value = COMPOSED  # observed: clears and checks the spec
+        else:
+            self._clear()
+
+    def picked(self) -> registry.Scenario:
+        """The scenario Explore runs: the picked one, or the composed spec (ComposeError
+        when `compose.parse` refuses it)."""
+        if self.scenario.value == COMPOSED:
+            return compose.scenario(compose.parse(self.spec.value))
+        return registry.get(self.scenario.value)
+
     def _clear(self) -> None:
         self.result = None
+        self._explored = None
         self.condition.options = []
         self.replay_button.disabled = True
-        desc = registry.get(self.scenario.value).description
-        self.verdicts.value = (f"<i>{html.escape(desc)}</i><br>Press Explore to run every "
-                               "interleaving.")
+        try:
+            sc = self.picked()
+        except compose.ComposeError as exc:
+            self.spec_error = plain_message(exc)
+            text = html.escape(self.spec_error, quote=False)
+            self.spec_message.value = (f"<span style='color:#b35806'>&#9888; compose: {text} "
+                                       "(Explore waits until this is fixed)</span>")
+            self.explore_button.disabled = True
+            self.verdicts.value = ""
+            return
+        self.spec_error = ""
+        self.spec_message.value = ""
+        self.explore_button.disabled = False
+        self.verdicts.value = (f"<i>{html.escape(sc.description)}</i><br>Press Explore to run "
+                               "every interleaving.")
 
     def explore(self) -> None:
-        sc = registry.get(self.scenario.value)
+        sc = self.picked()
         self.result = explore(sc.build, name=sc.name, max_steps=sc.max_steps,
                               max_executions=self.max_executions)
+        self._explored = sc
         self.verdicts.value = verdict_table(self.result)
         # only conditions that hold in some run have a witness to replay ("never" has none)
         self.condition.options = [(f"{c} ({v.verdict})", c)
                                   for c, v in self.result.verdicts.items()
                                   if v.witness is not None]
         self.condition.value = self.condition.options[0][1] if self.condition.options else None
-        fit_dropdown(self.condition)
         self.replay_button.disabled = not self.condition.options
 
     def replay(self) -> None:
@@ -76,7 +125,7 @@ class Explorer:
         v = self.result.verdicts[cond]
         if v.witness is None:
             raise ValueError(f"{cond!r} never holds: there is no witness to replay")
-        self.stepper.load(ExplorerSource(self.result.name, choices=v.witness))
+        self.stepper.load(ExplorerSource(self._explored, choices=v.witness))
 
     def _repr_mimebundle_(self, **kw):
         return mimebundle(self.widget, f"tdxedu Explorer: {self.scenario.value}", **kw)

@@ -44,14 +44,49 @@ def _esc(s) -> str:
 RUN_TO_START = "Run this cell to start the widget."
 
 
-def fit_dropdown(dd: widgets.Dropdown, *, char_px: float = 7.6, pad_px: int = 40):
-    """Widen a Dropdown to its longest label, so no choice is clipped ("...kick, rer"): the
-    description gets its own width, the select box the longest option's. Returns `dd`."""
-    labels = [o[0] if isinstance(o, tuple) else str(o) for o in dd.options] or [""]
-    desc_px = int(len(dd.description) * char_px) + 16
+# Advance widths (em) of DejaVu Sans, the widest sans-serif a browser falls back to on Linux
+# (Arial/Helvetica are narrower): sizing by it never clips a label in a narrower font.
+_EM_NARROW = {c: 0.28 for c in "ijlI|'!"}
+_EM = {**{c: 0.636 for c in "0123456789"}, **_EM_NARROW, " ": 0.318, ".": 0.318, ",": 0.318,
+       ":": 0.337, ";": 0.337, "-": 0.361, "(": 0.39, ")": 0.39, "/": 0.337, "_": 0.5,
+       "f": 0.352, "r": 0.411, "t": 0.392, "s": 0.521, "c": 0.55, "z": 0.525, "m": 0.974,
+       "w": 0.818, "M": 0.863, "W": 0.989, "+": 0.838, "=": 0.838}
+WIDGET_FONT_PX = 13  # JupyterLab's --jp-widgets-font-size (--jp-ui-font-size1)
+LABEL_MARGIN_PX = 8  # ipywidgets: .widget-label margin-right (2 x --jp-widgets-inline-margin)
+SELECT_CHROME_PX = 30  # ipywidgets select: 8px left padding, 20px arrow, 2 x 1px border
+MIN_SELECT_PX = 96  # a short label ("v6.3") still gets a box that shows it whole
+
+
+def label_px(text: str, font_px: float = WIDGET_FONT_PX) -> float:
+    """Width of `text` in CSS px, by DejaVu Sans advance widths (upper case 0.75 em, other
+    characters 0.65 em unless listed): an upper bound for the fonts a browser picks."""
+    return font_px * sum(_EM.get(c, 0.75 if c.isupper() else 0.65) for c in str(text))
+
+
+def dropdown_labels(dd: widgets.Dropdown) -> list[str]:
+    return [o[0] if isinstance(o, tuple) else str(o) for o in dd.options] or [""]
+
+
+def select_box_px(dd: widgets.Dropdown) -> int:
+    """The width the select box of `dd` gets: its layout width less the description."""
+    return (int(dd.layout.width.removesuffix("px"))
+            - int(dd.style.description_width.removesuffix("px")) - LABEL_MARGIN_PX)
+
+
+def fit_dropdown(dd: widgets.Dropdown, *, slack_px: int = 12):
+    """Widen a Dropdown to its longest label, so no choice is clipped ("v6." for "v6.3",
+    "...kick, rer"): the description gets its own width, the select box the longest option's
+    plus the select's padding and arrow. Refits itself whenever its options change.
+    Returns `dd`."""
+    desc_px = int(label_px(dd.description)) + 8 if dd.description else 0
+    text_px = max(map(label_px, dropdown_labels(dd)))
+    box_px = max(MIN_SELECT_PX, int(text_px) + SELECT_CHROME_PX + slack_px)
     dd.style.description_width = f"{desc_px}px"
-    dd.layout.width = f"{desc_px + int(max(map(len, labels)) * char_px) + pad_px}px"
+    dd.layout.width = f"{desc_px + LABEL_MARGIN_PX + box_px}px"
     dd.layout.max_width = "100%"
+    if not getattr(dd, "_tdxedu_fitted", False):
+        dd._tdxedu_fitted = True
+        dd.observe(lambda _c: fit_dropdown(dd, slack_px=slack_px), names="options")
     return dd
 
 
@@ -373,20 +408,46 @@ def scenario_stepper(scenario: str = "busy-accept-kick-retry-once", seed: int = 
     return Stepper(make, controls=controls, panels=panels, title="Run a scenario step by step")
 
 
-def roots_stepper(scenario: str = "memslot-update", policy: str = "v6.6", seed: int = 0,
-                  panels=None) -> Stepper:
-    """A TDP MMU roots scenario under a kernel-version policy."""
+ROOTS_KINDS = ("smm-storm", "memslot-update", "vm-destroy", "last-put-race",
+               "memslot-update-td", "vm-destroy-td")
+
+
+def roots_policies(scenario: str) -> list[str]:
+    """The kernel-version policies registered for a roots scenario kind (`roots-<kind>-<p>`,
+    `tdxedu.scenarios.roots`): the TD kinds exist only for kernels with TDX (v6.16)."""
     from ..kvm.mmu_role import POLICIES
+    from ..scenarios.registry import SCENARIOS, load_all
+
+    load_all()
+    return [p for p in POLICIES if f"roots-{scenario}-{p}" in SCENARIOS]
+
+
+def roots_stepper(scenario: str = "memslot-update", policy: str | None = "v6.6", seed: int = 0,
+                  panels=None) -> Stepper:
+    """A TDP MMU roots scenario under a kernel-version policy. The policy picker offers only
+    the policies the scenario has; a policy it lacks (v6.6 for a TD scenario) becomes its
+    newest one."""
     from ..steps import roots_source
 
-    controls = {
-        "scenario": widgets.Dropdown(options=["smm-storm", "memslot-update", "vm-destroy",
-                                              "last-put-race", "memslot-update-td",
-                                              "vm-destroy-td"],
-                                     value=scenario, description="scenario"),
-        "policy": widgets.Dropdown(options=list(POLICIES), value=policy, description="policy"),
-        "seed": widgets.IntText(value=seed, description="seed"),
-    }
+    if scenario not in ROOTS_KINDS:
+        raise ValueError(f"unknown roots scenario {scenario!r}; choose from "
+                         f"{', '.join(ROOTS_KINDS)}")
+    offered = roots_policies(scenario)
+    pick = widgets.Dropdown(options=list(ROOTS_KINDS), value=scenario, description="scenario")
+    policy_dd = widgets.Dropdown(options=offered,
+                                 value=policy if policy in offered else offered[-1],
+                                 description="policy")
+
+    def follow(change):  # registered before the Stepper's own observer: runs first
+        now = roots_policies(change["new"])
+        keep = policy_dd.value if policy_dd.value in now else now[-1]
+        if list(policy_dd.options) != now:
+            policy_dd.options = now  # ipywidgets picks the first option here
+        policy_dd.value = keep
+
+    pick.observe(follow, names="value")
+    controls = {"scenario": pick, "policy": policy_dd,
+                "seed": widgets.IntText(value=seed, description="seed")}
     return Stepper(lambda scenario, policy, seed: roots_source(scenario, policy, seed=seed),
                    controls=controls, panels=panels, title="TDP MMU roots")
 

@@ -137,12 +137,10 @@ def test_scenario_seed_and_script_pickers():
     assert "cannot run now" in st.message.value
 
 
-def test_roots_picker_unknown_combination_is_a_message():
+def test_roots_picker_offers_only_the_scenarios_policies():
     st = roots_stepper()
-    st.controls["scenario"].value = "vm-destroy-td"  # TD roots exist from v6.14 on only
-    st.controls["policy"].value = "v6.3"
-    assert "unknown scenario" in st.message.value
-    st.controls["policy"].value = "v6.16"
+    st.controls["scenario"].value = "vm-destroy-td"  # TD roots: only the TDX kernel's policy
+    assert "v6.3" not in st.controls["policy"].options and not st.errors
     assert st.source.scenario.name == "roots-vm-destroy-td-v6.16"
     seen = {bytes(st.images["roots"].value)}
     while not st.source.done:
@@ -218,3 +216,54 @@ def test_any_refusal_while_rebuilding_disables_the_old_run():
     st.controls["n"].value = 2
     assert st.source is None and st.step_button.disabled
     assert "KVM_TDX_INIT_VM failed" in st.message.value and "RuntimeError" not in st.message.value
+
+
+def test_explorer_composer_explores_and_replays_a_composed_spec():
+    """The composer box runs `compose.parse`/`compose.build` (as `tdxedu explore --compose`):
+    typing a spec picks the composed entry; Explore, verdicts and replay work as for a
+    prepared scenario (a vCPU in KVM_RUN while the mm is released: [K616] tdx_vcpu_load)."""
+    from tdxedu.scenarios import compose
+    from tdxedu.widgets.explorer import COMPOSED
+
+    e = Explorer(scenario="vcpu-migration")
+    assert e.spec.placeholder == compose.EXAMPLE and e.spec_message.value == ""
+    e.spec.value = "vcpus=2 pages=2 actors=run,migrate,mm,close"
+    assert e.scenario.value == COMPOSED and not e.explore_button.disabled
+    assert "composed TD world" in e.verdicts.value
+    e.explore_button.click()
+    assert e.message.value == "" and e.result.name.startswith("composed: vcpus=2")
+    assert e.result.complete and "completed" in e.result.verdicts
+    assert "always" in e.verdicts.value or "sometimes" in e.verdicts.value
+    e.condition.value = "completed"
+    e.replay_button.click()
+    st = e.stepper
+    assert e.message.value == "" and st.source.scenario.name == e.result.name
+    st.run_button.click()
+    assert "outcome completed" in st.source.summary()
+    # going back to a prepared scenario ignores the spec
+    e.scenario.value = "vcpu-migration"
+    assert e.result is None and not e.explore_button.disabled and e.spec_message.value == ""
+
+
+def test_explorer_composer_bad_spec_is_a_message_and_disables_explore():
+    from tdxedu.scenarios import compose
+
+    e = Explorer(spec="vcpus=1 actors=run,run,mm,close")
+    want = None
+    try:
+        compose.parse(e.spec.value)
+    except compose.ComposeError as exc:
+        want = str(exc)
+    assert want == "2 vCPU actors but vcpus=1: each vCPU runs one thread"
+    assert e.spec_error == want and want in e.spec_message.value and e.explore_button.disabled
+    assert "Error" not in e.spec_message.value and "Traceback" not in e.spec_message.value
+    e.explore_button.click()  # clicked from Python anyway: the same message, nothing run
+    assert "each vCPU runs one thread" in e.message.value and e.result is None
+    for bad, words in [("actors=smi", "TDP MMU roots world"), ("vcpus=9", "from 1 to 4"),
+                       ("colour=red", "unknown key 'colour'"), ("", "empty spec")]:
+        e.spec.value = bad
+        assert words in e.spec_message.value and e.explore_button.disabled, bad
+    e.spec.value = "vcpus=1 actors=run,mm,close"
+    assert e.spec_message.value == "" and not e.explore_button.disabled
+    e.explore_button.click()
+    assert e.result is not None and e.result.complete
