@@ -284,6 +284,21 @@ def _migration(cfg: Config):
 
 # --- Dynamic PAMT on the fault path ----------------------------------------------------------
 
+def back_gpa_in_fresh_2m_range(w: TeardownWorld | TdWorld, gpa: int) -> int:
+    """Let guest_memfd back `gpa` with a page from a 2 MB range no TDX page uses yet, so
+    mapping it takes that range's first PAMT reference (0 -> 1: PAMT.ADD and a pair)
+    (tdx_pamt_get) [V6-CL]. Pages skipped on the way go back to the allocator."""
+    alloc, pamt = w.host.allocator, w.host.pamt
+    skipped, pa = [], alloc.alloc_page("guest_memfd")
+    while pamt.refcount(pa >> 12) or w.module.pamt.range_pt(pa):
+        skipped.append(pa)
+        pa = alloc.alloc_page("guest_memfd")
+    for p in skipped:
+        alloc.free_page(p)
+    w.kt.gmem[gpa] = pa
+    return pa
+
+
 class DpamtFaultWorld(TeardownWorld):
     """vCPU 0 accepts a page beyond the initial memory (EPT violation -> PAGE.AUG under
     mmu_lock held for read, its PAMT pair from the vCPU's cache), then the TD is torn down."""
@@ -294,16 +309,7 @@ class DpamtFaultWorld(TeardownWorld):
         v = self.kvm.vcpus[0]
         tdx_topup_pamt_cache(self.host, vcpu_pamt_cache(v))  # mmu_topup_memory_caches
         self.gpa = 1 << 21
-        # guest_memfd backs the new GPA with a page from a 2 MB range no TDX page uses yet, so
-        # mapping it takes that range's first PAMT reference (0 -> 1: PAMT.ADD and a pair).
-        alloc, pamt = self.host.allocator, self.host.pamt
-        skipped, pa = [], alloc.alloc_page("guest_memfd")
-        while pamt.refcount(pa >> 12) or self.module.pamt.range_pt(pa):
-            skipped.append(pa)
-            pa = alloc.alloc_page("guest_memfd")
-        for p in skipped:
-            alloc.free_page(p)
-        self.kt.gmem[self.gpa] = pa
+        back_gpa_in_fresh_2m_range(self, self.gpa)
 
     def actors(self):
         v = self.kvm.vcpus[0]

@@ -27,7 +27,7 @@ from ..scenarios.world import TdWorld, snapshot
 from ..sim.engine import World
 from ..tdx.td import EPF_FAULTS_TO_ARM
 from ..trace import PREEMPT, WaitUntil
-from .scenarios import Config, TeardownWorld, _mutate, factory
+from .scenarios import Config, TeardownWorld, _mutate, back_gpa_in_fresh_2m_range, factory
 
 
 class TwoTdWorld(World):
@@ -172,14 +172,7 @@ class DpamtAugBusyWorld(TdWorld):
         v0, v1 = self.kvm.vcpus
         tdx_topup_pamt_cache(self.host, vcpu_pamt_cache(v0))  # mmu_topup_memory_caches
         self.gpa = 1 << 21
-        alloc, pamt = self.host.allocator, self.host.pamt
-        skipped, pa = [], alloc.alloc_page("guest_memfd")
-        while pamt.refcount(pa >> 12) or self.module.pamt.range_pt(pa):
-            skipped.append(pa)
-            pa = alloc.alloc_page("guest_memfd")
-        for p in skipped:
-            alloc.free_page(p)
-        self.kt.gmem[self.gpa] = pa
+        back_gpa_in_fresh_2m_range(self, self.gpa)
         vp = v1.arch.tdx.tdvpr_pa
         for _ in range(EPF_FAULTS_TO_ARM):
             self.module.tdh_vp_enter(vp, lp=v1.cpu)
