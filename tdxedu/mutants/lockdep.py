@@ -15,8 +15,6 @@ ITER_UNLOCKED = replace(POLICIES["v6.16"], name="mutant-iterate-roots-unlocked",
                         iter_takes_mmu_lock=False, broken="lockdep")
 FREE_ROOTS_UNLOCKED = replace(POLICIES["v6.16"], name="mutant-free-roots-unlocked",
                               free_roots_takes_lock=False, broken="lockdep")
-UNINIT_SHARED_TD = replace(POLICIES["v6.16"], name="mutant-uninit-zap-shared-td",
-                           uninit_zap_shared=True, broken="inv11")
 
 MUTANTS = [
     Mutant(
@@ -49,13 +47,4 @@ MUTANTS = [
         "mmu_free_root_page (lockdep-asserted)",
         ("roots-smm-storm",), "lockdep:mmu_free_root_page",
         {"root_policy": FREE_ROOTS_UNLOCKED}),
-    Mutant(
-        "uninit-zap-shared-td",
-        "VM destruction zaps the invalidated roots of a TD under mmu_lock held for read (the "
-        "v6.6-v6.13 uninit), so mirror SPTEs are removed without the write lock",
-        "[S-TDX] handle_removed_pt (KVM_BUG_ON(shared) for a mirror page table) and "
-        "kvm_mmu_uninit_tdp_mmu ('Zap invalid roots with mmu_lock holding for write at "
-        "uninit', v6.14); invariant inv11",
-        ("roots-vm-destroy-td",), "inv11:removing mirror SPTEs",
-        {"root_policy": UNINIT_SHARED_TD}),
 ]
