@@ -1,6 +1,6 @@
-"""Explorer benchmark: today's algorithm (state merging) against the partial-order reduction
-(merging plus sleep sets), on every registered scenario, measured in one run. Prints figures
-and ratios; asserts nothing.
+"""Explorer benchmark: today's algorithm (state merging) against the stutter reduction
+(tdxedu/sim/reduce.py: a step that changes nothing is a loop; runs read off the state graph),
+on every registered scenario, measured in one run. Prints figures and ratios; asserts nothing.
 
     .venv/bin/python bench/explore_bench.py                 # every registered scenario
     .venv/bin/python bench/explore_bench.py busy-accept-retry-loop hkid-release-v6.16
@@ -28,7 +28,7 @@ from tdxedu.scenarios.compose import build, parse
 from tdxedu.scenarios.registry import load_all
 from tdxedu.sim import explore
 
-REDUCTIONS = ("merge", "por")
+REDUCTIONS = ("merge", "stutter")
 #: composed scenarios (tdxedu.scenarios.compose), up to 3 vCPUs x 2 pages x 2 packages
 COMPOSED = (
     "vcpus=2 pages=2 packages=2 actors=run,migrate,zap",
@@ -77,7 +77,7 @@ def main() -> None:
     names = [] if args.no_registered else (args.scenarios or sorted(load_all()))
     names += [f"compose:{c}" for c in [*([] if args.no_composed else COMPOSED), *args.compose]]
     w = max(38, *(len(n) for n in names))
-    print(f"{'scenario':<{w}} {'reduction':<6} {'steps':>9} {'execs':>6} {'seconds':>8} "
+    print(f"{'scenario':<{w}} {'reduction':<8} {'steps':>9} {'execs':>6} {'seconds':>8} "
           f"{'peak MiB':>9}   steps ratio  time ratio  same")
     slow = []
     for name in names:
@@ -86,14 +86,14 @@ def main() -> None:
         for r in REDUCTIONS:
             steps, execs, dt, rss, complete, _ = rows[r]
             tail = ""
-            if r == "por":
-                same = rows["por"][5] == base[5]
+            if r == "stutter":
+                same = rows["stutter"][5] == base[5]
                 tail = (f"   {base[0] / max(steps, 1):9.2f}x {base[2] / max(dt, 1e-9):9.2f}x"
                         f"  {'yes' if same else 'NO'}")
-            print(f"{name:<{w}} {r:<6} {steps:>9,} {execs:>6} {dt:>8.2f} {rss / 2**20:>9.0f}"
+            print(f"{name:<{w}} {r:<8} {steps:>9,} {execs:>6} {dt:>8.2f} {rss / 2**20:>9.0f}"
                   f"{'' if complete else ' INCOMPLETE'}{tail}", flush=True)
         if base[2] >= 1.0:
-            slow.append((name, base[0] / max(rows["por"][0], 1), base[2] / rows["por"][2]))
+            slow.append((name, base[0] / max(rows["stutter"][0], 1), base[2] / rows["stutter"][2]))
     if slow:
         print("\nscenarios taking >= 1 s with merging alone (target: >= 5x fewer steps, "
               "less time):")

@@ -21,10 +21,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-prune", action="store_true",
                    help="explore without state pruning (slower; same verdicts); "
                    "the same as --reduction none")
-    p.add_argument("--reduction", choices=("none", "merge", "por"), default=None,
+    p.add_argument("--reduction", choices=("none", "merge", "stutter"), default=None,
                    help="none: every interleaving; merge (default): a state already reached "
-                   "is not explored again; por: merge plus sleep sets (same verdicts and "
-                   "shortest witnesses, fewer steps)")
+                   "is not explored again; stutter: merge, a step that changes nothing "
+                   "being a loop, run lengths read off the state graph (same verdicts and "
+                   "shortest witnesses, far fewer steps on retry loops)")
     p.add_argument("--compose", metavar="SPEC",
                    help="explore a composed scenario instead of a named one: key=value words, "
                    "e.g. 'vcpus=3 pages=2 packages=2 actors=run,run,run,mm,close', or @FILE "

@@ -72,7 +72,7 @@ class PamtWorld(World):
         return (tuple(sorted(p.pamt_refcounts.items())), rs, tuple(sorted(m.pamt.pamt_pages)),
                 p.pamt_lock.owner, tuple(sorted(self.host.allocator.allocated)),
                 tuple(self.host.allocator._free), p.busy_seen,
-                tuple(sorted(self.flags.items())))
+                tuple(sorted(self.flags.items())), len(p.leaked_pages), len(p.warnings))
 
     def invariants(self) -> list[str]:
         return self.host.module.check_invariants() + list(self.host.debug_errors)

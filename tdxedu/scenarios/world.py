@@ -81,7 +81,13 @@ class TdWorld(World):
         return self.spec(self)
 
     def fingerprint(self):
-        return (snapshot(self.td), tuple(sorted(self.flags.items())), tuple(sorted(self.done)))
+        # the reports `conditions()` reads are state too: two runs that differ only in a
+        # watchdog report or a WARN must not be merged
+        pamt = self.host.pamt
+        reports = (len(self.host.softlockups), len(self.kvm.warnings),
+                   0 if pamt is None else len(pamt.warnings))
+        return (snapshot(self.td), tuple(sorted(self.flags.items())), tuple(sorted(self.done)),
+                reports)
 
     def invariants(self) -> list[str]:
         return (self.module.check_invariants() + list(self.host.allocator.errors)

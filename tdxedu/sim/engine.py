@@ -93,6 +93,9 @@ class Execution:
         self.violations: list[str] = []
         self.error: str | None = None
         self.counter = None  # an explorer's step counter (`_Counter`), if any
+        #: per actor, the steps that changed something (set by the "stutter" reduction, whose
+        #: state keys count these instead of all steps: see tdxedu/sim/reduce.py)
+        self.spos: dict[str, int] | None = None
 
     def runnable(self) -> list[str]:
         out = []
@@ -144,16 +147,18 @@ class Execution:
             return True
         return False
 
-    def state_key(self, depth: bool = True) -> Hashable:
+    def state_key(self, depth: bool = True, fp: Hashable = None) -> Hashable:
         """What decides the rest of this run: the world's fingerprint, the position and pending
         yield of every live actor, and which actors have finished (a finished actor has no
         future, so its step count is left out). `depth` adds the run's length, which matters
-        only when `max_steps` can cut a run short. None when the world has no fingerprint."""
-        fp = self.world.fingerprint()
+        only when `max_steps` can cut a run short. None when the world has no fingerprint.
+        `fp`: the world's fingerprint, when the caller has it already."""
+        fp = self.world.fingerprint() if fp is None else fp
         if fp is None:
             return None
+        pos = self.pos if self.spos is None else self.spos
         live = tuple(
-            (n, self.pos[n], getattr(self.pending[n], "label", None) or
+            (n, pos[n], getattr(self.pending[n], "label", None) or
              getattr(self.pending[n], "reason", None))
             for n in sorted(self.gens) if n not in self.finished)
         key = (fp, live, tuple(sorted(self.finished)))
@@ -327,15 +332,9 @@ def _fp_of(key: Hashable, depth_key: bool):
 
 
 def _bfs(build, max_steps, prune, max_executions, check, depth_key, give_up_depth,
-         por=False, counter=None):
+         counter=None):
     """One breadth-first pass: (results, outcomes, pruned, complete, edges, root key), or None
-    when a depth-free pass reaches `give_up_depth` (the caller then keys on depth).
-
-    With `por`, sleep sets (Godefroid) ride on the state merging: a step that left the
-    world's fingerprint unchanged at a state (it only moved its own actor) commutes with
-    every other such step there, so once it has been explored it sleeps in its siblings'
-    subtrees until a step that changes the fingerprint runs. A state reached again with a
-    smaller sleep set is expanded again for the steps that slept the first time."""
+    when a depth-free pass reaches `give_up_depth` (the caller then keys on depth)."""
     counter = counter if counter is not None else _Counter()
     seen: set = set()
     edges: dict | None = None if depth_key or not prune else {}
@@ -344,12 +343,9 @@ def _bfs(build, max_steps, prune, max_executions, check, depth_key, give_up_dept
     results: list[tuple[list[str], dict[str, bool]]] = []
     outcomes: Counter = Counter()
     pruned = 0
-    sleep: dict = {}  # por: state key -> the steps asleep there (an intersection)
-    expanded: set = set()  # por: state keys already expanded
 
-    def finish(ex: Execution, parent_key, zs) -> tuple[bool, Hashable, object]:
-        """Record a state; (False, key, redo) when it was seen before (pruned); `redo` is the
-        set of steps to explore again there (por: it was first reached with more asleep)."""
+    def finish(ex: Execution, parent_key) -> tuple[bool, Hashable]:
+        """Record a state; (False, key) when it was seen before (pruned)."""
         nonlocal pruned
         term = ex.terminal()
         r = ex.result() if term else None
@@ -361,31 +357,22 @@ def _bfs(build, max_steps, prune, max_executions, check, depth_key, give_up_dept
             if key is not None:
                 if key in seen:
                     pruned += 1
-                    redo = None
-                    if por and not term:
-                        old = sleep[key]
-                        if not old <= zs:
-                            sleep[key] = old & zs
-                            if key in expanded:
-                                redo = old - zs
-                    return False, key, redo
+                    return False, key
                 seen.add(key)
-                if por and not term:
-                    sleep[key] = zs
         if term:
             results.append((r.choices, r.conditions))
             outcomes[r.outcome] += 1
-        return True, key, None
+        return True, key
 
     queue: deque = deque()
-    new, root_key, _ = finish(root, None, frozenset())
+    new, root_key = finish(root, None)
     if new and not root.outcome:
-        queue.append((root, root_key, None))
+        queue.append((root, root_key))
     live = len(queue)
     while queue:
         if len(results) >= max_executions:
             return results, outcomes, pruned, False, edges, root_key
-        ex, key, only = queue.popleft()
+        ex, key = queue.popleft()
         if isinstance(ex, list):  # a prefix whose execution was not kept: replay it
             ex = _replay(build, ex, max_steps, check, counter)
         else:
@@ -393,37 +380,20 @@ def _bfs(build, max_steps, prune, max_executions, check, depth_key, give_up_dept
         if edges is not None and len(ex.choices) >= give_up_depth:
             return None
         names = ex.runnable()
-        asleep = frozenset()
-        if por and key is not None:
-            asleep = sleep[key]
-            expanded.add(key)
-            names = [n for n in names if n not in asleep and (only is None or n in only)]
-        parent_fp = _fp_of(key, depth_key) if por and key is not None else None
         prefix = list(ex.choices)
-        done_ro: list[str] = []  # explored siblings whose step left the fingerprint unchanged
         for i, n in enumerate(names):
             # the last child continues the parent's own execution; the others replay it
             child = ex if i == len(names) - 1 else _replay(build, prefix, max_steps, check,
                                                            counter)
             child.step(n)
-            zs = frozenset()
-            if parent_fp is not None and not child.outcome:
-                fp = child.world.fingerprint()
-                if fp == parent_fp:  # a read-only step: the others asleep stay asleep
-                    zs = (asleep | frozenset(done_ro)) if only is None else asleep
-                    done_ro.append(n)
-            new, ckey, redo = finish(child, key, zs)
-            if redo:  # reached before with these asleep: explore them from here too
-                queue.append((child if live < LIVE_LIMIT else list(child.choices), ckey, redo))
-                live += live < LIVE_LIMIT
-                continue
+            new, ckey = finish(child, key)
             if not new or child.outcome:
                 continue
             if live < LIVE_LIMIT:
-                queue.append((child, ckey, None))
+                queue.append((child, ckey))
                 live += 1
             else:
-                queue.append((list(child.choices), ckey, None))
+                queue.append((list(child.choices), ckey))
     return results, outcomes, pruned, True, edges, root_key
 
 
@@ -439,7 +409,7 @@ def _replay(build, choices: list[str], max_steps: int, check: str, counter=None)
     return ex
 
 
-REDUCTIONS = ("none", "merge", "por")
+REDUCTIONS = ("none", "merge", "stutter")
 
 
 def explore(
@@ -455,8 +425,10 @@ def explore(
     """Every interleaving of a small world, breadth first (so witnesses are shortest).
 
     `reduction`: "none" runs every interleaving; "merge" (the default; `prune=False` means
-    "none") does not explore a state already reached; "por" adds sleep sets on top of the
-    merging (see `_bfs`): the same verdicts, executions and shortest witnesses, fewer steps.
+    "none") does not explore a state already reached; "stutter" builds the graph of states
+    once, a step that changes nothing being a loop, and reads the runs `max_steps` allows off
+    it (`tdxedu.sim.reduce`): the same verdicts, executions and shortest witnesses, far fewer
+    steps where actors retry (a BUSY retry loop is a loop, not a new state per retry).
 
     With merging, a state is the world's
     fingerprint plus each live actor's position and pending yield and the set of finished
@@ -470,19 +442,22 @@ def explore(
         reduction = "merge" if prune else "none"
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}")
-    prune, por = reduction != "none", reduction == "por"
+    prune = reduction != "none"
     build = _cloner(build)
     counter = _Counter()
     out = None
-    if prune:
+    if reduction == "stutter" and build().fingerprint() is not None:
+        from .reduce import bounded_runs, state_graph
+        graph = state_graph(build, max_steps, check, counter, LIVE_LIMIT)
+        out = bounded_runs(graph, max_steps, max_executions)
+    if out is None and prune:
         out = _bfs(build, max_steps, True, max_executions, check, False, max_steps // 2,
-                   por, counter)
+                   counter)
         if out is not None and out[5] is not None and (
                 not out[3] or _longest_path(out[5], out[4]) >= max_steps):
             out = None  # a run could be cut short (or the pass was capped): key on length
     if out is None:
-        out = _bfs(build, max_steps, prune, max_executions, check, True, max_steps, por,
-                   counter)
+        out = _bfs(build, max_steps, prune, max_executions, check, True, max_steps, counter)
     results, outcomes, pruned, complete = out[:4]
     verdicts: dict[str, Verdict] = {}
     names: list[str] = []

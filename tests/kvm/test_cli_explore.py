@@ -59,18 +59,21 @@ def test_explore_unknown_option_shows_the_explore_usage(capsys):
     assert err.startswith("usage: tdxedu explore") and "unrecognized arguments: --bogus" in err
 
 
-def test_explore_reduction_flag_same_verdicts_fewer_or_equal_steps(capsys):
-    """`--reduction por` (sleep sets on the merged state graph) answers as the merging does."""
+def test_explore_reduction_flag_same_verdicts_fewer_steps(capsys):
+    """`--reduction stutter` answers as the merging does, and on the pre-merge BUSY retry loop
+    (`_busy_without_kick`, [Y-RFC]) executes far fewer steps: every retry that gets
+    TDX_OPERAND_BUSY again changes nothing and is a loop, not a new state."""
     out = {}
-    for red in ("merge", "por"):
-        assert main(["explore", "busy-accept-no-retry", "--json", "--reduction", red]) == 0
+    for red in ("merge", "stutter"):
+        assert main(["explore", "busy-accept-retry-loop", "--json", "--reduction", red]) == 0
         out[red] = json.loads(capsys.readouterr().out)
-    assert out["por"]["reduction"] == "por"
-    assert {c: v["verdict"] for c, v in out["por"]["verdicts"].items()} == {
+    assert out["stutter"]["reduction"] == "stutter"
+    assert {c: v["verdict"] for c, v in out["stutter"]["verdicts"].items()} == {
         c: v["verdict"] for c, v in out["merge"]["verdicts"].items()}
-    assert out["por"]["steps"] <= out["merge"]["steps"]
+    assert out["stutter"]["executions"] == out["merge"]["executions"]
+    assert out["stutter"]["steps"] * 5 <= out["merge"]["steps"]
 
 
 def test_explore_no_prune_contradicting_reduction_is_refused(capsys):
-    assert main(["explore", "busy-accept-no-retry", "--no-prune", "--reduction", "por"]) == 2
-    assert "--no-prune contradicts --reduction por" in capsys.readouterr().err
+    assert main(["explore", "busy-accept-no-retry", "--no-prune", "--reduction", "stutter"]) == 2
+    assert "--no-prune contradicts --reduction stutter" in capsys.readouterr().err

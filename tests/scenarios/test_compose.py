@@ -47,7 +47,7 @@ def test_composed_hkid_release_answers_as_the_prepared_scenario():
 def test_compose_reductions_agree_on_a_two_vcpu_zap():
     spec = parse("vcpus=2 pages=2 packages=2 actors=run,migrate,zap")
     a = explore(lambda: build(spec), max_steps=spec.steps, reduction="merge")
-    b = explore(lambda: build(spec), max_steps=spec.steps, reduction="por")
+    b = explore(lambda: build(spec), max_steps=spec.steps, reduction="stutter")
     assert a.complete and b.complete and a.executions == b.executions
     assert {c: v.verdict for c, v in a.verdicts.items()} == {
         c: v.verdict for c, v in b.verdicts.items()}
