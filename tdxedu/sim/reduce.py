@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from functools import partial
 
 from .engine import OUTCOMES, Execution, _replay
 
@@ -136,10 +137,17 @@ def frames(gen, depth: int = 0) -> tuple:
         if f is None:
             out.append(("done",))
             break
+        inner = gen.gi_yieldfrom  # the next link: summarised as one, not again as a local
         out.append((gen.gi_code, f.f_lasti,
-                    tuple((k, _summary(x, depth)) for k, x in f.f_locals.items())))
-        gen = gen.gi_yieldfrom
+                    tuple((k, ("next",) if x is inner and inner is not None
+                           else _summary(x, depth)) for k, x in f.f_locals.items())))
+        gen = inner
     return tuple(out)
+
+
+def _before(ex: Execution, n: str) -> tuple:
+    """What a step of actor `n` must leave as it was to be a loop: its frames and its yield."""
+    return (_label(ex.pending[n]), frames(ex.gens[n]))
 
 
 def _label(p):
@@ -185,13 +193,18 @@ def state_graph(build, max_steps: int, check: str, counter, live_limit: int) -> 
         kids = g.children[key] = []
         names = ex.runnable()
         prefix, spos = list(ex.choices), ex.spos
-        for i, n in enumerate(names):
-            if i == len(names) - 1:  # the last step continues this execution
-                child = ex
+        # the last step continues this execution, so its actor's frames are taken now; for
+        # the others `ex` stays in this state and is asked only if a step changed no
+        # fingerprint (summaries cost time)
+        last = names[-1] if names else None
+        last_before = None if last is None else _before(ex, last)
+        for n in names:
+            if n == last:
+                child, before = ex, last_before
             else:
                 child = _replay(build, prefix, float("inf"), check, counter)
                 child.spos = dict(spos)
-            before = (frames(child.gens[n]), _label(child.pending[n]))
+                before = partial(_before, ex, n)
             child.step(n)
             ckey = _visit(g, child, key, (n, before))
             kids.append((n, ckey))
@@ -210,8 +223,8 @@ def state_graph(build, max_steps: int, check: str, counter, live_limit: int) -> 
 
 
 def _visit(g: StateGraph, ex: Execution, parent, step) -> Hashable:
-    """The key of the state `ex` is in after `step` = (actor, its state before) from `parent`;
-    an end state is recorded with its outcome and conditions."""
+    """The key of the state `ex` is in after `step` = (actor, `_before` it, or a function that
+    gives it) from `parent`; an end state is recorded with its outcome and conditions."""
     if ex.terminal():
         r = ex.result()
         fk = ex.final_key(r)
@@ -221,10 +234,12 @@ def _visit(g: StateGraph, ex: Execution, parent, step) -> Hashable:
     fp = ex.world.fingerprint()
     if step is not None:
         n, before = step
-        if (n not in ex.finished and fp == parent[0]
-                and (frames(ex.gens[n]), _label(ex.pending[n])) == before):
-            g.stutters += 1
-            return parent
+        if n not in ex.finished and fp == parent[0]:
+            if callable(before):
+                before = before()
+            if _before(ex, n) == before:
+                g.stutters += 1
+                return parent
         ex.spos[n] += 1
     return ex.state_key(False, fp)
 
