@@ -15,6 +15,9 @@ from ..steps import ExplorerSource
 from .stepper import Stepper, fit_dropdown, mimebundle, plain_message
 
 COMPOSED = "composed…"  # the picker's entry for the spec typed in the composer box
+#: the explorer's reductions a learner can compare (`explore(reduction=...)`); both give the
+#: same verdicts and witness lengths (tests/kvm/test_reduction_all_scenarios.py)
+REDUCTIONS = (("merge states", "merge"), ("merge + stutter loops", "stutter"))
 COMPOSE_HELP = (
     "words key=value: " + ", ".join(f"{k} ({lo}-{hi})" for k, (lo, hi) in compose.LIMITS.items())
     + ", dpamt (on/off), teardown, busy; actors=" + ",".join(compose.VCPU_ACTORS
@@ -23,8 +26,8 @@ COMPOSE_HELP = (
 
 class Explorer:
     """Attributes for tests: `scenario`, `spec` (the composer's Text box), `spec_message`
-    (HTML: why a spec is refused), `explore_button`, `verdicts` (HTML), `condition`,
-    `replay_button`, `stepper` (a `Stepper` with the timeline panel), `result`.
+    (HTML: why a spec is refused), `reduction`, `explore_button`, `verdicts` (HTML),
+    `condition`, `replay_button`, `stepper` (a `Stepper` with the timeline panel), `result`.
 
     Typing a spec picks the `COMPOSED` entry; a spec `compose.parse` refuses shows its
     message and disables Explore until it is fixed."""
@@ -44,6 +47,10 @@ class Explorer:
         self.spec_message.add_class("tdxedu-message")
         self.spec_error = ""  # compose's message for the spec ("" when it parses)
         self._explored = None  # the Scenario the last Explore ran (replays rebuild it)
+        self.reduction = fit_dropdown(widgets.Dropdown(
+            options=REDUCTIONS, value="merge", description="reduction",
+            tooltip="merge: a state reached before is not explored again; stutter: also, a "
+            "step that changes nothing (a BUSY retry) leads back to its own state"))
         self.explore_button = widgets.Button(description="Explore", button_style="info")
         self.verdicts = widgets.HTML()
         self.condition = fit_dropdown(widgets.Dropdown(options=[], description="condition"))
@@ -56,9 +63,11 @@ class Explorer:
         self.explore_button.on_click(g(lambda _b: self.explore()))
         self.replay_button.on_click(g(lambda _b: self.replay()))
         self.scenario.observe(g(lambda _c: self._clear()), names="value")
+        self.reduction.observe(g(lambda _c: self._clear()), names="value")
         self.spec.observe(g(lambda _c: self._spec_changed()), names="value")
         self.widget = widgets.VBox([
-            widgets.HBox([self.scenario, self.explore_button]),
+            widgets.HBox([self.scenario, self.reduction, self.explore_button],
+                         layout=widgets.Layout(flex_flow="row wrap")),
             widgets.HBox([self.spec, widgets.HTML(f"<small>{html.escape(COMPOSE_HELP)}</small>")],
                          layout=widgets.Layout(flex_flow="row wrap")),
             self.spec_message, self.verdicts,
@@ -106,7 +115,8 @@ class Explorer:
     def explore(self) -> None:
         sc = self.picked()
         self.result = explore(sc.build, name=sc.name, max_steps=sc.max_steps,
-                              max_executions=self.max_executions)
+                              max_executions=self.max_executions,
+                              reduction=self.reduction.value)
         self._explored = sc
         self.verdicts.value = verdict_table(self.result)
         # only conditions that hold in some run have a witness to replay ("never" has none)
@@ -148,7 +158,8 @@ def verdict_table(ex) -> str:
                        f"{v.true_runs}/{v.runs}",
                        "-" if v.witness is None else len(v.witness)) + "</tr>"
         for c, v in ex.verdicts.items())
-    head = (f"{html.escape(ex.name)}: {ex.executions} executions, {ex.pruned} pruned"
+    head = (f"{html.escape(ex.name)}: {ex.executions} executions, {ex.pruned} pruned, "
+            f"{ex.steps:,} steps executed ({ex.reduction})"
             + ("" if ex.complete else " (INCOMPLETE)"))
     return (f"<b>{head}</b><table style='border-collapse:collapse'><tr>"
             + cells("condition", "verdict", "runs where it holds",

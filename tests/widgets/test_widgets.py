@@ -176,6 +176,28 @@ def test_explorer_verdicts_and_witness_replay():
     assert e.result is None and e.condition.options == () and e.replay_button.disabled
 
 
+def test_explorer_reduction_switch_same_table_fewer_steps():
+    """The reduction picker: on the pre-merge BUSY retry loop ([Y-RFC]) the stutter reduction
+    gives the same verdict rows in far fewer steps, its witness replays in the stepper, and
+    switching clears the last result (it no longer matches the picker)."""
+    e = Explorer(scenario="busy-zero-step-retry-loop")
+    assert e.reduction.value == "merge"
+    e.explore_button.click()
+    merged_rows = e.verdicts.value.split("<table")[1]
+    merged_steps = e.result.steps
+    assert f"{merged_steps:,} steps executed (merge)" in e.verdicts.value
+    e.reduction.value = "stutter"
+    assert e.result is None and e.replay_button.disabled
+    e.explore_button.click()
+    assert e.verdicts.value.split("<table")[1] == merged_rows
+    assert "(stutter)" in e.verdicts.value and e.result.steps * 20 < merged_steps
+    e.condition.value = "softlockup"
+    e.replay_button.click()
+    e.stepper.run_button.click()
+    assert e.message.value == ""
+    assert "conditions true: completed, softlockup" in e.stepper.source.summary()
+
+
 def test_explorer_verdict_columns_are_separated():
     """Each verdict cell is padded: "entered_after_vm_dead" and "never" never run together."""
     e = Explorer(scenario="hkid-release-v19-notifier")
