@@ -151,3 +151,12 @@ def test_a_world_without_fingerprint_falls_back_to_plain_runs():
 
     red = explore(lambda: Bare(spec), max_steps=10, reduction="stutter")
     assert red.complete and red.verdict("done") == "always"
+
+
+def test_a_graph_past_its_state_budget_is_reported_incomplete():
+    """`max_executions` bounds the graph too (ten states per execution): past it the answer
+    says INCOMPLETE instead of running on."""
+    sc = get("roots-memslot-update-v6.3")
+    red = explore(sc.build, max_steps=sc.max_steps, max_executions=5, reduction="stutter")
+    assert not red.complete and "INCOMPLETE" in red.to_text()
+    assert red.steps < 2_000

@@ -448,7 +448,8 @@ def explore(
     out = None
     if reduction == "stutter" and build().fingerprint() is not None:
         from .reduce import bounded_runs, state_graph
-        graph = state_graph(build, max_steps, check, counter, LIVE_LIMIT)
+        graph = state_graph(build, max_steps, check, counter, LIVE_LIMIT,
+                            max_states=10 * max_executions)
         out = bounded_runs(graph, max_steps, max_executions)
     if out is None and prune:
         out = _bfs(build, max_steps, True, max_executions, check, False, max_steps // 2,

@@ -168,11 +168,14 @@ class StateGraph:
     conditions: dict = field(default_factory=dict)
     states: int = 0
     stutters: int = 0
+    complete: bool = True
 
 
-def state_graph(build, max_steps: int, check: str, counter, live_limit: int) -> StateGraph:
+def state_graph(build, max_steps: int, check: str, counter, live_limit: int,
+                max_states: int = 2_000_000) -> StateGraph:
     """Every state reachable in fewer than `max_steps` steps, breadth first, a stutter step
-    being an edge back to its own state."""
+    being an edge back to its own state. Past `max_states` states nothing more is expanded
+    (`complete` is then False)."""
     root = Execution(build(), float("inf"), check)
     root.counter, root.spos = counter, dict.fromkeys(root.gens, 0)
     g = StateGraph(root=None)
@@ -183,6 +186,9 @@ def state_graph(build, max_steps: int, check: str, counter, live_limit: int) -> 
         queue.append((root, g.root, 0))
     live = len(queue)
     while queue:
+        if len(g.conditions) > max_states:
+            g.complete = False
+            break
         ex, key, depth = queue.popleft()
         if isinstance(ex, tuple):  # (choices, spos) of an execution not kept: replay it
             choices, spos = ex
@@ -282,7 +288,10 @@ def bounded_runs(g: StateGraph, max_steps: int, max_executions: int):
             return results, outcomes, pruned, False
         pair = queue.popleft()
         key, depth = pair
-        for actor, ckey in g.children[key]:
+        kids = g.children.get(key)
+        if kids is None:  # never expanded: the graph was cut at `max_states`
+            continue
+        for actor, ckey in kids:
             if ckey in g.finals:
                 outcome, conds = g.finals[ckey]
                 record(ckey, outcome, conds, path(pair, actor))
@@ -299,5 +308,5 @@ def bounded_runs(g: StateGraph, max_steps: int, max_executions: int):
                 continue
             parent[cpair] = (pair, actor)
             queue.append(cpair)
-    return results, outcomes, pruned, True
+    return results, outcomes, pruned, g.complete
 
