@@ -160,3 +160,21 @@ def test_a_graph_past_its_state_budget_is_reported_incomplete():
     red = explore(sc.build, max_steps=sc.max_steps, max_executions=5, reduction="stutter")
     assert not red.complete and "INCOMPLETE" in red.to_text()
     assert red.steps < 2_000
+
+
+def _for_loop_over_equal_items(w):
+    def worker():  # the loop's iterator moves on, but it is on the frame's stack, not a local
+        for op in ["run", "run", "run"]:
+            assert op == "run"
+            yield PREEMPT
+        w.flags["done"] = True
+
+    return {"work": worker()}
+
+
+def test_a_for_loop_over_equal_items_is_a_change():
+    """A frame suspended inside a `for` loop keeps its iterator where `f_locals` cannot show
+    it: such a step is never taken for a loop of the state graph."""
+    merged, red = _both(_for_loop_over_equal_items, 20)
+    assert _answers(red) == _answers(merged)
+    assert red.verdict("done") == "always" and red.verdict("step_bound") == "never"

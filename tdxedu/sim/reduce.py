@@ -32,10 +32,11 @@ finds instead of unrolling it.
 
 from __future__ import annotations
 
+import dis
 from collections import Counter, deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 
 from .engine import OUTCOMES, Execution, _replay
 
@@ -130,7 +131,11 @@ def _shallow(x, depth: int):
 
 def frames(gen, depth: int = 0) -> tuple:
     """An actor's local state: for each generator of its `yield from` chain, the code, the
-    instruction it is suspended at and its local variables."""
+    instruction it is suspended at and its local variables.
+
+    A frame suspended inside a `for` loop also holds the loop's iterator, on its stack, where
+    no summary can see it. Such a frame is the same only while it has not run: while it still
+    waits on the very same inner generator. The innermost frame always ran."""
     out = []
     while gen is not None:
         f = gen.gi_frame
@@ -138,11 +143,40 @@ def frames(gen, depth: int = 0) -> tuple:
             out.append(("done",))
             break
         inner = gen.gi_yieldfrom  # the next link: summarised as one, not again as a local
-        out.append((gen.gi_code, f.f_lasti,
+        hidden = None
+        if _in_for_loop(gen.gi_code, f.f_lasti):
+            hidden = _Undecided() if inner is None else _Same(inner)
+        out.append((gen.gi_code, f.f_lasti, hidden,
                     tuple((k, ("next",) if x is inner and inner is not None
                            else _summary(x, depth)) for k, x in f.f_locals.items())))
         gen = inner
     return tuple(out)
+
+
+@cache
+def _for_loops(code) -> tuple:
+    """The bytecode ranges of `code`'s `for` loop bodies (FOR_ITER to the loop's exit)."""
+    return tuple((i.offset, i.argval) for i in dis.get_instructions(code)
+                 if i.opname == "FOR_ITER")
+
+
+def _in_for_loop(code, lasti: int) -> bool:
+    return any(start < lasti < end for start, end in _for_loops(code))
+
+
+class _Same:
+    """Equal only to a `_Same` of the very same object (held, so its id cannot be reused)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __eq__(self, other):
+        return isinstance(other, _Same) and other.obj is self.obj
+
+    def __hash__(self):
+        return id(self.obj)
 
 
 def _before(ex: Execution, n: str) -> tuple:
