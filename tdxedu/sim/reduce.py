@@ -16,7 +16,10 @@ What. Two things, each sound on its own:
    were before the step. When nothing changed, the step leads back to the state it left: an
    edge to itself, not a new state. An actor's position in a state key counts only the steps
    that changed something (`Execution.spos`). A comparison that cannot decide (an object
-   nested too deep) says "changed", which only costs a state.
+   nested too deep, an iterator) says "changed", which only costs a state. What a frame
+   keeps on its stack is out of sight: a `for` loop's iterator is handled (see `frames`);
+   other values an expression holds across a `yield` are assumed to follow from the locals
+   and the world, as they do in this model.
 2. *Run lengths from the graph.* The graph of states (no run length in the key) is built
    breadth first up to `max_steps`. The runs `max_steps` cuts short, and the shortest run to
    every end state, are then found by a breadth-first walk over (state, length) pairs of
