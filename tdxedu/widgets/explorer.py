@@ -12,7 +12,7 @@ import ipywidgets as widgets
 from ..scenarios import compose, registry
 from ..sim.engine import explore
 from ..steps import ExplorerSource
-from .stepper import Stepper, fit_dropdown, mimebundle, plain_message
+from .stepper import Stepper, fit_dropdown, mimebundle, plain_message, saved_view_style
 
 COMPOSED = "composed…"  # the picker's entry for the spec typed in the composer box
 #: the explorer's reductions a learner can compare (`explore(reduction=...)`); both give the
@@ -66,6 +66,7 @@ class Explorer:
         self.reduction.observe(g(lambda _c: self._clear()), names="value")
         self.spec.observe(g(lambda _c: self._spec_changed()), names="value")
         self.widget = widgets.VBox([
+            saved_view_style(),
             widgets.HBox([self.scenario, self.reduction, self.explore_button],
                          layout=widgets.Layout(flex_flow="row wrap")),
             widgets.HBox([self.spec, widgets.HTML(f"<small>{html.escape(COMPOSE_HELP)}</small>")],

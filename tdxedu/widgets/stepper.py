@@ -43,6 +43,24 @@ def _esc(s) -> str:
 
 RUN_TO_START = "Run this cell to start the widget."
 
+#: Opened before its cell runs, a lesson shows each widget as it was saved, and ipywidgets
+#: marks every element of it "disconnected" with a red broken-link icon (a dozen per widget).
+#: This rule, shipped inside each widget, draws one quiet line above the widget instead.
+SAVED_VIEW_CSS = (
+    ".jupyter-widgets-disconnected::before{content:none!important;display:none!important}"
+    ".jp-OutputArea-output>.jupyter-widgets-disconnected::before{"
+    f"content:'Saved view. {RUN_TO_START}'!important;display:block!important;"
+    "font:italic 12px/1.4 var(--jp-ui-font-family,sans-serif)!important;"
+    "color:var(--jp-ui-font-color2,#616161)!important;padding:0 0 6px 0!important}")
+
+
+def saved_view_style() -> widgets.HTML:
+    """An invisible widget carrying `SAVED_VIEW_CSS` (first child of a lesson widget)."""
+    w = widgets.HTML(f"<style>{SAVED_VIEW_CSS}</style>",
+                     layout=widgets.Layout(height="0px", margin="0px", overflow="hidden"))
+    w.add_class("tdxedu-saved-view-style")
+    return w
+
 
 # Advance widths (em) of DejaVu Sans, the widest sans-serif a browser falls back to on Linux
 # (Arial/Helvetica are narrower): sizing by it never clips a label in a narrower font.
@@ -178,7 +196,7 @@ class Stepper:
         self.images: dict[str, widgets.Image] = {}
         self.picture_box = widgets.VBox()
         self.widget = widgets.VBox([
-            self.heading,
+            saved_view_style(), self.heading,
             widgets.HBox(list(self.controls.values()),
                          layout=widgets.Layout(flex_flow="row wrap")),
             widgets.HBox([self.step_button, self.run_button, self.reset_button, self.counter]),

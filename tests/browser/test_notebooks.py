@@ -78,6 +78,13 @@ WIDGET_OUTPUTS_JS = """(panelSel) => {
                 .map(o => o.textContent.slice(0, 200)),
     as_text: outs.filter(o => o.dataset.mimeType === 'text/plain')
                  .map(o => o.textContent.slice(0, 200)),
+    // ipywidgets' red broken-link icon on a saved widget's elements (tdxedu's
+    // SAVED_VIEW_CSS hides it and draws one notice line per widget instead)
+    icons: [...document.querySelectorAll(panelSel + ' .jupyter-widgets-disconnected')]
+             .filter(e => /\\uf127/.test(getComputedStyle(e, '::before').content)).length,
+    notices: outs.filter(o => /Saved view\\. Run this cell/.test(getComputedStyle(
+                 o.querySelector(':scope > .jupyter-widgets-disconnected') || o,
+                 '::before').content)).length,
   };
 }"""
 
@@ -211,6 +218,9 @@ def _check_opened_before_running(page, name: str) -> None:
     assert not seen["errors"], f"{name}: {seen['errors']}"
     assert seen["drawn"] == expected, (
         f"{name}: {seen['drawn']} of the {expected} saved widgets drawn when opened")
+    assert seen["icons"] == 0, f"{name}: {seen['icons']} broken-link icons on saved widgets"
+    assert seen["notices"] == expected, (
+        f"{name}: {seen['notices']} 'Saved view' notices for {expected} saved widgets")
     news = page.get_by_text(re.compile("Jupyter news", re.I))
     assert news.count() == 0, f"{name}: the Jupyter news toast is shown"
     page.set_viewport_size({"width": 1280, "height": 900})

@@ -1,5 +1,6 @@
 """Every button and picker changes the widget's state and picture; misuse is a message."""
 
+import ipywidgets as widgets
 import pytest
 
 from tdxedu.widgets import (
@@ -289,3 +290,18 @@ def test_explorer_composer_bad_spec_is_a_message_and_disables_explore():
     assert e.spec_message.value == "" and not e.explore_button.disabled
     e.explore_button.click()
     assert e.result is not None and e.result.complete
+
+
+def test_saved_view_style_rides_in_every_lesson_widget():
+    """Each Stepper and Explorer carries the rule that replaces ipywidgets' broken-link icons
+    on a saved (not yet running) widget by one 'Saved view' line; the browser test checks
+    what the page then shows."""
+    from tdxedu.widgets.stepper import RUN_TO_START, SAVED_VIEW_CSS
+
+    for w in (Explorer(scenario="busy-accept-kick-retry-once").widget,
+              td_life_stepper().widget):
+        first = w.children[0]
+        assert isinstance(first, widgets.HTML) and SAVED_VIEW_CSS in first.value
+        assert "tdxedu-saved-view-style" in first._dom_classes
+    assert f"Saved view. {RUN_TO_START}" in SAVED_VIEW_CSS
+    assert ".jupyter-widgets-disconnected::before{content:none" in SAVED_VIEW_CSS
