@@ -29,17 +29,18 @@ class Flags(World):
         return dict(self.flags)
 
 
+def _setter(w):
+    yield PREEMPT
+    w.flags["go"] = True
+
+
 def _spinner_and_setter(w):
     def spinner():  # spins on a flag, changing nothing while it waits: a stutter
         while not w.flags["go"]:
             yield PREEMPT
         w.flags["done"] = True
 
-    def setter():
-        yield PREEMPT
-        w.flags["go"] = True
-
-    return {"spin": spinner(), "set": setter()}
+    return {"spin": spinner(), "set": _setter(w)}
 
 
 def _counter_and_setter(w):
@@ -50,11 +51,7 @@ def _counter_and_setter(w):
             yield PREEMPT
         w.flags["done"] = True
 
-    def setter():
-        yield PREEMPT
-        w.flags["go"] = True
-
-    return {"count": counter(), "set": setter()}
+    return {"count": counter(), "set": _setter(w)}
 
 
 def _list_in_place(w):

@@ -203,9 +203,12 @@ class StateGraph:
     finals: dict = field(default_factory=dict)
     #: state -> its conditions, for a run cut short there
     conditions: dict = field(default_factory=dict)
-    states: int = 0
     stutters: int = 0
     complete: bool = True
+
+    @property
+    def states(self) -> int:
+        return len(self.conditions)
 
 
 def state_graph(build, max_steps: int, check: str, counter, live_limit: int,
@@ -228,9 +231,7 @@ def state_graph(build, max_steps: int, check: str, counter, live_limit: int,
             break
         ex, key, depth = queue.popleft()
         if isinstance(ex, tuple):  # (choices, spos) of an execution not kept: replay it
-            choices, spos = ex
-            ex = _replay(build, choices, float("inf"), check, counter)
-            ex.spos = dict(spos)
+            ex = _replay_at(build, *ex, check, counter)
         else:
             live -= 1
         kids = g.children[key] = []
@@ -245,8 +246,7 @@ def state_graph(build, max_steps: int, check: str, counter, live_limit: int,
             if n == last:
                 child, before = ex, last_before
             else:
-                child = _replay(build, prefix, float("inf"), check, counter)
-                child.spos = dict(spos)
+                child = _replay_at(build, prefix, spos, check, counter)
                 before = partial(_before, ex, n)
             child.step(n)
             ckey = _visit(g, child, key, (n, before))
@@ -261,8 +261,14 @@ def state_graph(build, max_steps: int, check: str, counter, live_limit: int,
                 live += 1
             else:
                 queue.append(((list(child.choices), dict(child.spos)), ckey, depth + 1))
-    g.states = len(g.conditions)
     return g
+
+
+def _replay_at(build, choices: list[str], spos: dict, check: str, counter) -> Execution:
+    """An execution at the end of `choices`, with the step counts the graph keys on."""
+    ex = _replay(build, choices, float("inf"), check, counter)
+    ex.spos = dict(spos)
+    return ex
 
 
 def _visit(g: StateGraph, ex: Execution, parent, step) -> Hashable:
