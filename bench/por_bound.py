@@ -24,7 +24,8 @@ best any of them could do, given the graph the explorer builds anyway:
 Prints figures and ratios; asserts nothing. Run with the project's venv:
 
     .venv/bin/python bench/por_bound.py                       # the slow scenarios
-    .venv/bin/python bench/por_bound.py busy-accept-retry-loop --compose "vcpus=2 pages=1 actors=run,zap"
+    .venv/bin/python bench/por_bound.py busy-accept-retry-loop \
+        --compose "vcpus=2 pages=1 actors=run,zap"
 """
 
 from __future__ import annotations
@@ -185,7 +186,8 @@ def run(label: str, build, max_steps: int) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("scenarios", nargs="*", help=f"registered scenarios (default: {', '.join(SLOW)})")
+    ap.add_argument("scenarios", nargs="*",
+                    help=f"registered scenarios (default: {', '.join(SLOW)})")
     ap.add_argument("--compose", action="append", default=None,
                     help=f"a composed scenario (default: the HKID-release race {HKID_RACE!r})")
     args = ap.parse_args(argv)
