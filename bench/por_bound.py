@@ -20,6 +20,11 @@ best any of them could do, given the graph the explorer builds anyway:
   the world's fingerprint. This is the most a reduction built on read/write footprints (the
   objects each step touches) could find: two increments of one refcount, or two readers
   taking one rwlock, commute but write the same thing.
+* *keyed*: also counts a diamond where both steps add or remove *different* members of one
+  set or map: the best of a read/write footprint kept per member (per page, per root, per
+  job) rather than per collection.
+* *commuting*: also counts a diamond where both steps add to one counter: the best of a
+  footprint that knows the kind of each write (an increment commutes with an increment).
 
 Prints figures and ratios; asserts nothing. Run with the project's venv:
 
@@ -75,12 +80,13 @@ def _at(fp, path):
     return fp
 
 
-def _commutes(before, a, b) -> bool:
-    """Two changes of one part that an operation-aware footprint would call commuting: both
-    add to (or take from) one counter, or both add or remove different members of one set
-    (a sorted tuple)."""
+def _commutes(before, a, b, counters: bool) -> bool:
+    """Two changes of one part that a finer footprint would call independent: both add or
+    remove different members of one set or map (a sorted tuple; a footprint kept per member
+    sees two objects), or, with `counters`, both add to (or take from) one counter (only an
+    operation-aware footprint sees that)."""
     if all(type(v) is int for v in (before, a, b)):
-        return True
+        return counters
     if all(isinstance(v, tuple) for v in (before, a, b)):
         s0, sa, sb = set(before), set(a), set(b)
         return not ((sa ^ s0) & (sb ^ s0))
@@ -105,8 +111,9 @@ class Bound:
             if ok and self.disjoint:
                 f, ft, fu = _fingerprint(s), _fingerprint(st), _fingerprint(su)
                 shared = _overlap(_changed(f, ft), _changed(f, fu))
-                ok = not shared or self.disjoint == "commuting" and all(
-                    _commutes(_at(f, p), _at(ft, p), _at(fu, p)) for p in shared)
+                ok = not shared or self.disjoint != "disjoint" and all(
+                    _commutes(_at(f, p), _at(ft, p), _at(fu, p),
+                              self.disjoint == "commuting") for p in shared)
             self._diamonds[k] = self._diamonds[(s, u, t)] = ok
         return self._diamonds[k]
 
@@ -172,7 +179,7 @@ def run(label: str, build, max_steps: int) -> None:
         return
     full = Bound(g, None)
     rows = [("full", cost(full.succ, g.root, lambda s: list(full.succ[s])))]
-    for name, disjoint in (("oracle", None), ("disjoint", "disjoint"),
+    for name, disjoint in (("oracle", None), ("disjoint", "disjoint"), ("keyed", "keyed"),
                            ("commuting", "commuting")):
         b = Bound(g, disjoint)
         rows.append((name, cost(b.succ, g.root, b.select)))

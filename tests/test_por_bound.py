@@ -1,8 +1,9 @@
 """bench/por_bound.py measures how far a partial-order reduction could go (Godefroid 1996,
 persistent sets; independence = a diamond in the state graph). Its three relations are
 checked here on worlds whose answer is known: independent writers reduce to one
-interleaving, two increments of one counter commute only for the operation-aware relation,
-and two writers of one flag never commute."""
+interleaving, insertions of different members into one set commute for footprints kept per
+member, two increments of one counter commute only for the operation-aware relation, and two
+writers of one flag never commute."""
 
 import importlib.util
 from pathlib import Path
@@ -25,7 +26,7 @@ class Cells(World):
 
     def __init__(self, op, n=3):
         self.trace = Trace()
-        self.cells = {"a": 0, "b": 0, "n": 0}
+        self.cells = {"a": 0, "b": 0, "n": 0, "s": ()}
         self.op, self.n = op, n
 
     def actors(self):
@@ -43,11 +44,14 @@ class Cells(World):
         return {}
 
 
+RELATIONS = ("oracle", "disjoint", "keyed", "commuting")
+
+
 def _bounds(op):
     g = state_graph(lambda: Cells(op), 50, "step", _Counter(), LIVE_LIMIT)
     full = por_bound.Bound(g, None)
     out = {"full": por_bound.cost(full.succ, g.root, lambda s: list(full.succ[s]))}
-    for name in ("oracle", "disjoint", "commuting"):
+    for name in RELATIONS:
         b = por_bound.Bound(g, None if name == "oracle" else name)
         out[name] = por_bound.cost(b.succ, g.root, b.select)
     return out
@@ -59,7 +63,7 @@ def test_independent_writers_reduce_to_one_interleaving():
 
     b = _bounds(own_cell)
     assert b["full"][0] == 4 * 4  # a 4x4 grid of step counts
-    for name in ("oracle", "disjoint", "commuting"):
+    for name in RELATIONS:
         states, edges, _ = b[name]
         assert edges == states - 1 == 2 * 3  # one path of 3 + 3 steps
 
@@ -71,7 +75,19 @@ def test_increments_of_one_counter_commute_only_operation_aware():
     b = _bounds(shared_counter)
     assert b["oracle"][1] == b["oracle"][0] - 1  # one path
     assert b["commuting"] == b["oracle"]
-    assert b["disjoint"] == b["full"]  # both write "n": a footprint sees a conflict
+    # both write "n": a read/write footprint sees a conflict, however fine
+    assert b["disjoint"] == b["keyed"] == b["full"]
+
+
+def test_inserts_of_different_members_commute_per_member():
+    def own_member(cells, name):  # each actor adds its next member to one shared set
+        k = sum(1 for m in cells["s"] if m[0] == name)
+        cells["s"] = tuple(sorted((*cells["s"], (name, k))))
+
+    b = _bounds(own_member)
+    assert b["oracle"][1] == b["oracle"][0] - 1  # one path
+    assert b["keyed"] == b["commuting"] == b["oracle"]
+    assert b["disjoint"] == b["full"]  # one collection, written by both
 
 
 def test_writers_of_one_flag_never_commute():
@@ -79,4 +95,4 @@ def test_writers_of_one_flag_never_commute():
         cells["n"] = 1 if name == "p" else 2
 
     b = _bounds(last_writer_wins)
-    assert b["oracle"] == b["disjoint"] == b["commuting"] == b["full"]
+    assert b["oracle"] == b["disjoint"] == b["keyed"] == b["commuting"] == b["full"]
