@@ -17,8 +17,8 @@ best any of them could do, given the graph the explorer builds anyway:
   length to it, so verdicts and shortest witnesses would be unchanged. No reduction that
   decides independence from less than the whole graph can do better.
 * *disjoint*: the same, but a diamond counts only when the two steps change disjoint parts of
-  the world's fingerprint. This is the most a reduction built on read/write footprints (the
-  objects each step touches) could find: two increments of one refcount, or two readers
+  the world's fingerprint. This is the most a reduction built on read/write footprints kept
+  per object or collection could find: two increments of one refcount, or two readers
   taking one rwlock, commute but write the same thing.
 * *keyed*: also counts a diamond where both steps add or remove *different* members of one
   set or map: the best of a read/write footprint kept per member (per page, per root, per
@@ -93,11 +93,16 @@ def _commutes(before, a, b, counters: bool) -> bool:
     return False
 
 
+#: the independence relations, from the exact one to the coarsest (see the module's docstring)
+RELATIONS = ("oracle", "disjoint", "keyed", "commuting")
+
+
 class Bound:
-    def __init__(self, graph, disjoint: str | None):
+    def __init__(self, graph, relation: str | None):
+        """`relation`: one of `RELATIONS`, or None for the full search."""
         self.succ = {s: dict(kids) for s, kids in graph.children.items()}
         self.root = graph.root
-        self.disjoint = disjoint
+        self.relation = None if relation == "oracle" else relation
         self.chosen: dict = {}
         self._diamonds: dict = {}
 
@@ -108,12 +113,12 @@ class Bound:
             st, su = succ[s][t], succ[s][u]
             ok = (st in succ and su in succ and u in succ[st] and t in succ[su]
                   and succ[st][u] == succ[su][t])
-            if ok and self.disjoint:
+            if ok and self.relation:
                 f, ft, fu = _fingerprint(s), _fingerprint(st), _fingerprint(su)
                 shared = _overlap(_changed(f, ft), _changed(f, fu))
-                ok = not shared or self.disjoint != "disjoint" and all(
+                ok = not shared or self.relation != "disjoint" and all(
                     _commutes(_at(f, p), _at(ft, p), _at(fu, p),
-                              self.disjoint == "commuting") for p in shared)
+                              self.relation == "commuting") for p in shared)
             self._diamonds[k] = self._diamonds[(s, u, t)] = ok
         return self._diamonds[k]
 
@@ -169,6 +174,16 @@ def cost(succ: dict, root, select) -> tuple[int, int, int]:
     return len(depth), edges, steps
 
 
+def bounds(g) -> dict:
+    """(states, edges, steps) of the full search ("full") and under each of `RELATIONS`."""
+    full = Bound(g, None)
+    out = {"full": cost(full.succ, g.root, lambda s: list(full.succ[s]))}
+    for name in RELATIONS:
+        b = Bound(g, name)
+        out[name] = cost(b.succ, g.root, b.select)
+    return out
+
+
 def run(label: str, build, max_steps: int) -> None:
     counter = _Counter()
     t0 = time.perf_counter()
@@ -177,12 +192,7 @@ def run(label: str, build, max_steps: int) -> None:
     if not g.complete:
         print(f"{label}: graph not complete; no bound")
         return
-    full = Bound(g, None)
-    rows = [("full", cost(full.succ, g.root, lambda s: list(full.succ[s])))]
-    for name, disjoint in (("oracle", None), ("disjoint", "disjoint"), ("keyed", "keyed"),
-                           ("commuting", "commuting")):
-        b = Bound(g, disjoint)
-        rows.append((name, cost(b.succ, g.root, b.select)))
+    rows = list(bounds(g).items())
     print(f"{label}  (graph: {g.states:,} states, {g.stutters:,} stutter loops, {dt:.1f} s;"
           f" stutter reduction executed {counter.steps:,} steps)")
     base = rows[0][1][2]

@@ -1,5 +1,5 @@
 """bench/por_bound.py measures how far a partial-order reduction could go (Godefroid 1996,
-persistent sets; independence = a diamond in the state graph). Its three relations are
+persistent sets; independence = a diamond in the state graph). Its four relations are
 checked here on worlds whose answer is known: independent writers reduce to one
 interleaving, insertions of different members into one set commute for footprints kept per
 member, two increments of one counter commute only for the operation-aware relation, and two
@@ -44,17 +44,8 @@ class Cells(World):
         return {}
 
 
-RELATIONS = ("oracle", "disjoint", "keyed", "commuting")
-
-
 def _bounds(op):
-    g = state_graph(lambda: Cells(op), 50, "step", _Counter(), LIVE_LIMIT)
-    full = por_bound.Bound(g, None)
-    out = {"full": por_bound.cost(full.succ, g.root, lambda s: list(full.succ[s]))}
-    for name in RELATIONS:
-        b = por_bound.Bound(g, None if name == "oracle" else name)
-        out[name] = por_bound.cost(b.succ, g.root, b.select)
-    return out
+    return por_bound.bounds(state_graph(lambda: Cells(op), 50, "step", _Counter(), LIVE_LIMIT))
 
 
 def test_independent_writers_reduce_to_one_interleaving():
@@ -63,7 +54,7 @@ def test_independent_writers_reduce_to_one_interleaving():
 
     b = _bounds(own_cell)
     assert b["full"][0] == 4 * 4  # a 4x4 grid of step counts
-    for name in RELATIONS:
+    for name in por_bound.RELATIONS:
         states, edges, _ = b[name]
         assert edges == states - 1 == 2 * 3  # one path of 3 + 3 steps
 
